@@ -1,0 +1,591 @@
+"""The software-defined assets of one sync cycle.
+
+roster files ─► idp_users / idp_groups / idp_memberships / roster_rejections
+            ─► user_changes (per shard) / group_changes / membership_changes   (+ blocking guard checks)
+            ─► user_provisioning (per shard) / group_provisioning / membership_provisioning
+            ─► provisioning_audit      and target_snapshot (adoption on a first run, reconciliation)
+
+The Dagster layer stays thin: every decision lives in `scim_pipeline.sync`; these functions wire resources to it and
+turn its results into materializations the UI can plot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetOut,
+    AssetsDefinition,
+    AssetSpec,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    TableColumnDep,
+    TableColumnLineage,
+    asset,
+    multi_asset,
+)
+from pydantic import Field
+
+from scim_pipeline.assets.metadata import counts_metadata, frame_metadata, markdown_table
+from scim_pipeline.assets.partitions import shard_partitions, shards_of
+from scim_pipeline.resources.pipeline import (
+    ProvisioningStateResource,
+    RosterSourceResource,
+    SyncPolicyResource,
+)
+from scim_pipeline.resources.target import ScimTargetResource
+
+POOL = "scim_target"
+ROSTER_FILES = AssetKey("roster_files")
+GUARD_CHECKS = ("deletion_threshold", "roster_not_shrunk", "no_mass_update")
+
+progress_logger = logging.getLogger("scim_pipeline.progress")
+
+
+class SnapshotConfig(Config):
+    """Run configuration of `target_snapshot`."""
+
+    reconcile: bool = Field(
+        default=False,
+        description="Read the whole target and compare it with what we manage (drift), even when the state is not "
+        "empty. A first run against an empty state store always reads it, to adopt existing objects.",
+    )
+
+
+@dataclass(frozen=True)
+class SyncAssets:
+    """Everything the code location needs from this module."""
+
+    assets: list[AssetsDefinition | AssetSpec]
+    change_keys: list[AssetKey]
+    provisioning_keys: list[AssetKey]
+
+
+def build_sync_assets(shards: int) -> SyncAssets:
+    """Build the asset graph for `shards` user partitions."""
+    partitions = shard_partitions(shards)
+
+    roster_files = AssetSpec(
+        ROSTER_FILES,
+        description="The IdP roster folder (SCIM_ROSTER): users, groups and memberships files. Not materialized "
+        "here; the IdP (or its export job) owns it.",
+        group_name="idp",
+        kinds={"csv", "parquet"},
+    )
+
+    @multi_asset(
+        outs={
+            "idp_users": AssetOut(description="Users in scope, validated and mapped to SCIM attributes."),
+            "idp_groups": AssetOut(description="Groups in scope, validated and mapped."),
+            "idp_memberships": AssetOut(description="Group memberships between accepted users and groups."),
+            "roster_rejections": AssetOut(description="Roster rows set aside, one reason per row."),
+        },
+        deps=[ROSTER_FILES],
+        group_name="idp",
+        can_subset=False,
+    )
+    def idp_roster(context: AssetExecutionContext, roster: RosterSourceResource) -> Iterator[Output[pd.DataFrame]]:
+        loaded = roster.load(shards)
+        source = "bundled sample roster (demo)" if roster.uses_sample else str(roster.folder())
+        users: pd.DataFrame = loaded.users
+        lineage = _column_lineage(loaded)
+        yield Output(
+            users,
+            output_name="idp_users",
+            metadata={
+                **frame_metadata(users, preview_columns=["key", "shard", "displayName", "active"]),
+                "source": source,
+                **({"dagster/column_lineage": lineage} if lineage is not None else {}),
+                **counts_metadata(_roster_stats(loaded)),
+            },
+        )
+        yield Output(
+            loaded.groups,
+            output_name="idp_groups",
+            metadata=frame_metadata(loaded.groups, preview_columns=["key", "displayName"]),
+        )
+        yield Output(
+            loaded.memberships,
+            output_name="idp_memberships",
+            metadata=frame_metadata(loaded.memberships, preview_columns=["group_key_norm", "user_key_norm"]),
+        )
+        rejected: pd.DataFrame = loaded.rejected
+        if len(rejected):
+            context.log.warning(f"{len(rejected)} roster rows were set aside; see the roster_rejections asset")
+        yield Output(
+            rejected,
+            output_name="roster_rejections",
+            metadata={
+                **frame_metadata(rejected, preview_columns=["table", "row", "field", "reason"]),
+                "rejected_users": int((rejected["table"] == "users").sum()) if len(rejected) else 0,
+                "rejected_groups": int((rejected["table"] == "groups").sum()) if len(rejected) else 0,
+                "rejected_memberships": int((rejected["table"] == "memberships").sum()) if len(rejected) else 0,
+            },
+        )
+
+    @asset(
+        deps=[AssetKey("idp_users"), AssetKey("idp_groups")],
+        group_name="target",
+        pool=POOL,
+        kinds={"scim"},
+        check_specs=[
+            AssetCheckSpec(
+                "target_matches_managed_state",
+                asset="target_snapshot",
+                description="Reconciliation: the target holds what we manage, as we last wrote it (drift made in "
+                "Delinea instead of the IdP is reported here and repaired by the next cycle).",
+            )
+        ],
+        description="The target as read in full (paged, with filters the profile allows). Read on the first run "
+        "against an empty state store — existing objects that match the roster are adopted, never duplicated — "
+        "and whenever reconciliation is asked for.",
+    )
+    def target_snapshot(
+        context: AssetExecutionContext,
+        config: SnapshotConfig,
+        scim_target: ScimTargetResource,
+        roster: RosterSourceResource,
+        provisioning_state: ProvisioningStateResource,
+    ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+        from scim_pipeline.sync import reconcile
+
+        state = provisioning_state.open(context.instance)
+        first_run = state.is_empty()
+        if not (first_run or config.reconcile):
+            yield Output(
+                _empty_snapshot(),
+                metadata={
+                    "read": False,
+                    "reason": "state store not empty and reconciliation not requested",
+                },
+            )
+            yield AssetCheckResult(
+                check_name="target_matches_managed_state",
+                passed=True,
+                description="not checked in this run (run with reconcile: true, or the scim_reconcile job)",
+                metadata={"checked": False},
+            )
+            return
+
+        loaded = roster.load(shards)
+
+        async def read_and_reconcile() -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+            async with scim_target.get_client() as client:
+                return await reconcile.snapshot_and_reconcile(
+                    client, state, loaded, adopt=first_run, detect=not first_run
+                )
+
+        snapshot, adoption_counts, drift = asyncio.run(read_and_reconcile())
+        yield Output(
+            snapshot,
+            metadata={
+                **frame_metadata(snapshot, preview_columns=["resource_type", "key", "managed"]),
+                "read": True,
+                **counts_metadata(adoption_counts),
+                "drifted_attributes": len(drift),
+            },
+        )
+        yield AssetCheckResult(
+            check_name="target_matches_managed_state",
+            passed=drift.empty,
+            severity=AssetCheckSeverity.WARN,
+            description=(
+                "the target matches what we manage"
+                if drift.empty
+                else f"{len(drift)} managed attribute(s) differ on the target; the next cycle restores the IdP's "
+                "values — make such changes in the IdP, not in Delinea"
+            ),
+            metadata={
+                "drifted_attributes": len(drift),
+                "drifted_objects": int(drift["scim_id"].nunique()) if len(drift) else 0,
+                "preview": MetadataValue.md(
+                    markdown_table(drift[["resource_type", "key", "attribute"]].head(20)) if len(drift) else "_none_"
+                ),
+            },
+        )
+
+    guard_specs = [
+        AssetCheckSpec(
+            name,
+            asset="user_changes",
+            blocking=True,
+            description=description,
+        )
+        for name, description in (
+            (
+                "deletion_threshold",
+                "Disables + deletes in this cycle stay under SCIM_MAX_DELETES / the share limit.",
+            ),
+            (
+                "roster_not_shrunk",
+                "The roster is not empty and did not lose half of the users we manage.",
+            ),
+            (
+                "no_mass_update",
+                "A mapping change does not rewrite nearly every managed user at once.",
+            ),
+        )
+    ]
+
+    @asset(
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),
+        deps=[AssetDep("target_snapshot")],
+        group_name="changes",
+        check_specs=guard_specs,
+        kinds={"pandas"},
+        description="Per shard: creates, updates (only the differing attributes, as PATCH operations), disables "
+        "and deletes for users, computed against what we manage. Guarded by blocking checks.",
+    )
+    def user_changes(
+        context: AssetExecutionContext,
+        idp_users: pd.DataFrame,
+        provisioning_state: ProvisioningStateResource,
+        sync_policy: SyncPolicyResource,
+    ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+        from scim_pipeline.sync import changes, guards
+
+        run_shards = shards_of(context.partition_keys)
+        state = provisioning_state.open(context.instance)
+        managed = state.managed_users()
+        planned = changes.plan_user_changes(idp_users, managed, deprovision=sync_policy.deprovision, shards=run_shards)
+        summary = changes.summarize(planned)
+        yield Output(
+            planned,
+            metadata={
+                **frame_metadata(planned, preview_columns=["op", "key", "shard"]),
+                **counts_metadata(summary),
+                "shards": ", ".join(context.partition_keys),
+            },
+        )
+        results = guards.evaluate_user_guards(
+            planned,
+            idp_users,
+            managed,
+            shards=run_shards,
+            max_deletes=sync_policy.max_deletes,
+            max_delete_share=sync_policy.max_delete_share,
+            allow=sync_policy.allow_mass_changes,
+        )
+        for result in results:
+            yield AssetCheckResult(
+                check_name=result.name,
+                passed=result.passed,
+                description=result.message,
+                metadata=counts_metadata(result.figures),
+            )
+
+    @asset(
+        deps=[AssetDep("target_snapshot")],
+        group_name="changes",
+        kinds={"pandas"},
+        check_specs=[
+            AssetCheckSpec(
+                "group_removal_threshold",
+                asset="group_changes",
+                blocking=True,
+                description="Groups leaving scope in one cycle stay under the deletion threshold.",
+            )
+        ],
+        description="Group creates, renames and deprovisions, against what we manage.",
+    )
+    def group_changes(
+        context: AssetExecutionContext,
+        idp_groups: pd.DataFrame,
+        provisioning_state: ProvisioningStateResource,
+        sync_policy: SyncPolicyResource,
+        scim_target: ScimTargetResource,
+    ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+        from scim_pipeline.sync import changes, guards
+
+        state = provisioning_state.open(context.instance)
+        managed = state.managed_groups()
+        planned = changes.plan_group_changes(
+            idp_groups, managed, deprovision=sync_policy.deprovision, profile=scim_target.profile
+        )
+        yield Output(
+            planned,
+            metadata={
+                **frame_metadata(planned, preview_columns=["op", "key"]),
+                **counts_metadata(changes.summarize(planned)),
+            },
+        )
+        result = guards.evaluate_group_guard(
+            planned,
+            managed,
+            max_deletes=sync_policy.max_deletes,
+            max_delete_share=sync_policy.max_delete_share,
+            allow=sync_policy.allow_mass_changes,
+        )
+        yield AssetCheckResult(
+            check_name="group_removal_threshold",
+            passed=result.passed,
+            description=result.message,
+            metadata=counts_metadata(result.figures),
+        )
+
+    @asset(
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),
+        group_name="provisioning",
+        pool=POOL,
+        kinds={"scim"},
+        description="Per shard: the user change set executed as individual SCIM calls, each outcome recorded in "
+        "the state store and the audit trail at once.",
+    )
+    def user_provisioning(
+        context: AssetExecutionContext,
+        user_changes: pd.DataFrame,
+        scim_target: ScimTargetResource,
+        provisioning_state: ProvisioningStateResource,
+    ) -> Output[pd.DataFrame]:
+        return _execute(context, "users", user_changes, scim_target, provisioning_state)
+
+    @asset(
+        group_name="provisioning",
+        pool=POOL,
+        kinds={"scim"},
+        description="The group change set executed as individual SCIM calls (before memberships).",
+    )
+    def group_provisioning(
+        context: AssetExecutionContext,
+        group_changes: pd.DataFrame,
+        scim_target: ScimTargetResource,
+        provisioning_state: ProvisioningStateResource,
+    ) -> Output[pd.DataFrame]:
+        return _execute(context, "groups", group_changes, scim_target, provisioning_state)
+
+    @asset(
+        deps=[AssetDep("group_provisioning"), AssetDep("user_provisioning")],
+        group_name="changes",
+        kinds={"pandas"},
+        description="Membership adds and removes as group PATCHes, chunked; only between users and groups we "
+        "manage that already have a SCIM id (others wait for a later cycle and are counted as deferred).",
+    )
+    def membership_changes(
+        context: AssetExecutionContext,
+        idp_memberships: pd.DataFrame,
+        provisioning_state: ProvisioningStateResource,
+        scim_target: ScimTargetResource,
+    ) -> Output[pd.DataFrame]:
+        from scim_pipeline.sync import changes
+
+        state = provisioning_state.open(context.instance)
+        planned = changes.plan_membership_changes(
+            idp_memberships,
+            state.managed_memberships(),
+            state.managed_users(),
+            state.managed_groups(),
+            member_chunk=scim_target.member_chunk,
+        )
+        return Output(
+            planned,
+            metadata={
+                **frame_metadata(planned, preview_columns=["op", "group_key_norm", "member_count"]),
+                **counts_metadata(changes.summarize(planned)),
+            },
+        )
+
+    @asset(
+        group_name="provisioning",
+        pool=POOL,
+        kinds={"scim"},
+        description="The membership change set executed as group PATCH calls.",
+    )
+    def membership_provisioning(
+        context: AssetExecutionContext,
+        membership_changes: pd.DataFrame,
+        scim_target: ScimTargetResource,
+        provisioning_state: ProvisioningStateResource,
+    ) -> Output[pd.DataFrame]:
+        return _execute(context, "memberships", membership_changes, scim_target, provisioning_state)
+
+    @asset(
+        deps=[
+            AssetDep("user_provisioning"),
+            AssetDep("group_provisioning"),
+            AssetDep("membership_provisioning"),
+        ],
+        group_name="audit",
+        kinds={"sqlite"},
+        description="Every SCIM call of this run: when, what, on which key, the outcome, HTTP status, scimType, "
+        "latency and attempts. Never a secret, never an attribute value beyond the matching key. Fails the run "
+        "when any call failed, so the next cycle retries it.",
+    )
+    def provisioning_audit(
+        context: AssetExecutionContext, provisioning_state: ProvisioningStateResource
+    ) -> Iterator[Output[pd.DataFrame]]:
+        state = provisioning_state.open(context.instance)
+        audit = state.audit_frame(run_id=context.run.run_id)
+        failed = int((audit["outcome"] == "failed").sum()) if len(audit) else 0
+        outcomes = audit["outcome"].value_counts().to_dict() if len(audit) else {}
+        yield Output(
+            audit,
+            metadata={
+                **frame_metadata(
+                    audit,
+                    preview_columns=[
+                        "at",
+                        "resource_type",
+                        "operation",
+                        "key",
+                        "http_status",
+                        "outcome",
+                    ],
+                ),
+                "calls": len(audit),
+                **counts_metadata({f"outcome_{name}": count for name, count in outcomes.items()}),
+                "failures": failed,
+            },
+        )
+        if failed:
+            raise Failure(
+                description=f"{failed} SCIM call(s) failed in this run; see provisioning_audit for each reason. "
+                "The next cycle retries them.",
+                metadata={"failures": failed},
+            )
+
+    return SyncAssets(
+        assets=[
+            roster_files,
+            idp_roster,
+            target_snapshot,
+            user_changes,
+            group_changes,
+            membership_changes,
+            user_provisioning,
+            group_provisioning,
+            membership_provisioning,
+            provisioning_audit,
+        ],
+        change_keys=[
+            AssetKey(name)
+            for name in (
+                "idp_users",
+                "idp_groups",
+                "idp_memberships",
+                "roster_rejections",
+                "target_snapshot",
+                "user_changes",
+                "group_changes",
+                "membership_changes",
+            )
+        ],
+        provisioning_keys=[
+            AssetKey(name)
+            for name in (
+                "user_provisioning",
+                "group_provisioning",
+                "membership_provisioning",
+                "provisioning_audit",
+            )
+        ],
+    )
+
+
+def _execute(
+    context: AssetExecutionContext,
+    kind: str,
+    planned: pd.DataFrame,
+    scim_target: ScimTargetResource,
+    provisioning_state: ProvisioningStateResource,
+) -> Output[pd.DataFrame]:
+    """Run one change set through the SCIM client; every outcome is already in the state store when this returns."""
+    from scim_pipeline.sync import executor
+
+    state = provisioning_state.open(context.instance)
+    partition = ",".join(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else ""
+    reporter = _ProgressReporter(context, kind, total=len(planned))
+
+    async def run() -> Any:
+        async with scim_target.get_client() as client:
+            return await executor.execute_changes(
+                client,
+                state,
+                kind,
+                planned,
+                run_id=context.run.run_id,
+                partition=partition,
+                progress=reporter,
+            )
+
+    report = asyncio.run(run())
+    outcomes: pd.DataFrame = report.outcomes_frame()
+    if "shard" not in outcomes.columns and "shard" in planned.columns and context.has_partition_key:
+        outcomes["shard"] = int(context.partition_key)
+    counts = report.counts()
+    if report.failed:
+        context.log.error(report.describe_failures())
+    return Output(
+        outcomes,
+        metadata={
+            **frame_metadata(outcomes, preview_columns=["op", "key", "outcome", "http_status"]),
+            **counts_metadata(counts),
+            "target": scim_target.describe(),
+            "summary": report.describe(),
+        },
+    )
+
+
+class _ProgressReporter:
+    """Logs progress of a long change set every few seconds, to Dagster and to the CLI."""
+
+    def __init__(self, context: AssetExecutionContext, kind: str, total: int) -> None:
+        self._context = context
+        self._kind = kind
+        self._total = total
+        self._last = 0.0
+
+    def __call__(self, done: int, failed: int = 0) -> None:
+        now = time.monotonic()
+        if done < self._total and now - self._last < 2.0:
+            return
+        self._last = now
+        message = f"{self._kind}: {done:,}/{self._total:,} calls done ({failed:,} failed)"
+        self._context.log.info(message)
+        progress_logger.info(message)
+
+
+def _empty_snapshot() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "resource_type": pd.Series(dtype="string"),
+            "scim_id": pd.Series(dtype="string"),
+            "key": pd.Series(dtype="string"),
+            "managed": pd.Series(dtype="bool"),
+        }
+    )
+
+
+def _roster_stats(loaded: Any) -> dict[str, int]:
+    stats = getattr(loaded, "stats", None) or {}
+    return {str(name): int(value) for name, value in stats.items() if isinstance(value, int | float)}
+
+
+def _column_lineage(loaded: Any) -> TableColumnLineage | None:
+    """Which roster file column feeds each SCIM attribute of idp_users, from the mapping in effect."""
+    sources: dict[str, list[str]] | None = getattr(loaded, "attribute_sources", None)
+    if not sources:
+        return None
+    return TableColumnLineage(
+        deps_by_column={
+            attribute: [TableColumnDep(asset_key=ROSTER_FILES, column_name=column) for column in columns]
+            for attribute, columns in sources.items()
+            if columns
+        }
+    )

@@ -1,0 +1,154 @@
+"""`scim-pipeline demo | sync | plan | check | emulator` — the command line.
+
+`demo`, `sync` and `plan` run the code location's own assets in-process against the Dagster instance in
+$DAGSTER_HOME, so every run also shows in `dagster dev`. `check` proves the connection; `emulator` serves the bundled
+Delinea emulator on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from scim_pipeline.scim import ConfigurationError, ConnectionSettings, ScimPipelineError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `scim-pipeline` command."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code: int = args.handler(args)
+    except (ScimPipelineError, ValueError) as error:
+        # Every expected failure is a one-line message naming the setting or row at fault, never a traceback.
+        print(f"scim-pipeline {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scim-pipeline",
+        description="Provision an IdP roster into the Delinea Platform (or any RFC 7644 SCIM service provider).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a full cycle on the embedded emulator and the sample roster")
+    demo.set_defaults(handler=_run_demo)
+
+    for name, help_text in (
+        ("sync", "run a sync cycle (all shards, or those given) and print a summary"),
+        (
+            "plan",
+            "compute and show the change sets without executing anything (same as sync --dry-run)",
+        ),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            "--shard",
+            action="append",
+            type=int,
+            default=None,
+            metavar="K",
+            help="only this shard (repeatable)",
+        )
+        if name == "sync":
+            sub.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="materialize the change sets, execute nothing",
+            )
+        sub.add_argument(
+            "--reconcile",
+            action="store_true",
+            help="also read the whole target and report and repair drift",
+        )
+        sub.add_argument(
+            "--allow-mass-changes",
+            action="store_true",
+            help="let this one run pass the deletion, empty-roster and mass-change guards",
+        )
+        sub.set_defaults(handler=_run_sync, dry_run=name == "plan")
+
+    check = commands.add_parser("check", help="prove the token and each resource type answer; print a table")
+    check.add_argument("--base-url", help="overrides SCIM_BASE_URL")
+    check.add_argument("--token-url", help="overrides SCIM_TOKEN_URL")
+    check.add_argument(
+        "--client-id",
+        help="overrides SCIM_CLIENT_ID (the secret only comes from SCIM_CLIENT_SECRET)",
+    )
+    check.add_argument("--scope", help="overrides SCIM_SCOPE")
+    check.add_argument("--profile", choices=["delinea", "rfc7644"], help="overrides SCIM_PROFILE")
+    check.add_argument("--ca-bundle", help="overrides SCIM_CA_BUNDLE")
+    check.set_defaults(handler=_run_check)
+
+    from scim_pipeline.emulator import cli as emulator_cli
+
+    emulator = commands.add_parser("emulator", help="serve the Delinea-compatible emulator on loopback")
+    emulator_cli.add_arguments(emulator)
+    emulator.set_defaults(handler=emulator_cli.run)
+    return parser
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from scim_pipeline.scim.check import run_check
+
+    overrides = {
+        field: value
+        for field, value in (
+            ("base_url", args.base_url),
+            ("token_url", args.token_url),
+            ("client_id", args.client_id),
+            ("scope", args.scope),
+            ("profile", args.profile),
+            ("ca_bundle", args.ca_bundle),
+        )
+        if value is not None
+    }
+    if not (overrides.get("base_url") or os.environ.get("SCIM_BASE_URL")):
+        raise ConfigurationError(
+            "SCIM_BASE_URL is not set: `check` tests a real target "
+            "(start one with `scim-pipeline emulator` and export the variables it prints)"
+        )
+    settings = ConnectionSettings.from_env(**overrides)
+    report = asyncio.run(run_check(settings))
+    print(report.render())
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from scim_pipeline.runner import run_sync_cycle
+
+    for name in ("SCIM_BASE_URL",):
+        if os.environ.get(name):
+            raise ConfigurationError(f"`demo` always runs on the embedded emulator: unset {name} (or use `sync`)")
+    return run_sync_cycle(shards=None, dry_run=False, reconcile=False, allow_mass_changes=False, demo=True)
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    from scim_pipeline.runner import run_sync_cycle
+
+    return run_sync_cycle(
+        shards=args.shard,
+        dry_run=args.dry_run,
+        reconcile=args.reconcile,
+        allow_mass_changes=args.allow_mass_changes,
+        demo=False,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The SCIM target as a Dagster resource: connection settings, and the embedded emulator in demo mode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from scim_pipeline.resources.home import pipeline_home
+from scim_pipeline.scim import ConnectionSettings, ScimClient
+
+if TYPE_CHECKING:
+    from scim_pipeline.emulator import EmulatorServer
+
+DEMO_CLIENT_ID = "scim-demo"
+# The emulator's built-in demo credential: it only ever unlocks the local, loopback-only emulator.
+DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105
+
+
+class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
+    """The SCIM service provider the pipeline provisions into.
+
+    With no `base_url` the resource runs in demo mode: it starts the bundled Delinea emulator on loopback, backed by
+    a SQLite file under the Dagster home, so the demo's target survives across runs and processes.
+    """
+
+    base_url: str | None = Field(
+        default=None,
+        description="SCIM base URL (SCIM_BASE_URL), e.g. https://<tenant>.delinea.app/scim/v2. "
+        "Unset means demo mode on the embedded emulator.",
+    )
+    token_url: str | None = Field(
+        default=None,
+        description="OAuth token URL (SCIM_TOKEN_URL); defaults to the base URL's origin + "
+        "/identity/api/oauth2/token/xpmplatform.",
+    )
+    client_id: str | None = Field(default=None, description="OAuth client id (SCIM_CLIENT_ID).")
+    client_secret: str | None = Field(
+        default=None,
+        description="OAuth client secret (SCIM_CLIENT_SECRET). Give it as EnvVar, never as a literal.",
+    )
+    scope: str = Field(default="xpm.platform", description="OAuth scope (SCIM_SCOPE).")
+    profile: str = Field(default="delinea", description="Service-provider profile (SCIM_PROFILE): delinea | rfc7644.")
+    ca_bundle: str | None = Field(default=None, description="CA bundle for TLS verification (SCIM_CA_BUNDLE).")
+    max_concurrency: int = Field(default=16, description="Concurrent SCIM requests (SCIM_CONCURRENCY).")
+    rate_limit_per_s: float | None = Field(
+        default=None, description="Client-side cap on requests per second (SCIM_RATE_LIMIT)."
+    )
+    timeout_s: float = Field(default=30.0, description="Per-request timeout in seconds (SCIM_TIMEOUT).")
+    member_chunk: int = Field(default=100, description="Member operations per group PATCH (SCIM_MEMBER_CHUNK).")
+    demo_db_path: str | None = Field(
+        default=None,
+        description="Demo mode only: SQLite file of the embedded emulator (default under DAGSTER_HOME).",
+    )
+
+    _emulator: EmulatorServer | None = PrivateAttr(default=None)
+
+    @property
+    def demo_mode(self) -> bool:
+        """True when no target is configured and the embedded emulator stands in for Delinea."""
+        return not self.base_url
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if self.demo_mode:
+            from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
+
+            db_path = (
+                Path(self.demo_db_path) if self.demo_db_path else pipeline_home(context.instance) / "demo_target.sqlite"
+            )
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            config = EmulatorConfig(db_path=str(db_path), clients={DEMO_CLIENT_ID: DEMO_CLIENT_SECRET})
+            self._emulator = EmulatorServer(config)
+            self._emulator.start()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._emulator is not None:
+            self._emulator.stop()
+            self._emulator = None
+
+    def connection_settings(self) -> ConnectionSettings:
+        """The client settings this resource stands for (demo mode: the running embedded emulator)."""
+        common: dict[str, Any] = {
+            "scope": self.scope,
+            "profile": self.profile,
+            "max_concurrency": self.max_concurrency,
+            "rate_limit_per_s": self.rate_limit_per_s,
+            "timeout_s": self.timeout_s,
+            "member_chunk": self.member_chunk,
+        }
+        if self.demo_mode:
+            if self._emulator is None:
+                raise RuntimeError("demo mode: the embedded emulator is not running (resource not set up)")
+            return ConnectionSettings(
+                base_url=self._emulator.base_url,
+                token_url=self._emulator.token_url,
+                client_id=DEMO_CLIENT_ID,
+                client_secret=DEMO_CLIENT_SECRET,
+                profile="delinea",
+                **{k: v for k, v in common.items() if k != "profile"},
+            )
+        return ConnectionSettings(
+            base_url=self.base_url,
+            token_url=self.token_url,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            ca_bundle=self.ca_bundle,
+            **common,
+        )
+
+    def get_client(self) -> ScimClient:
+        """A new SCIM client (an async context manager) for this target."""
+        return ScimClient(self.connection_settings())
+
+    def describe(self) -> str:
+        """Where the pipeline provisions to, without any credential."""
+        if self.demo_mode:
+            return "DEMO MODE — embedded Delinea emulator on loopback (set SCIM_BASE_URL to provision a real target)"
+        return f"{self.base_url} (profile {self.profile})"
+
+
+def target_from_env(env: os._Environ[str] | dict[str, str] = os.environ) -> ScimTargetResource:
+    """Build the target resource from the documented SCIM_* environment variables; the secret stays an EnvVar."""
+    from dagster import EnvVar
+
+    def opt(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    def opt_number(name: str, kind: type[float] | type[int]) -> Any:
+        value = opt(name)
+        if value is None:
+            return None
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+    kwargs: dict[str, Any] = {
+        "base_url": opt("SCIM_BASE_URL"),
+        "token_url": opt("SCIM_TOKEN_URL"),
+        "client_id": opt("SCIM_CLIENT_ID"),
+        "ca_bundle": opt("SCIM_CA_BUNDLE"),
+    }
+    if opt("SCIM_CLIENT_SECRET") is not None:
+        # An EnvVar keeps the secret out of the run config and the UI: Dagster shows the variable's name only.
+        kwargs["client_secret"] = EnvVar("SCIM_CLIENT_SECRET")
+    for name, field, kind in (
+        ("SCIM_SCOPE", "scope", str),
+        ("SCIM_PROFILE", "profile", str),
+    ):
+        if opt(name) is not None:
+            kwargs[field] = kind(opt(name))
+    for name, field, number_kind in (
+        ("SCIM_CONCURRENCY", "max_concurrency", int),
+        ("SCIM_RATE_LIMIT", "rate_limit_per_s", float),
+        ("SCIM_TIMEOUT", "timeout_s", float),
+        ("SCIM_MEMBER_CHUNK", "member_chunk", int),
+    ):
+        value = opt_number(name, number_kind)
+        if value is not None:
+            kwargs[field] = value
+    return ScimTargetResource(**{k: v for k, v in kwargs.items() if v is not None})
