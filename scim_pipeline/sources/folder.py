@@ -1,0 +1,381 @@
+"""A roster folder: `users`, and optionally `groups` and `memberships`, each as `.csv`, `.parquet` or `.jsonl`.
+
+Reading rules (the same for every format):
+
+- Every value is read as text: no type inference, so `00123` stays `00123` and a user called `NA`, `null`, `None`,
+  `nan` or `true` keeps that name. Empty cells are "no value".
+- Text files must be UTF-8 (a UTF-8 byte-order mark is accepted and dropped). A file that is not UTF-8 is refused as a
+  whole, naming the byte offset and line of the first bad byte: rejecting only the rows with accented names would
+  deprovision exactly those people, silently.
+- `row` is the row number a person sees when opening the file: CSV counts records as a spreadsheet does (the header is
+  row 1, the first data record row 2; blank lines count), JSONL counts lines, Parquet counts records from 1.
+- Rows that cannot be read (wrong number of CSV fields, a JSONL line that is not a JSON object, a nested value) are
+  set aside with a reason; the rest of the file proceeds. A file that cannot be parsed at all (a quote never closed,
+  a truncated Parquet file) is an error naming the file.
+- Column names are stripped of surrounding spaces; a column name used twice is an error. Extra columns are kept and
+  ignored unless the mapping uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from scim_pipeline.sources._raw import (
+    OPTIONAL_TABLES,
+    TABLES,
+    TEXT,
+    RawRoster,
+    RawTable,
+    RosterError,
+    empty_unreadable,
+)
+
+__all__ = ["FORMATS", "FolderRosterSource", "read_table_file"]
+
+FORMATS: Final = (".csv", ".parquet", ".jsonl")
+
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_OTHER_BOMS: Final = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+# Interior blank lines shift pyarrow's record numbering (it skips them), so such files take the careful path.
+_INTERIOR_BLANK_LINE: Final = re.compile(rb"\n\r?\n|\r\r")
+_LONE_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class FolderRosterSource:
+    """Reads a roster from a folder of files (see the module docstring for the rules)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"FolderRosterSource({str(self.folder)!r})"
+
+    def read(self) -> RawRoster:
+        """Read `users` (required), `groups` and `memberships` (optional). Raises `RosterError`."""
+        if not self.folder.is_dir():
+            raise RosterError(f"roster folder {self.folder} does not exist or is not a folder")
+        tables: dict[str, RawTable | None] = {}
+        for table in TABLES:
+            path = self._find(table)
+            if path is None:
+                if table not in OPTIONAL_TABLES:
+                    expected = ", ".join(f"{table}{ext}" for ext in FORMATS)
+                    raise RosterError(f"roster folder {self.folder} has no {table} table (expected one of {expected})")
+                tables[table] = None
+                continue
+            raw = read_table_file(path, table)
+            if table in OPTIONAL_TABLES and raw.frame.shape[1] == 0 and raw.rows_read == 0:
+                tables[table] = None  # an empty optional file means "no such table"
+            else:
+                tables[table] = raw
+        users = tables["users"]
+        assert users is not None
+        return RawRoster(users=users, groups=tables["groups"], memberships=tables["memberships"])
+
+    def _find(self, table: str) -> Path | None:
+        wanted = {f"{table}{ext}" for ext in FORMATS}
+        found = sorted(p for p in self.folder.iterdir() if p.name.lower() in wanted and p.is_file())
+        if len(found) > 1:
+            names = " and ".join(str(p) for p in found)
+            raise RosterError(f"roster folder {self.folder} has two {table} tables: {names}; keep exactly one")
+        return found[0] if found else None
+
+
+def read_table_file(path: Path, table: str) -> RawTable:
+    """Read one roster file by its extension. Raises `RosterError` when the file cannot be read at all."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return _read_csv(path, table)
+        if suffix == ".jsonl":
+            return _read_jsonl(path, table)
+        if suffix == ".parquet":
+            return _read_parquet(path, table)
+    except OSError as exc:
+        raise RosterError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raise RosterError(f"{path}: unsupported format {suffix!r} (use one of {', '.join(FORMATS)})")
+
+
+# --- text decoding ---------------------------------------------------------------------------------------------
+
+
+def _decode_utf8(data: bytes, path: Path) -> str:
+    for bom, encoding in _OTHER_BOMS.items():
+        if data.startswith(bom):
+            raise RosterError(f"{path} is encoded as {encoding}; save it as UTF-8")
+    data = data.removeprefix(_UTF8_BOM)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RosterError(
+            f"{path} is not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start} (line {line}) "
+            "cannot be decoded; save the file as UTF-8"
+        ) from None
+
+
+def _clean_names(names: list[str], path: Path) -> list[str]:
+    cleaned: list[str] = []
+    positions: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        clean = name.strip() or f"column {position}"
+        if clean in positions:
+            raise RosterError(
+                f"{path} has the column {clean!r} twice (columns {positions[clean]} and {position}); "
+                "rename or remove one"
+            )
+        positions[clean] = position
+        cleaned.append(clean)
+    return cleaned
+
+
+def _text_frame(columns: dict[str, Any], rows: Any) -> pd.DataFrame:
+    index = pd.Index(rows, dtype="int64", name="row")
+    return pd.DataFrame({name: pd.array(values, dtype=TEXT) for name, values in columns.items()}, index=index)
+
+
+def _unreadable(rows: list[int], reasons: list[str]) -> pd.DataFrame:
+    if not rows:
+        return empty_unreadable()
+    return pd.DataFrame({"row": pd.Series(rows, dtype="int64"), "reason": pd.Series(reasons, dtype=TEXT)})
+
+
+# --- CSV ---------------------------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, table: str) -> RawTable:
+    data = path.read_bytes()
+    text = _decode_utf8(data, path)
+    if not text.strip():
+        return RawTable(table, str(path), _text_frame({}, []))
+    body = data.removeprefix(_UTF8_BOM)
+    header = next(csv.reader(io.StringIO(text, newline="")))
+    names = _clean_names(header, path)
+    if "\n" not in "".join(header) and "\r" not in "".join(header):
+        stripped = body.rstrip(b"\r\n")
+        if not _INTERIOR_BLANK_LINE.search(stripped):
+            fast = _read_csv_fast(body, names)
+            if fast is not None:
+                return RawTable(table, str(path), fast)
+    return _read_csv_careful(text, names, path, table)
+
+
+def _read_csv_fast(body: bytes, names: list[str]) -> pd.DataFrame | None:
+    """pyarrow's multithreaded parser; `None` when the file needs the careful reader (ragged rows and the like)."""
+    placeholders = [f"c{i}" for i in range(len(names))]
+    try:
+        arrow = pa_csv.read_csv(
+            pa.BufferReader(body),
+            read_options=pa_csv.ReadOptions(column_names=placeholders, skip_rows=1),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=b'"' in body),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(placeholders, pa.string()),
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    rows = range(2, arrow.num_rows + 2)
+    columns = {name: arrow.column(i) for i, name in enumerate(names)}
+    return _text_frame(columns, rows)
+
+
+@contextlib.contextmanager
+def _large_csv_fields() -> Iterator[None]:
+    # Over-long values are rejected per row by validation; the csv module must not refuse the whole file first.
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, 1 << 30))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_csv_careful(text: str, names: list[str], path: Path, table: str) -> RawTable:
+    width = len(names)
+    columns: list[list[str]] = [[] for _ in names]
+    rows: list[int] = []
+    bad_rows: list[int] = []
+    bad_reasons: list[str] = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    record = 0
+    line_before = 0
+    with _large_csv_fields():
+        try:
+            for values in reader:
+                record += 1
+                if record == 1:  # the header
+                    line_before = reader.line_num
+                    continue
+                if not values:  # a blank line: counted, holds nothing
+                    line_before = reader.line_num
+                    continue
+                if len(values) != width:
+                    bad_rows.append(record)
+                    bad_reasons.append(
+                        f"row has {len(values)} values but the header has {width} columns "
+                        "(a value with an unquoted comma, or a truncated line?)"
+                    )
+                else:
+                    rows.append(record)
+                    for column, value in zip(columns, values, strict=True):
+                        column.append(value)
+                line_before = reader.line_num
+        except csv.Error as exc:
+            raise RosterError(
+                f"{path}: cannot parse the CSV record starting on line {line_before + 1}: {exc} "
+                "(a quote that is never closed, or a truncated file?)"
+            ) from None
+    frame = _text_frame(dict(zip(names, columns, strict=True)), rows)
+    return RawTable(table, str(path), frame, _unreadable(bad_rows, bad_reasons))
+
+
+# --- JSON Lines --------------------------------------------------------------------------------------------------
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(key)
+        result[key] = value
+    return result
+
+
+def _json_value_as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    raise TypeError(type(value).__name__)
+
+
+def _is_valid_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_jsonl(path: Path, table: str) -> RawTable:
+    text = _decode_utf8(path.read_bytes(), path)
+    records: list[dict[str, str | None]] = []
+    rows: list[int] = []
+    bad_rows: list[int] = []
+    bad_reasons: list[str] = []
+    names: dict[str, None] = {}  # insertion-ordered set of column names
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        reason = None
+        try:
+            parsed = json.loads(line, object_pairs_hook=_object_without_duplicates)
+        except _DuplicateKeyError as exc:
+            reason = f"the line names the key {str(exc)!r} twice"
+        except json.JSONDecodeError as exc:
+            reason = f"the line is not valid JSON ({exc.msg} at column {exc.colno}; a truncated line?)"
+        else:
+            if not isinstance(parsed, dict):
+                reason = "the line is not a JSON object ({...})"
+            else:
+                record: dict[str, str | None] = {}
+                for key, value in parsed.items():
+                    try:
+                        record[key.strip() or "column"] = _json_value_as_text(value)
+                    except TypeError as exc:
+                        reason = f"the value of {key!r} is a JSON {exc} where text is expected"
+                        break
+                if reason is None and _LONE_SURROGATE_ESCAPE.search(line):
+                    for key, value in record.items():
+                        if value is not None and not _is_valid_unicode(value):
+                            reason = f"the value of {key!r} holds an invalid \\u escape (a lone surrogate)"
+                            break
+                if reason is None:
+                    records.append(record)
+                    rows.append(line_number)
+                    names.update(dict.fromkeys(record))
+        if reason is not None:
+            bad_rows.append(line_number)
+            bad_reasons.append(reason)
+    columns = {name: [record.get(name) for record in records] for name in names}
+    frame = _text_frame(columns, rows)
+    return RawTable(table, str(path), frame, _unreadable(bad_rows, bad_reasons))
+
+
+# --- Parquet -----------------------------------------------------------------------------------------------------
+
+
+def _as_text_column(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = column.type
+    if pa.types.is_string(kind):
+        return column
+    if pa.types.is_boolean(kind):
+        return pc.if_else(column, "true", "false")
+    if (
+        pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_binary(kind)
+        or (
+            pa.types.is_large_binary(kind)
+            or pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_decimal(kind)
+            or pa.types.is_temporal(kind)
+            or pa.types.is_null(kind)
+        )
+    ):
+        try:
+            return column.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    return None
+
+
+def _read_parquet(path: Path, table: str) -> RawTable:
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowException, ValueError) as exc:
+        raise RosterError(f"{path} is not a readable Parquet file (truncated or damaged?): {exc}") from None
+    names = _clean_names(arrow.column_names, path)
+    columns: dict[str, pa.ChunkedArray] = {}
+    unsupported: dict[str, str] = {}
+    for name, column in zip(names, arrow.columns, strict=True):
+        text = _as_text_column(column)
+        if text is None:
+            unsupported[name] = f"its Parquet type {column.type} cannot be read as text"
+        else:
+            columns[name] = text
+    frame = _text_frame(columns, range(1, arrow.num_rows + 1))
+    return RawTable(table, str(path), frame, unsupported_columns=unsupported)
