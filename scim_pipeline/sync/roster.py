@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scim_pipeline.sources import TEXT, RawRoster, RawTable, RosterError
-from scim_pipeline.sync.mapping import (
+from scim_pipeline.sync._mapping_model import (
     ENTERPRISE_USER,
     AttributeRule,
     GroupMapping,
@@ -83,6 +83,11 @@ class Roster:
     user_match: str = "userName"
     group_match: str = "displayName"
     lineage: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    @property
+    def attribute_sources(self) -> dict[str, list[str]]:
+        """For users: SCIM attribute path → the source file columns it is computed from (column lineage)."""
+        return self.lineage.get("users", {})
 
     def rejected_keys(self, table: str = "users") -> pd.Series:
         """The normalized keys of rejected rows of `table` (casefolded unless the key is an externalId).

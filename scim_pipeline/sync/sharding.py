@@ -17,7 +17,7 @@ identities between shards, so tests pin known values.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, overload
 
 import numpy as np
 import pandas as pd
@@ -60,13 +60,20 @@ def _hash_batch(keys: pa.LargeStringArray) -> np.ndarray:
     return _finalize(hashes)
 
 
-def stable_shard(key_norm: pd.Series, shards: int) -> pd.Series:
+@overload
+def stable_shard(key_norm: pd.Series, shards: int) -> pd.Series: ...
+@overload
+def stable_shard(key_norm: str, shards: int) -> int: ...
+def stable_shard(key_norm: pd.Series | str, shards: int) -> pd.Series | int:
     """The shard (0 … shards-1, int64) of each key, stable across processes, machines and library versions.
 
-    A missing key hashes as the empty string. Raises `ValueError` when `shards` < 1.
+    Takes a Series (vectorized; a missing key hashes as the empty string) or one key. Raises `ValueError` when
+    `shards` < 1.
     """
     if shards < 1:
         raise ValueError(f"shards must be at least 1, not {shards}")
+    if isinstance(key_norm, str):
+        return reference_shard(key_norm, shards)
     keys = pa.array(key_norm.astype("string[pyarrow]").array).cast(pa.large_string()).fill_null("")
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
