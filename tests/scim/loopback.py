@@ -79,9 +79,7 @@ class LoopbackScimServer:
             load_default_schemas().values(), load_default_resource_types().values(), config=config
         )
         self.storage = AsyncInMemoryStorage()
-        self._scim = ASGIApplication(
-            self.storage, provider, ScimService(provider, secret=secrets.token_urlsafe(16))
-        )
+        self._scim = ASGIApplication(self.storage, provider, ScimService(provider, secret=secrets.token_urlsafe(16)))
         self.token_lifetime_s = token_lifetime_s
         self.faults = FaultPlan()
         self.token_requests = 0
@@ -97,9 +95,7 @@ class LoopbackScimServer:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def __enter__(self) -> LoopbackScimServer:
-        config = uvicorn.Config(
-            self, host="127.0.0.1", port=0, log_level="critical", lifespan="off", access_log=False
-        )
+        config = uvicorn.Config(self, host="127.0.0.1", port=0, log_level="critical", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -112,7 +108,8 @@ class LoopbackScimServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._server is not None and self._thread is not None
+        assert self._server is not None
+        assert self._thread is not None
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
@@ -134,16 +131,10 @@ class LoopbackScimServer:
 
     def users(self) -> list[dict[str, Any]]:
         """The stored users, as dicts (reads the storage directly)."""
-        return [
-            r.model_dump() for r in self.storage.resources if type(r).__name__.startswith("User")
-        ]
+        return [r.model_dump() for r in self.storage.resources if type(r).__name__.startswith("User")]
 
     def scim_request_count(self, method: str | None = None, path_prefix: str = "/v2") -> int:
-        return sum(
-            1
-            for m, p, _ in self.scim_requests
-            if (method is None or m == method) and p.startswith(path_prefix)
-        )
+        return sum(1 for m, p, _ in self.scim_requests if (method is None or m == method) and p.startswith(path_prefix))
 
     # -- ASGI -------------------------------------------------------------------------------------
 
@@ -172,9 +163,7 @@ class LoopbackScimServer:
             query["startIndex"] = ["1"]
             scope = {
                 **scope,
-                "query_string": "&".join(
-                    f"{k}={v}" for k, values in query.items() for v in values
-                ).encode(),
+                "query_string": "&".join(f"{k}={v}" for k, values in query.items() for v in values).encode(),
             }
         if method == "POST" and faults.drop_after_apply > 0:
             faults.drop_after_apply -= 1
@@ -182,9 +171,7 @@ class LoopbackScimServer:
             return
         await self._scim(scope, receive, send)
 
-    async def _apply_then_lose_answer(
-        self, scope: Scope, receive: Receive, send: Send, stall_s: float
-    ) -> None:
+    async def _apply_then_lose_answer(self, scope: Scope, receive: Receive, send: Send, stall_s: float) -> None:
         captured: list[Message] = []
 
         async def capture(message: Message) -> None:
@@ -232,9 +219,7 @@ class LoopbackScimServer:
         )
 
 
-async def _json(
-    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> None:
+async def _json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
     payload = json.dumps(body).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]

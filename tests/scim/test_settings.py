@@ -1,0 +1,112 @@
+"""Connection settings: https except on loopback, a Delinea token URL by default, SCIM_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scim_pipeline.scim import ConfigurationError, ConnectionSettings
+
+SECRET = "Very-Secret-Value-123"
+
+
+def test_token_url_defaults_to_the_delinea_endpoint_on_the_base_url_origin() -> None:
+    settings = ConnectionSettings(base_url="https://acme.delinea.app/scim/v2/")
+    assert settings.base_url == "https://acme.delinea.app/scim/v2"
+    assert settings.token_url == "https://acme.delinea.app/identity/api/oauth2/token/xpmplatform"
+    assert settings.scope == "xpm.platform"
+    assert settings.profile == "delinea"
+    assert settings.verify_tls is True
+    assert settings.tls_verify is True
+
+
+@pytest.mark.parametrize(
+    ("field", "variable"),
+    [("base_url", "SCIM_BASE_URL"), ("token_url", "SCIM_TOKEN_URL")],
+)
+def test_plain_http_is_refused_off_loopback_naming_the_variable(field: str, variable: str) -> None:
+    values = {"base_url": "https://acme.delinea.app/scim/v2", field: "http://acme.delinea.app/x"}
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        ConnectionSettings(**values)
+    assert "https" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/v2", "http://127.8.9.10/v2", "http://localhost/v2", "http://[::1]:9/v2"]
+)
+def test_plain_http_is_accepted_on_loopback(url: str) -> None:
+    assert ConnectionSettings(base_url=url).base_url == url
+
+
+def test_a_relative_or_odd_url_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="SCIM_BASE_URL"):
+        ConnectionSettings(base_url="ftp://acme/scim")
+    with pytest.raises(ConfigurationError, match="SCIM_BASE_URL"):
+        ConnectionSettings(base_url="/scim/v2")
+
+
+def test_from_env_reads_the_scim_variables() -> None:
+    env = {
+        "SCIM_BASE_URL": "https://acme.delinea.app/scim/v2",
+        "SCIM_TOKEN_URL": "https://login.acme.test/token",
+        "SCIM_CLIENT_ID": "svc-scim",
+        "SCIM_CLIENT_SECRET": SECRET,
+        "SCIM_SCOPE": "xpmheadless",
+        "SCIM_PROFILE": "RFC7644",
+        "SCIM_CONCURRENCY": "4",
+        "SCIM_RATE_LIMIT": "12.5",
+        "SCIM_TIMEOUT": "7",
+    }
+    settings = ConnectionSettings.from_env(env)
+    assert settings.token_url == "https://login.acme.test/token"
+    assert settings.client_id == "svc-scim"
+    assert settings.client_secret is not None
+    assert settings.client_secret.get_secret_value() == SECRET
+    assert (settings.scope, settings.profile) == ("xpmheadless", "RFC7644")
+    assert (settings.max_concurrency, settings.rate_limit_per_s, settings.timeout_s) == (4, 12.5, 7)
+
+
+def test_flags_override_the_environment_and_unset_flags_fall_through() -> None:
+    env = {"SCIM_BASE_URL": "https://a.test/scim/v2", "SCIM_SCOPE": "from-env"}
+    settings = ConnectionSettings.from_env(env, scope="from-flag", profile=None)
+    assert settings.scope == "from-flag"
+    assert settings.profile == "delinea"
+
+
+def test_an_invalid_value_names_its_variable_without_echoing_it() -> None:
+    env = {"SCIM_BASE_URL": "https://a.test/scim/v2", "SCIM_CONCURRENCY": "lots"}
+    with pytest.raises(ConfigurationError, match="SCIM_CONCURRENCY") as caught:
+        ConnectionSettings.from_env(env)
+    assert "lots" not in str(caught.value)
+
+
+def test_a_missing_base_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="SCIM_BASE_URL"):
+        ConnectionSettings.from_env({})
+
+
+def test_an_unknown_profile_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError, match="delinea, rfc7644"):
+        ConnectionSettings(base_url="https://a.test/scim/v2", profile="okta")
+
+
+def test_client_id_and_secret_go_together() -> None:
+    with pytest.raises(ConfigurationError, match="SCIM_CLIENT_SECRET"):
+        ConnectionSettings(base_url="https://a.test/scim/v2", client_id="svc")
+
+
+def test_the_secret_never_shows_in_repr_or_str() -> None:
+    settings = ConnectionSettings(base_url="https://a.test/scim/v2", client_id="svc", client_secret=SECRET)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert SECRET not in settings.model_dump_json()
+
+
+def test_a_ca_bundle_is_handed_to_tls_verification(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = ConnectionSettings(base_url="https://a.test/scim/v2", ca_bundle=bundle)
+    assert settings.tls_verify == str(bundle)
+    with pytest.raises(ConfigurationError, match="SCIM_CA_BUNDLE"):
+        ConnectionSettings(base_url="https://a.test/scim/v2", ca_bundle=tmp_path / "missing.pem")
