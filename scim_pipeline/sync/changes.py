@@ -1,0 +1,628 @@
+"""Change sets: what one cycle must do on the target, computed with pandas against the provisioning state.
+
+The plan compares the normalized roster with what we manage (:class:`~scim_pipeline.sync.state.ManagedSnapshot`)
+by joins on ``key_norm`` and one 64-bit attribute hash per identity; only identities whose hash differs get a
+per-attribute comparison, and only changed rows get a payload built. A cycle with no IdP change yields empty
+change sets.
+
+Users
+    ``create`` (in the roster and active, not yet managed; ``lookup_first`` when an earlier create may have been
+    applied without us seeing the answer), ``update`` (only the differing attributes, as PATCH operations),
+    ``disable`` (``active`` becomes false: the user left the roster, or the roster says inactive), ``enable``
+    (``active`` becomes true again), ``delete`` (left the roster, only with ``deprovision="delete"``), ``resolve``
+    (a create whose outcome is unknown for a user who left the roster: look it up, then manage what is found).
+    Inactive roster users that were never provisioned are not created. With ``shards`` set, users outside those
+    shards are neither created nor deprovisioned.
+
+Groups
+    Matched by their key (``displayName`` by default — then a new display name is a new group, and the old one is
+    deprovisioned — or ``externalId``, which makes a display-name change a ``rename``). ``create``, ``rename``,
+    ``update``, and for groups that left the roster: ``release`` (Delinea has no group DELETE: we leave the group,
+    remove the members *we* added through the membership plan, and stop managing it) or ``delete`` (RFC 7644
+    targets with ``deprovision="delete"``).
+
+Memberships
+    ``add_members`` / ``remove_members`` PATCHes on the group, at most ``member_chunk`` member operations each.
+    Only pairs whose user and group are managed and have a SCIM id are planned; the rest are counted as
+    ``deferred`` (planned again once both exist — :func:`plan_memberships` after users and groups ran). Only
+    memberships we added (``managed_memberships``) are ever removed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+
+from scim_pipeline.sync.payloads import group_body, is_missing, patch_operations, user_body
+from scim_pipeline.sync.state import ManagedSnapshot, attrs_hashes
+
+__all__ = [
+    "CHANGE_COLUMNS",
+    "MEMBERSHIP_COLUMNS",
+    "ChangeSet",
+    "PlanSettings",
+    "RosterFrames",
+    "group_attribute_columns",
+    "plan_changes",
+    "plan_groups",
+    "plan_memberships",
+    "plan_users",
+    "user_attribute_columns",
+]
+
+CHANGE_COLUMNS = ("op", "key_norm", "key", "scim_id", "shard", "payload", "attrs", "lookup_first", "reason")
+MEMBERSHIP_COLUMNS = (
+    "op",
+    "key_norm",
+    "key",
+    "scim_id",
+    "shard",
+    "payload",
+    "group_key_norm",
+    "group_scim_id",
+    "member_count",
+    "member_key_norms",
+)
+_USER_META = frozenset({"key", "key_norm", "shard", "row"})
+_GROUP_META = frozenset({"key", "key_norm", "row", "shard"})
+
+
+class RosterFrames(Protocol):
+    """The normalized roster's frames (see docs/internals.md): anything with these three DataFrames."""
+
+    @property
+    def users(self) -> pd.DataFrame: ...
+
+    @property
+    def groups(self) -> pd.DataFrame: ...
+
+    @property
+    def memberships(self) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """How a cycle plans.
+
+    ``deprovision``: what happens to users who left the roster (``disable`` = ``active=false``, Delinea's soft
+    delete; ``delete`` = DELETE). ``group_deprovision``: ``release`` (default; leave the group, remove our
+    members) or ``delete`` (only where the profile allows group DELETE). ``shards``: the user shards this run
+    covers (``None`` = all). ``include_groups``: plan group changes too (a per-shard run may leave them to the
+    unpartitioned group step).
+    """
+
+    deprovision: Literal["disable", "delete"] = "disable"
+    group_deprovision: Literal["release", "delete"] = "release"
+    member_chunk: int = 100
+    shards: frozenset[int] | None = None
+    include_groups: bool = True
+
+    def __post_init__(self) -> None:
+        if self.member_chunk < 1:
+            raise ValueError("member_chunk must be at least 1")
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """The three change frames of one cycle (see the module docstring for the operations).
+
+    ``users`` / ``groups``: op, key_norm, key, scim_id, shard, payload (JSON: the body of a create, the PATCH
+    operations of an update), attrs (JSON: the values recorded once the call succeeded), lookup_first, reason.
+    ``memberships``: op, key_norm (= group_key_norm), key (group key), scim_id (= group_scim_id), shard,
+    payload, group_key_norm, group_scim_id, member_count, member_key_norms (JSON list).
+    """
+
+    users: pd.DataFrame
+    groups: pd.DataFrame
+    memberships: pd.DataFrame
+    deferred: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> ChangeSet:
+        return cls(_empty(CHANGE_COLUMNS), _empty(CHANGE_COLUMNS), _empty(MEMBERSHIP_COLUMNS))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.users.empty and self.groups.empty and self.memberships.empty
+
+    def replace(
+        self,
+        *,
+        users: pd.DataFrame | None = None,
+        groups: pd.DataFrame | None = None,
+        memberships: pd.DataFrame | None = None,
+        deferred: int | None = None,
+    ) -> ChangeSet:
+        """A copy with some frames replaced."""
+        return ChangeSet(
+            users=self.users if users is None else users,
+            groups=self.groups if groups is None else groups,
+            memberships=self.memberships if memberships is None else memberships,
+            deferred=self.deferred if deferred is None else deferred,
+            notes=dict(self.notes),
+        )
+
+    def summary(self) -> dict[str, int]:
+        """Numeric counts for metadata: creates, updates, disables, enables, deletes, renames, member_adds,
+        member_removes, deferred, and per-kind details."""
+        user_ops = self.users["op"].value_counts()
+        group_ops = self.groups["op"].value_counts()
+        member_ops = self.memberships.groupby("op")["member_count"].sum()
+
+        def count(series: pd.Series, op: str) -> int:
+            return int(series.get(op, 0))
+
+        return {
+            "creates": count(user_ops, "create") + count(group_ops, "create"),
+            "updates": count(user_ops, "update") + count(group_ops, "update"),
+            "disables": count(user_ops, "disable"),
+            "enables": count(user_ops, "enable"),
+            "deletes": count(user_ops, "delete") + count(group_ops, "delete"),
+            "renames": count(group_ops, "rename"),
+            "member_adds": count(member_ops, "add_members"),
+            "member_removes": count(member_ops, "remove_members"),
+            "deferred": int(self.deferred),
+            "user_creates": count(user_ops, "create"),
+            "user_updates": count(user_ops, "update"),
+            "user_deletes": count(user_ops, "delete"),
+            "user_resolves": count(user_ops, "resolve"),
+            "group_creates": count(group_ops, "create"),
+            "group_updates": count(group_ops, "update"),
+            "group_releases": count(group_ops, "release"),
+            "group_deletes": count(group_ops, "delete"),
+            "membership_requests": len(self.memberships),
+        }
+
+
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series([], dtype=_dtype(name)) for name in columns})
+
+
+def _dtype(name: str) -> Any:
+    if name in {"shard", "member_count"}:
+        return "int64"
+    if name == "lookup_first":
+        return "bool"
+    return "string"
+
+
+def _frame(columns: tuple[str, ...], data: dict[str, Any]) -> pd.DataFrame:
+    length = max((len(v) for v in data.values() if not np.isscalar(v)), default=0)
+    out: dict[str, Any] = {}
+    for name in columns:
+        value = data.get(name)
+        if value is None:
+            value = [False] * length if name == "lookup_first" else [None] * length
+        out[name] = (
+            pd.Series(np.asarray(value, dtype=object), dtype=_dtype(name))
+            if length
+            else pd.Series([], dtype=_dtype(name))
+        )
+    return pd.DataFrame(out)
+
+
+def user_attribute_columns(users: pd.DataFrame) -> list[str]:
+    """The SCIM attribute-path columns of a roster users frame."""
+    return [c for c in users.columns if c not in _USER_META]
+
+
+def group_attribute_columns(groups: pd.DataFrame) -> list[str]:
+    """The SCIM attribute-path columns of a roster groups frame."""
+    return [c for c in groups.columns if c not in _GROUP_META]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """Rows as dicts of present values (NA left out), for the changed rows only."""
+    if frame.empty:
+        return []
+    values = frame[columns].astype(object).to_numpy()
+    return [{c: v for c, v in zip(columns, row, strict=True) if not is_missing(v)} for row in values]
+
+
+def _manager_resolver(managed_users: pd.DataFrame) -> Callable[[str], str | None]:
+    with_id = managed_users[managed_users["scim_id"].notna()]
+    ids = dict(zip(with_id["key_norm"].astype(object), with_id["scim_id"].astype(object), strict=True))
+
+    def resolve(manager_key: str) -> str | None:
+        found = ids.get(manager_key.casefold())
+        return None if found is None else str(found)
+
+    return resolve
+
+
+def _in_shards(frame: pd.DataFrame, shards: frozenset[int] | None) -> pd.DataFrame:
+    if shards is None:
+        return frame
+    return frame[frame["shard"].isin(sorted(shards))]
+
+
+def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: PlanSettings) -> pd.DataFrame:
+    """The user change frame (see :class:`ChangeSet`)."""
+    attr_cols = user_attribute_columns(roster_users)
+    roster = _in_shards(roster_users, settings.shards)
+    current = _in_shards(managed.users, settings.shards)
+    resolve_manager = _manager_resolver(managed.users)
+
+    left = pd.DataFrame(
+        {
+            "key_norm": roster["key_norm"].astype("string").to_numpy(),
+            "r_pos": np.arange(len(roster)),
+            "r_hash": pd.array(attrs_hashes(roster, attr_cols), dtype="Int64"),
+        }
+    )
+    right = pd.DataFrame(
+        {
+            "key_norm": current["key_norm"].to_numpy(),
+            "m_pos": np.arange(len(current)),
+            "m_hash": pd.array(current["attrs_hash"].to_numpy(), dtype="Int64"),
+            "has_id": current["scim_id"].notna().to_numpy(),
+            "m_active": current["active"].fillna(True).to_numpy(dtype=bool),
+        }
+    )
+    merged = left.merge(right, on="key_norm", how="outer", indicator=True, sort=False)
+    side = merged["_merge"].to_numpy()
+    in_roster = side != "right_only"
+    in_state = side != "left_only"
+    has_id = merged["has_id"].fillna(False).to_numpy(dtype=bool)
+    r_pos = merged["r_pos"].fillna(-1).to_numpy(dtype=np.int64)
+    m_pos = merged["m_pos"].fillna(-1).to_numpy(dtype=np.int64)
+
+    if "active" in roster.columns:
+        roster_active_all = roster["active"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+        roster_active = np.where(in_roster, roster_active_all[np.maximum(r_pos, 0)], True)
+    else:
+        roster_active = np.ones(len(merged), dtype=bool)
+
+    frames: list[pd.DataFrame] = []
+
+    # Creates: in the roster and active, with no SCIM id yet.
+    create_mask = in_roster & ~has_id & roster_active
+    if create_mask.any():
+        rows = roster.iloc[r_pos[create_mask]]
+        records = _records(rows, attr_cols)
+        built = [user_body(rec, resolve_manager=resolve_manager) for rec in records]
+        frames.append(
+            _frame(
+                CHANGE_COLUMNS,
+                {
+                    "op": ["create"] * len(rows),
+                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
+                    "key": rows["key"].to_numpy(dtype=object),
+                    "shard": rows["shard"].to_numpy(),
+                    "payload": [_dumps(body) for body, _ in built],
+                    "attrs": [_dumps(written) for _, written in built],
+                    "lookup_first": in_state[create_mask],
+                    "reason": ["new"] * len(rows),
+                },
+            )
+        )
+
+    # Left the roster (within the shards of this run).
+    gone = ~in_roster & has_id
+    if settings.deprovision == "delete":
+        deprovision_mask = gone
+    else:
+        m_active = merged["m_active"].fillna(True).to_numpy(dtype=bool)
+        deprovision_mask = gone & m_active
+    if deprovision_mask.any():
+        rows = current.iloc[m_pos[deprovision_mask]]
+        if settings.deprovision == "delete":
+            payloads = [""] * len(rows)
+            attrs = ["{}"] * len(rows)
+            op = "delete"
+        else:
+            old = [json.loads(a) for a in rows["attrs"].to_numpy(dtype=object)]
+            payloads = [_dumps([{"op": "replace", "path": "active", "value": False}])] * len(rows)
+            attrs = [_dumps({**o, "active": False}) for o in old]
+            op = "disable"
+        frames.append(
+            _frame(
+                CHANGE_COLUMNS,
+                {
+                    "op": [op] * len(rows),
+                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
+                    "key": rows["key"].to_numpy(dtype=object),
+                    "scim_id": rows["scim_id"].to_numpy(dtype=object),
+                    "shard": rows["shard"].to_numpy(),
+                    "payload": payloads,
+                    "attrs": attrs,
+                    "reason": ["left_roster"] * len(rows),
+                },
+            )
+        )
+
+    # A create of someone who left the roster may have landed: look it up before forgetting it.
+    resolve_mask = ~in_roster & in_state & ~has_id
+    if resolve_mask.any():
+        rows = current.iloc[m_pos[resolve_mask]]
+        frames.append(
+            _frame(
+                CHANGE_COLUMNS,
+                {
+                    "op": ["resolve"] * len(rows),
+                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
+                    "key": rows["key"].to_numpy(dtype=object),
+                    "shard": rows["shard"].to_numpy(),
+                    "payload": [""] * len(rows),
+                    "attrs": ["{}"] * len(rows),
+                    "lookup_first": [True] * len(rows),
+                    "reason": ["left_roster"] * len(rows),
+                },
+            )
+        )
+
+    # Updates: managed, still in the roster, attribute hash differs.
+    hash_differs = (merged["r_hash"] != merged["m_hash"]).fillna(True).to_numpy(dtype=bool)
+    update_mask = in_roster & has_id & hash_differs
+    if update_mask.any():
+        new_rows = roster.iloc[r_pos[update_mask]]
+        old_rows = current.iloc[m_pos[update_mask]]
+        new_records = _records(new_rows, attr_cols)
+        old_records = [json.loads(a) for a in old_rows["attrs"].to_numpy(dtype=object)]
+        diffs = [
+            patch_operations(old, new, paths=attr_cols, resolve_manager=resolve_manager)
+            for old, new in zip(old_records, new_records, strict=True)
+        ]
+        changed = np.array([bool(ops) for ops, _ in diffs], dtype=bool)
+        if changed.any():
+            ops_list = [diffs[i] for i in np.flatnonzero(changed)]
+            old_active = [old_records[i].get("active", True) for i in np.flatnonzero(changed)]
+            labels = [_update_label(ops, was_active) for (ops, _), was_active in zip(ops_list, old_active, strict=True)]
+            picked = new_rows.iloc[np.flatnonzero(changed)]
+            frames.append(
+                _frame(
+                    CHANGE_COLUMNS,
+                    {
+                        "op": labels,
+                        "key_norm": picked["key_norm"].to_numpy(dtype=object),
+                        "key": picked["key"].to_numpy(dtype=object),
+                        "scim_id": old_rows["scim_id"].to_numpy(dtype=object)[changed],
+                        "shard": picked["shard"].to_numpy(),
+                        "payload": [_dumps(ops) for ops, _ in ops_list],
+                        "attrs": [_dumps(written) for _, written in ops_list],
+                        "reason": ["roster_changed"] * len(picked),
+                    },
+                )
+            )
+
+    if not frames:
+        return _empty(CHANGE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _update_label(operations: list[dict[str, Any]], was_active: Any) -> str:
+    for operation in operations:
+        if operation.get("path") == "active" and operation.get("op") == "replace":
+            if operation.get("value") is False:
+                return "disable"
+            if operation.get("value") is True and was_active is False:
+                return "enable"
+    return "update"
+
+
+def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings: PlanSettings) -> pd.DataFrame:
+    """The group change frame (see :class:`ChangeSet`)."""
+    attr_cols = group_attribute_columns(roster_groups)
+    current = managed.groups
+    left = pd.DataFrame(
+        {
+            "key_norm": roster_groups["key_norm"].astype("string").to_numpy(),
+            "r_pos": np.arange(len(roster_groups)),
+            "r_hash": pd.array(attrs_hashes(roster_groups, attr_cols), dtype="Int64"),
+        }
+    )
+    right = pd.DataFrame(
+        {
+            "key_norm": current["key_norm"].to_numpy(),
+            "m_pos": np.arange(len(current)),
+            "m_hash": pd.array(current["attrs_hash"].to_numpy(), dtype="Int64"),
+            "has_id": current["scim_id"].notna().to_numpy(),
+        }
+    )
+    merged = left.merge(right, on="key_norm", how="outer", indicator=True, sort=False)
+    side = merged["_merge"].to_numpy()
+    in_roster = side != "right_only"
+    in_state = side != "left_only"
+    has_id = merged["has_id"].fillna(False).to_numpy(dtype=bool)
+    r_pos = merged["r_pos"].fillna(-1).to_numpy(dtype=np.int64)
+    m_pos = merged["m_pos"].fillna(-1).to_numpy(dtype=np.int64)
+    frames: list[pd.DataFrame] = []
+
+    create_mask = in_roster & ~has_id
+    if create_mask.any():
+        rows = roster_groups.iloc[r_pos[create_mask]]
+        records = _records(rows, attr_cols)
+        frames.append(
+            _frame(
+                CHANGE_COLUMNS,
+                {
+                    "op": ["create"] * len(rows),
+                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
+                    "key": rows["key"].to_numpy(dtype=object),
+                    "shard": [0] * len(rows),
+                    "payload": [_dumps(group_body(rec)) for rec in records],
+                    "attrs": [_dumps(rec) for rec in records],
+                    "lookup_first": in_state[create_mask],
+                    "reason": ["new"] * len(rows),
+                },
+            )
+        )
+
+    # A run over some shards sees only part of the memberships: groups are deprovisioned by full runs only.
+    gone_mask = ~in_roster & has_id & (settings.shards is None)
+    if gone_mask.any():
+        rows = current.iloc[m_pos[gone_mask]]
+        op = "delete" if settings.group_deprovision == "delete" else "release"
+        frames.append(
+            _frame(
+                CHANGE_COLUMNS,
+                {
+                    "op": [op] * len(rows),
+                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
+                    "key": rows["key"].to_numpy(dtype=object),
+                    "scim_id": rows["scim_id"].to_numpy(dtype=object),
+                    "shard": [0] * len(rows),
+                    "payload": [""] * len(rows),
+                    "attrs": ["{}"] * len(rows),
+                    "reason": ["left_roster"] * len(rows),
+                },
+            )
+        )
+
+    resolve_mask = ~in_roster & in_state & ~has_id
+    if resolve_mask.any():
+        rows = current.iloc[m_pos[resolve_mask]]
+        frames.append(
+            _frame(
+                CHANGE_COLUMNS,
+                {
+                    "op": ["resolve"] * len(rows),
+                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
+                    "key": rows["key"].to_numpy(dtype=object),
+                    "shard": [0] * len(rows),
+                    "payload": [""] * len(rows),
+                    "attrs": ["{}"] * len(rows),
+                    "lookup_first": [True] * len(rows),
+                    "reason": ["left_roster"] * len(rows),
+                },
+            )
+        )
+
+    hash_differs = (merged["r_hash"] != merged["m_hash"]).fillna(True).to_numpy(dtype=bool)
+    update_mask = in_roster & has_id & hash_differs
+    if update_mask.any():
+        new_rows = roster_groups.iloc[r_pos[update_mask]]
+        old_rows = current.iloc[m_pos[update_mask]]
+        new_records = _records(new_rows, attr_cols)
+        old_records = [json.loads(a) for a in old_rows["attrs"].to_numpy(dtype=object)]
+        diffs = [patch_operations(old, new, paths=attr_cols) for old, new in zip(old_records, new_records, strict=True)]
+        changed = np.array([bool(ops) for ops, _ in diffs], dtype=bool)
+        if changed.any():
+            chosen = np.flatnonzero(changed)
+            ops_list = [diffs[i] for i in chosen]
+            picked = new_rows.iloc[chosen]
+            frames.append(
+                _frame(
+                    CHANGE_COLUMNS,
+                    {
+                        "op": [
+                            "rename" if any(o.get("path") == "displayName" for o in ops) else "update"
+                            for ops, _ in ops_list
+                        ],
+                        "key_norm": picked["key_norm"].to_numpy(dtype=object),
+                        "key": picked["key"].to_numpy(dtype=object),
+                        "scim_id": old_rows["scim_id"].to_numpy(dtype=object)[changed],
+                        "shard": [0] * len(picked),
+                        "payload": [_dumps(ops) for ops, _ in ops_list],
+                        "attrs": [_dumps(written) for _, written in ops_list],
+                        "reason": ["roster_changed"] * len(picked),
+                    },
+                )
+            )
+
+    if not frames:
+        return _empty(CHANGE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def plan_memberships(
+    roster: RosterFrames, managed: ManagedSnapshot, settings: PlanSettings
+) -> tuple[pd.DataFrame, int]:
+    """The membership change frame and the number of deferred membership changes.
+
+    Plan it again after users and groups were provisioned in the same cycle, so pairs whose user or group was
+    just created are not deferred.
+    """
+    desired = roster.memberships[["group_key_norm", "user_key_norm"]].astype("string")
+    current = managed.memberships[["group_key_norm", "user_key_norm"]].astype("string")
+    if settings.shards is not None:
+        roster_users = _in_shards(roster.users, settings.shards)
+        desired = desired[desired["user_key_norm"].isin(roster_users["key_norm"].astype("string"))]
+        managed_in_scope = _in_shards(managed.users, settings.shards)["key_norm"]
+        current = current[current["user_key_norm"].isin(managed_in_scope)]
+
+    pairs = desired.merge(current, on=["group_key_norm", "user_key_norm"], how="outer", indicator=True)
+    adds = pairs[pairs["_merge"] == "left_only"][["group_key_norm", "user_key_norm"]]
+    removes = pairs[pairs["_merge"] == "right_only"][["group_key_norm", "user_key_norm"]]
+
+    users_with_id = managed.users[managed.users["scim_id"].notna()][["key_norm", "scim_id"]].rename(
+        columns={"key_norm": "user_key_norm", "scim_id": "user_scim_id"}
+    )
+    groups_with_id = managed.groups[managed.groups["scim_id"].notna()][["key_norm", "key", "scim_id"]].rename(
+        columns={"key_norm": "group_key_norm", "key": "group_key", "scim_id": "group_scim_id"}
+    )
+
+    def resolve(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        joined = frame.merge(users_with_id, on="user_key_norm", how="left").merge(
+            groups_with_id, on="group_key_norm", how="left"
+        )
+        ready = joined["user_scim_id"].notna() & joined["group_scim_id"].notna()
+        return joined[ready], int((~ready).sum())
+
+    ready_adds, deferred_adds = resolve(adds)
+    ready_removes, deferred_removes = resolve(removes)
+    frames = [
+        _chunk(ready_adds, "add_members", settings.member_chunk),
+        _chunk(ready_removes, "remove_members", settings.member_chunk),
+    ]
+    frames = [f for f in frames if not f.empty]
+    plan = pd.concat(frames, ignore_index=True) if frames else _empty(MEMBERSHIP_COLUMNS)
+    return plan, deferred_adds + deferred_removes
+
+
+def _chunk(pairs: pd.DataFrame, op: str, size: int) -> pd.DataFrame:
+    if pairs.empty:
+        return _empty(MEMBERSHIP_COLUMNS)
+    ordered = pairs.sort_values(["group_key_norm", "user_key_norm"], kind="stable").reset_index(drop=True)
+    ordered["chunk"] = ordered.groupby("group_key_norm", sort=False).cumcount() // size
+    grouped = ordered.groupby(["group_key_norm", "chunk"], sort=True).agg(
+        key=("group_key", "first"),
+        group_scim_id=("group_scim_id", "first"),
+        member_ids=("user_scim_id", list),
+        member_keys=("user_key_norm", list),
+    )
+    grouped = grouped.reset_index()
+    if op == "add_members":
+        payloads = [
+            _dumps([{"op": "add", "path": "members", "value": [{"value": i} for i in ids]}])
+            for ids in grouped["member_ids"]
+        ]
+    else:
+        payloads = [
+            _dumps([{"op": "remove", "path": f"members[value eq {json.dumps(i)}]"} for i in ids])
+            for ids in grouped["member_ids"]
+        ]
+    return _frame(
+        MEMBERSHIP_COLUMNS,
+        {
+            "op": [op] * len(grouped),
+            "key_norm": grouped["group_key_norm"].to_numpy(dtype=object),
+            "key": grouped["key"].to_numpy(dtype=object),
+            "scim_id": grouped["group_scim_id"].to_numpy(dtype=object),
+            "shard": [0] * len(grouped),
+            "payload": payloads,
+            "group_key_norm": grouped["group_key_norm"].to_numpy(dtype=object),
+            "group_scim_id": grouped["group_scim_id"].to_numpy(dtype=object),
+            "member_count": [len(ids) for ids in grouped["member_ids"]],
+            "member_key_norms": [_dumps([str(k) for k in keys]) for keys in grouped["member_keys"]],
+        },
+    )
+
+
+def plan_changes(roster: RosterFrames, managed: ManagedSnapshot, settings: PlanSettings | None = None) -> ChangeSet:
+    """Plan one cycle: users, groups (unless ``settings.include_groups`` is false) and memberships."""
+    config = settings or PlanSettings()
+    users = plan_users(roster.users, managed, config)
+    groups = plan_groups(roster.groups, managed, config) if config.include_groups else _empty(CHANGE_COLUMNS)
+    memberships, deferred = plan_memberships(roster, managed, config)
+    return ChangeSet(users=users, groups=groups, memberships=memberships, deferred=deferred)

@@ -1,0 +1,567 @@
+"""The executor: turns a change set into individual SCIM calls and records every outcome.
+
+Order: group creates/renames/updates → users → memberships → group deprovisioning (after their members were
+removed). Calls run concurrently through a bounded pool of workers (the client's own concurrency and rate limit
+still apply), so memory stays flat however large the change set. Every outcome updates the state store and the
+audit trail in small batches (≤ 200 outcomes or ~50 ms); a ``pending_create`` marker is committed before any
+POST, so a crash at any point is resumed by looking the identity up instead of creating it twice.
+
+A failure of one identity never stops the others. A circuit breaker stops scheduling new calls when the target
+fails most of them; identities that failed several cycles in a row are held back (escrow) with their reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+from scim_pipeline.scim.client import ScimClient, ScimResult
+from scim_pipeline.scim.errors import (
+    AuthenticationError,
+    ScimHTTPError,
+    ScimNotFound,
+    ScimPipelineError,
+    ScimRateLimited,
+    ScimServerError,
+    ScimTransportError,
+)
+from scim_pipeline.sync.changes import ChangeSet
+from scim_pipeline.sync.payloads import resource_attrs
+from scim_pipeline.sync.state import AuditRecord, EscrowPolicy, ProvisioningState, StateBatch
+
+__all__ = [
+    "CircuitBreaker",
+    "ExecutionReport",
+    "Failure",
+    "Held",
+    "ProgressCallback",
+    "execute",
+]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` after each executed change."""
+
+_FLUSH_SIZE = 200
+_FLUSH_INTERVAL_S = 0.05
+_OBSERVED_USER_PATHS = ("userName", "externalId", "displayName", "active")
+_OBSERVED_GROUP_PATHS = ("displayName", "externalId")
+_GROUP_UPSERT_OPS = frozenset({"create", "rename", "update", "resolve"})
+_GROUP_REMOVAL_OPS = frozenset({"release", "delete"})
+
+
+class CircuitBreaker:
+    """Opens when, after at least ``min_calls`` calls, more than ``max_failure_share`` of them failed with a
+    server or transport error (the target is down or overloaded), as Entra's quarantine does above 40 %."""
+
+    def __init__(self, *, min_calls: int = 20, max_failure_share: float = 0.4) -> None:
+        self.min_calls = min_calls
+        self.max_failure_share = max_failure_share
+        self.calls = 0
+        self.failures = 0
+        self.is_open = False
+
+    def record(self, *, target_failure: bool) -> None:
+        self.calls += 1
+        self.failures += int(target_failure)
+        if self.calls >= self.min_calls and self.failures > self.max_failure_share * self.calls:
+            self.is_open = True
+
+    @property
+    def message(self) -> str:
+        return (
+            f"circuit open: {self.failures} of {self.calls} calls failed (target down?) — stopped early; "
+            "the next cycle retries"
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One identity whose change failed (``message`` carries no secret and no attribute value)."""
+
+    resource_type: str
+    op: str
+    key: str
+    status: int | None
+    scim_type: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Held:
+    """An identity held back by escrow: it failed repeatedly and waits until ``until`` (epoch seconds)."""
+
+    resource_type: str
+    op: str
+    key: str
+    reason: str | None
+    until: float
+
+
+@dataclass
+class ExecutionReport:
+    """What an execution did. ``failed`` is true when any change failed or the circuit opened."""
+
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(resource_type, op, outcome) → number of changes."""
+    failures: list[Failure] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    calls: int = 0
+    retries: int = 0
+    adoptions: int = 0
+    not_attempted: int = 0
+    wall_s: float = 0.0
+    circuit_open: bool = False
+    circuit_message: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures) or self.circuit_open
+
+    def count(self, *, resource_type: str | None = None, op: str | None = None, outcome: str | None = None) -> int:
+        """How many changes match the given resource type / op / outcome (None = any)."""
+        return sum(
+            n
+            for (rt, o, out), n in self.counts.items()
+            if (resource_type is None or rt == resource_type)
+            and (op is None or o == op)
+            and (outcome is None or out == outcome)
+        )
+
+    def merge(self, other: ExecutionReport) -> ExecutionReport:
+        """Combine two reports (e.g. the phases of one cycle)."""
+        merged = ExecutionReport(
+            counts=self.counts + other.counts,
+            failures=[*self.failures, *other.failures],
+            held=[*self.held, *other.held],
+            calls=self.calls + other.calls,
+            retries=self.retries + other.retries,
+            adoptions=self.adoptions + other.adoptions,
+            not_attempted=self.not_attempted + other.not_attempted,
+            wall_s=self.wall_s + other.wall_s,
+            circuit_open=self.circuit_open or other.circuit_open,
+            circuit_message=self.circuit_message or other.circuit_message,
+        )
+        return merged
+
+    def summary(self) -> dict[str, float]:
+        """Numeric figures for metadata and CLI tables."""
+        figures: dict[str, float] = {
+            "ok": self.count(outcome="ok"),
+            "adopted": self.count(outcome="adopted"),
+            "already_done": self.count(outcome="already_done"),
+            "failed": self.count(outcome="failed"),
+            "skipped": self.count(outcome="skipped"),
+            "held": len(self.held),
+            "not_attempted": self.not_attempted,
+            "calls": self.calls,
+            "retries": self.retries,
+            "adoptions": self.adoptions,
+            "wall_s": round(self.wall_s, 3),
+        }
+        for (resource_type, op, outcome), n in sorted(self.counts.items()):
+            figures[f"{resource_type.lower()}_{op}_{outcome}"] = n
+        return figures
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    outcome: Literal["ok", "failed", "adopted", "already_done", "skipped"]
+    result: ScimResult | None = None
+    error: ScimPipelineError | None = None
+    calls: int = 1
+
+
+class _Recorder:
+    """Buffers state changes and audit rows; flushes every ~200 outcomes or ~50 ms."""
+
+    def __init__(self, state: ProvisioningState, escrow: EscrowPolicy) -> None:
+        self.state = state
+        self.escrow = escrow
+        self.batch = StateBatch()
+        self.last_flush = time.monotonic()
+
+    def maybe_flush(self) -> None:
+        if len(self.batch) >= _FLUSH_SIZE or time.monotonic() - self.last_flush >= _FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self.batch):
+            batch, self.batch = self.batch, StateBatch()
+            self.state.apply(batch, escrow=self.escrow)
+        self.last_flush = time.monotonic()
+
+    async def run_timer(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL_S)
+            self.flush()
+
+
+def _is_target_failure(error: BaseException) -> bool:
+    return isinstance(error, ScimServerError | ScimTransportError | ScimRateLimited | AuthenticationError)
+
+
+class _Run:
+    """One execution: shared context of the workers."""
+
+    def __init__(
+        self,
+        client: ScimClient,
+        state: ProvisioningState,
+        *,
+        run_id: str,
+        partition: str | None,
+        progress: ProgressCallback | None,
+        breaker: CircuitBreaker,
+        escrow: EscrowPolicy,
+        user_match_attribute: str,
+        group_match_attribute: str,
+        total: int,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.run_id = run_id
+        self.partition = partition
+        self.progress = progress
+        self.breaker = breaker
+        self.escrow = escrow
+        self.user_match = user_match_attribute
+        self.group_match = group_match_attribute
+        self.recorder = _Recorder(state, escrow)
+        self.report = ExecutionReport()
+        self.total = total
+        self.done = 0
+        self.user_keys_by_id: dict[str, str] = {}
+        self.groups_with_failed_removals: set[str] = set()
+
+    # ---- bookkeeping ----------------------------------------------------------------------------------
+
+    def audit(self, resource_type: str, op: str, key: str, outcome: _Outcome, scim_id: str | None = None) -> None:
+        result, error = outcome.result, outcome.error
+        http_error = error if isinstance(error, ScimHTTPError) else None
+        latency = result.latency_s if result else getattr(error, "latency_s", None)
+        attempts = result.attempts if result else getattr(error, "attempts", None)
+        self.recorder.batch.audit.append(
+            AuditRecord(
+                resource_type=resource_type,
+                operation=op,
+                key=key,
+                outcome=outcome.outcome,
+                scim_id=scim_id or (result.scim_id if result else None),
+                http_status=result.status if result else (http_error.status if http_error else None),
+                scim_type=http_error.scim_type if http_error else None,
+                latency_ms=None if latency is None else round(float(latency) * 1000.0, 3),
+                attempts=attempts,
+                error=str(error) if error else None,
+                run_id=self.run_id,
+                partition=self.partition,
+            )
+        )
+        self.report.counts[(resource_type, op, outcome.outcome)] += 1
+        self.report.calls += outcome.calls
+        if error is not None:
+            self.report.failures.append(
+                Failure(
+                    resource_type,
+                    op,
+                    key,
+                    http_error.status if http_error else None,
+                    http_error.scim_type if http_error else None,
+                    str(error),
+                )
+            )
+        if outcome.calls:
+            self.breaker.record(target_failure=error is not None and _is_target_failure(error))
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        self.recorder.maybe_flush()
+
+    # ---- the pool ---------------------------------------------------------------------------------------
+
+    async def run_pool(
+        self,
+        rows: pd.DataFrame,
+        handler: Callable[[Any], Any],
+        concurrency: int,
+    ) -> list[str]:
+        """Run ``handler`` over the rows with ``concurrency`` workers; returns key_norms never attempted."""
+        iterator: Iterator[Any] = rows.itertuples(index=False)
+        skipped: list[str] = []
+
+        async def worker() -> None:
+            for row in iterator:
+                if self.breaker.is_open:
+                    skipped.append(str(row.key_norm))
+                    continue
+                await handler(row)
+
+        workers = max(1, min(concurrency, len(rows)))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        self.report.not_attempted += len(skipped)
+        return skipped
+
+
+def _json(text: Any) -> Any:
+    return json.loads(str(text)) if isinstance(text, str) and text else {}
+
+
+async def execute(
+    client: ScimClient,
+    state: ProvisioningState,
+    change_set: ChangeSet,
+    *,
+    run_id: str,
+    partition: str | None = None,
+    progress: ProgressCallback | None = None,
+    breaker: CircuitBreaker | None = None,
+    escrow: EscrowPolicy | None = None,
+    user_match_attribute: str = "userName",
+    group_match_attribute: str = "displayName",
+    concurrency: int | None = None,
+) -> ExecutionReport:
+    """Execute a change set: groups, users, memberships, then group deprovisioning.
+
+    Returns an :class:`ExecutionReport`; it never raises for a failing identity (``report.failed`` says so).
+    ``concurrency`` defaults to the client's ``max_concurrency``.
+    """
+    started = time.perf_counter()
+    stats_before = (client.stats.retries, client.stats.adoptions)
+    total = len(change_set.users) + len(change_set.groups) + len(change_set.memberships)
+    run = _Run(
+        client,
+        state,
+        run_id=run_id,
+        partition=partition,
+        progress=progress,
+        breaker=breaker or CircuitBreaker(),
+        escrow=escrow or EscrowPolicy(),
+        user_match_attribute=user_match_attribute,
+        group_match_attribute=group_match_attribute,
+        total=total,
+    )
+    workers = concurrency or int(getattr(client.settings, "max_concurrency", 16))
+    timer = asyncio.create_task(run.recorder.run_timer())
+    try:
+        groups = change_set.groups
+        await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_UPSERT_OPS)], workers)
+        if not change_set.users.empty and not run.breaker.is_open:
+            run.user_keys_by_id = {v: k for k, v in state.user_ids().items()}
+        await _execute_kind(run, "Users", change_set.users, workers)
+        await _execute_memberships(run, change_set.memberships, workers)
+        await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_REMOVAL_OPS)], workers)
+    finally:
+        timer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timer
+        run.recorder.flush()
+    report = run.report
+    report.retries = client.stats.retries - stats_before[0]
+    report.adoptions = client.stats.adoptions - stats_before[1]
+    report.wall_s = time.perf_counter() - started
+    if run.breaker.is_open:
+        report.circuit_open = True
+        report.circuit_message = run.breaker.message
+        logger.warning("%s", run.breaker.message)
+    return report
+
+
+def _hold(run: _Run, resource_type: Literal["Users", "Groups"], rows: pd.DataFrame) -> pd.DataFrame:
+    if rows.empty:
+        return rows
+    held = run.state.held(resource_type)
+    if not held:
+        return rows
+    mask = rows["key_norm"].isin(list(held))
+    for row in rows[mask].itertuples(index=False):
+        identity = held[str(row.key_norm)]
+        run.report.held.append(
+            Held(resource_type, str(row.op), str(row.key), identity.last_error, identity.next_attempt_at)
+        )
+        run.recorder.batch.audit.append(
+            AuditRecord(
+                resource_type=resource_type,
+                operation=str(row.op),
+                key=str(row.key),
+                outcome="held",
+                error=identity.last_error,
+                run_id=run.run_id,
+                partition=run.partition,
+            )
+        )
+        run.report.counts[(resource_type, str(row.op), "held")] += 1
+    return rows[~mask]
+
+
+async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], rows: pd.DataFrame, workers: int) -> None:
+    if rows.empty or run.breaker.is_open:
+        run.report.not_attempted += 0 if rows.empty else len(rows)
+        return
+    rows = _hold(run, resource_type, rows)
+    creates = rows[rows["op"] == "create"]
+    if not creates.empty:
+        run.state.mark_pending_creates(
+            resource_type,
+            zip(
+                creates["key_norm"].astype(object),
+                creates["key"].astype(object),
+                creates["shard"].astype(int),
+                strict=True,
+            ),
+        )
+
+    async def handle(row: Any) -> None:
+        await _apply_change(run, resource_type, row)
+
+    never_sent = await run.run_pool(rows, handle, workers)
+    if never_sent:
+        pending = set(creates["key_norm"].astype(str))
+        run.state.clear_pending_creates(resource_type, [k for k in never_sent if k in pending])
+
+
+async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], row: Any) -> None:
+    op = str(row.op)
+    key, key_norm = str(row.key), str(row.key_norm)
+    scim_id = None if pd.isna(row.scim_id) else str(row.scim_id)
+    shard = int(row.shard)
+    batch = run.recorder.batch
+    is_user = resource_type == "Users"
+    match_attribute = run.user_match if is_user else run.group_match
+    try:
+        if op in {"create", "resolve"}:
+            await _create_or_resolve(run, resource_type, row, match_attribute)
+            return
+        if op == "release":
+            if key_norm in run.groups_with_failed_removals:
+                run.audit(resource_type, op, key, _Outcome("skipped", calls=0), scim_id)
+                return
+            batch.group_deletes.append(key_norm)
+            run.audit(resource_type, op, key, _Outcome("ok", calls=0), scim_id)
+            return
+        assert scim_id is not None, "planned updates and deletes carry a SCIM id"
+        if op == "delete":
+            result = await run.client.delete(resource_type, scim_id)
+            (batch.user_deletes if is_user else batch.group_deletes).append(key_norm)
+            outcome = _Outcome("already_done" if result.already_done else "ok", result)
+            run.audit(resource_type, op, key, outcome, scim_id)
+            return
+        result = await run.client.patch(resource_type, scim_id, _json(row.payload))
+        attrs = _json(row.attrs)
+        if is_user:
+            batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=shard, attrs=attrs)
+        else:
+            batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs)
+        run.audit(resource_type, op, key, _Outcome("ok", result), scim_id)
+    except ScimNotFound as error:
+        # Deleted on the target behind our back: forget it, so the next cycle re-creates it if still wanted.
+        (batch.user_deletes if is_user else batch.group_deletes).append(key_norm)
+        done = op in {"disable", "delete"}
+        run.audit(resource_type, op, key, _Outcome("already_done", error=None if done else error), scim_id)
+    except ScimPipelineError as error:
+        if is_user:
+            batch.fail_user(key_norm, key=key, error=str(error), shard=shard)
+        else:
+            batch.fail_group(key_norm, key=key, error=str(error))
+        run.audit(resource_type, op, key, _Outcome("failed", error=error), scim_id)
+
+
+async def _create_or_resolve(
+    run: _Run, resource_type: Literal["Users", "Groups"], row: Any, match_attribute: str
+) -> _Outcome:
+    """A create (looking the identity up first when an earlier attempt may have landed), or a resolve."""
+    op, key, key_norm = str(row.op), str(row.key), str(row.key_norm)
+    is_user = resource_type == "Users"
+    batch = run.recorder.batch
+    desired = _json(row.attrs)
+    calls = 0
+    found: Mapping[str, Any] | None = None
+    if bool(row.lookup_first):
+        calls += 1
+        found = await run.client.find_one(resource_type, match_attribute, key)
+    if found is None and op == "resolve":
+        (batch.user_deletes if is_user else batch.group_deletes).append(key_norm)
+        outcome = _Outcome("ok", calls=calls)
+        run.audit(resource_type, op, key, outcome)
+        return outcome
+    result: ScimResult | None = None
+    if found is None:
+        calls += 1
+        result = await run.client.create(resource_type, _json(row.payload), match_attribute=match_attribute)
+        resource = result.resource or {}
+        adopted = result.adopted
+    else:
+        resource = dict(found)
+        adopted = op == "create"
+    scim_id = resource.get("id")
+    if not isinstance(scim_id, str) or not scim_id:
+        raise ScimTransportError(
+            f"{resource_type} {op} answered without an id",
+            method="POST",
+            resource_type=resource_type,
+            attempts=result.attempts if result else 1,
+            latency_s=result.latency_s if result else 0.0,
+        )
+    if adopted or op == "resolve":
+        default_paths = _OBSERVED_USER_PATHS if is_user else _OBSERVED_GROUP_PATHS
+        paths = list(dict.fromkeys([*desired.keys(), *default_paths]))
+        attrs = resource_attrs(resource, paths, manager_key=run.user_keys_by_id.get)
+    else:
+        attrs = desired
+    origin: Literal["created", "adopted"] = "adopted" if adopted else "created"
+    if is_user:
+        batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=int(row.shard), attrs=attrs, origin=origin)
+        run.user_keys_by_id[scim_id] = key_norm
+    else:
+        batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, origin=origin)
+    outcome = _Outcome("adopted" if adopted else "ok", result, calls=max(calls, 1))
+    run.audit(resource_type, op, key, outcome, scim_id)
+    return outcome
+
+
+async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> None:
+    if rows.empty:
+        return
+    if run.breaker.is_open:
+        run.report.not_attempted += len(rows)
+        return
+
+    async def handle(row: Any) -> None:
+        op, key, group_key_norm = str(row.op), str(row.key), str(row.group_key_norm)
+        group_id = str(row.group_scim_id)
+        members: list[str] = json.loads(str(row.member_key_norms))
+        operations: list[dict[str, Any]] = json.loads(str(row.payload))
+        batch = run.recorder.batch
+        try:
+            result = await run.client.patch("Groups", group_id, operations)
+            calls = 1
+            if result.already_done and len(operations) > 1:
+                # PATCH is atomic: one absent member failed the whole chunk, so remove the members one by one.
+                for operation in operations:
+                    await run.client.patch("Groups", group_id, [operation])
+                    calls += 1
+            pairs = [(group_key_norm, member) for member in members]
+            if op == "add_members":
+                batch.membership_adds.extend(pairs)
+            else:
+                batch.membership_removes.extend(pairs)
+            outcome = _Outcome("already_done" if result.already_done else "ok", result, calls=calls)
+            run.audit("Groups", op, key, outcome, group_id)
+        except ScimNotFound as error:
+            batch.group_deletes.append(group_key_norm)
+            run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
+        except ScimPipelineError as error:
+            if op == "remove_members":
+                run.groups_with_failed_removals.add(group_key_norm)
+            run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
+
+    await run.run_pool(rows, handle, workers)

@@ -1,0 +1,122 @@
+"""Hand-built roster frames in the normalized shape of docs/internals.md, for engine tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from scim_pipeline.sync.sharding import stable_shard
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+EMAIL = 'emails[type eq "work"].value'
+USER_ATTRIBUTES = (
+    "userName",
+    "externalId",
+    "name.givenName",
+    "name.familyName",
+    "displayName",
+    EMAIL,
+    "active",
+    "title",
+    f"{ENTERPRISE}:department",
+    f"{ENTERPRISE}:employeeNumber",
+    f"{ENTERPRISE}:manager",
+)
+
+
+@dataclass
+class HandRoster:
+    """The three frames an engine plan reads (the real `Roster` has more; the engine needs only these)."""
+
+    users: pd.DataFrame
+    groups: pd.DataFrame
+    memberships: pd.DataFrame
+    rejected: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def user(name: str, **attrs: Any) -> dict[str, Any]:
+    """A roster user keyed by userName with sensible defaults; keyword `given`, `family`, `title`, `department`,
+    `manager`, `email`, `active` override them (None clears a value)."""
+    given = attrs.pop("given", name.split(".", maxsplit=1)[0].title())
+    family = attrs.pop("family", "Example")
+    record: dict[str, Any] = {
+        "userName": name,
+        "externalId": attrs.pop("external_id", None),
+        "name.givenName": given,
+        "name.familyName": family,
+        "displayName": attrs.pop("display", f"{given} {family}" if given and family else None),
+        EMAIL: attrs.pop("email", f"{name}@example.com"),
+        "active": attrs.pop("active", True),
+        "title": attrs.pop("title", None),
+        f"{ENTERPRISE}:department": attrs.pop("department", None),
+        f"{ENTERPRISE}:employeeNumber": attrs.pop("employee_number", None),
+        f"{ENTERPRISE}:manager": attrs.pop("manager", None),
+    }
+    if attrs:
+        raise TypeError(f"unknown user attributes: {sorted(attrs)}")
+    return record
+
+
+def make_roster(
+    users: Iterable[Mapping[str, Any]] = (),
+    groups: Iterable[str | Mapping[str, Any]] = (),
+    memberships: Iterable[tuple[str, str]] = (),
+    *,
+    shards: int = 4,
+) -> HandRoster:
+    """Build normalized roster frames: users keyed by userName, groups by displayName, memberships as
+    (group name, user name) pairs."""
+    user_rows = []
+    for row_number, record in enumerate(users, start=2):
+        key = str(record["userName"])
+        user_rows.append(
+            {
+                "key": key,
+                "key_norm": key.casefold(),
+                "shard": 0,
+                "row": row_number,
+                **{path: record.get(path) for path in USER_ATTRIBUTES},
+            }
+        )
+    users_frame = pd.DataFrame(user_rows, columns=["key", "key_norm", "shard", "row", *USER_ATTRIBUTES])
+    for column in users_frame.columns:
+        if column == "active":
+            users_frame[column] = users_frame[column].astype("bool")
+        elif column in {"shard", "row"}:
+            users_frame[column] = users_frame[column].astype("int64")
+        else:
+            users_frame[column] = users_frame[column].astype("string")
+    users_frame["shard"] = stable_shard(users_frame["key_norm"], shards).astype("int64")
+
+    group_rows = []
+    for row_number, group in enumerate(groups, start=2):
+        record = {"displayName": group} if isinstance(group, str) else dict(group)
+        key = str(record["displayName"])
+        group_rows.append(
+            {
+                "key": key,
+                "key_norm": key.casefold(),
+                "row": row_number,
+                "displayName": record["displayName"],
+                "externalId": record.get("externalId"),
+            }
+        )
+    groups_frame = pd.DataFrame(group_rows, columns=["key", "key_norm", "row", "displayName", "externalId"])
+    for column in groups_frame.columns:
+        groups_frame[column] = groups_frame[column].astype("int64" if column == "row" else "string")
+
+    pairs = [(g.casefold(), u.casefold(), i) for i, (g, u) in enumerate(memberships, start=2)]
+    memberships_frame = pd.DataFrame(pairs, columns=["group_key_norm", "user_key_norm", "row"])
+    memberships_frame["group_key_norm"] = memberships_frame["group_key_norm"].astype("string")
+    memberships_frame["user_key_norm"] = memberships_frame["user_key_norm"].astype("string")
+    memberships_frame["row"] = memberships_frame["row"].astype("int64")
+    return HandRoster(users_frame, groups_frame, memberships_frame)
+
+
+@pytest.fixture
+def roster_factory() -> Any:
+    return make_roster
