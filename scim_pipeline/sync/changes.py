@@ -279,7 +279,8 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
 
     if "active" in roster.columns:
         roster_active_all = roster["active"].astype("boolean").fillna(True).to_numpy(dtype=bool)
-        roster_active = np.where(in_roster, roster_active_all[np.maximum(r_pos, 0)], True)
+        roster_active = np.ones(len(merged), dtype=bool)
+        roster_active[in_roster] = roster_active_all[r_pos[in_roster]]
     else:
         roster_active = np.ones(len(merged), dtype=bool)
 

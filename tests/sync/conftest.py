@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
+from scim_pipeline.emulator import EmulatorConfig, create_app
+from scim_pipeline.scim import ConnectionSettings, ScimClient
 from scim_pipeline.sync.sharding import stable_shard
+from scim_pipeline.sync.state import ProvisioningState
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 EMAIL = 'emails[type eq "work"].value'
@@ -120,3 +125,58 @@ def make_roster(
 @pytest.fixture
 def roster_factory() -> Any:
     return make_roster
+
+
+@dataclass
+class Target:
+    """A ScimClient talking to an in-process emulator (ASGI transport: no socket, same behaviour)."""
+
+    client: ScimClient
+    emulator: Any
+
+    def writes(self) -> list[Any]:
+        """The write requests (POST/PUT/PATCH/DELETE) the emulator received since the last clear."""
+        return [r for r in self.emulator.requests if r.method in {"POST", "PUT", "PATCH", "DELETE"}]
+
+    def scim_requests(self) -> list[Any]:
+        """Every SCIM request (token requests excluded) since the last clear."""
+        return [r for r in self.emulator.requests if "/scim/v2/" in r.path]
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        return {u["userName"]: u for u in self.emulator.store.dump()["Users"]}
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        return {g["displayName"]: g for g in self.emulator.store.dump()["Groups"]}
+
+    def members(self, group_name: str) -> set[str]:
+        by_id = {u["id"]: u["userName"] for u in self.emulator.store.dump()["Users"]}
+        return {by_id[i] for i in self.emulator.store.member_ids(self.groups()[group_name]["id"])}
+
+
+@asynccontextmanager
+async def emulated_target(config: EmulatorConfig | None = None, **settings: Any) -> AsyncIterator[Target]:
+    """An emulator app and a client for it; ``settings`` override ConnectionSettings fields."""
+    app = create_app(config or EmulatorConfig())
+    connection = ConnectionSettings(
+        base_url="http://127.0.0.1:8999/scim/v2",
+        client_id="scim-demo",
+        client_secret="demo-secret",
+        **{"max_concurrency": 8, "max_retry_wait_s": 0.05, **settings},
+    )
+    async with ScimClient(connection, transport=httpx.ASGITransport(app=app)) as client:
+        try:
+            yield Target(client, app.emulator)
+        finally:
+            app.emulator.close()
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Target]:
+    async with emulated_target() as emulated:
+        yield emulated
+
+
+@pytest.fixture
+def state() -> Iterator[ProvisioningState]:
+    with ProvisioningState.open(":memory:") as store:
+        yield store
