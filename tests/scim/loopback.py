@@ -129,6 +129,15 @@ class LoopbackScimServer:
         """Make every issued token invalid (the next SCIM request answers 401)."""
         self._tokens.clear()
 
+    def seed_users(self, user_names: list[str]) -> None:
+        """Store users directly (no HTTP), for tests about reading."""
+        provider = self._scim.service.provider
+        model = provider.model_for_endpoint("/Users")
+        (resource_type,) = [rt for rt in provider.resource_types if rt.endpoint == "/Users"]
+        for user_name in user_names:
+            payload = {"schemas": [str(model.__schema__)], "userName": user_name}
+            self.storage.storage.create(resource_type, model.model_validate(payload))
+
     def users(self) -> list[dict[str, Any]]:
         """The stored users, as dicts (reads the storage directly)."""
         return [r.model_dump() for r in self.storage.resources if type(r).__name__.startswith("User")]
