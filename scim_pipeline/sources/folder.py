@@ -171,7 +171,8 @@ def _read_csv(path: Path, table: str) -> RawTable:
     names = _clean_names(header, path)
     if "\n" not in "".join(header) and "\r" not in "".join(header):
         stripped = body.rstrip(b"\r\n")
-        if not _INTERIOR_BLANK_LINE.search(stripped):
+        # An odd number of quotes means one is never closed; pyarrow would read on to the end of the file.
+        if not _INTERIOR_BLANK_LINE.search(stripped) and body.count(b'"') % 2 == 0:
             fast = _read_csv_fast(body, names)
             if fast is not None:
                 return RawTable(table, str(path), fast)

@@ -331,14 +331,15 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     line = None if node is None else node.start_mark.line + 1
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+            pair = next((p for p in node.value if isinstance(p[0], yaml.ScalarNode) and p[0].value == part), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]  # the key's line: where a person looks
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
+            line = node.start_mark.line + 1
         else:
-            node = None
-        if node is None:
             break
-        line = node.start_mark.line + 1
     return line
 
 
@@ -375,6 +376,9 @@ def load_mapping(path: str | Path) -> Mapping:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f" ({context} that starts on line {context_mark.line + 1})"
         raise MappingError(f"mapping file {path}{where}: {problem}") from None
     except RecursionError:
         raise MappingError(f"mapping file {path} is nested too deeply") from None
@@ -391,7 +395,7 @@ def load_mapping(path: str | Path) -> Mapping:
             line = _line_of(root, loc)
             where = f", line {line}" if line is not None else ""
             key = _key_path(loc) or "(top level)"
-            messages.append(f"mapping file {path}{where}: {key}: {error['msg']}")
+            messages.append(f"mapping file {path}{where}: {key}: {error['msg'].removeprefix('Value error, ')}")
         more = len(exc.errors()) - 5
         if more > 0:
             messages.append(f"… and {more} more")

@@ -26,12 +26,12 @@ Rules (docs/mapping.md tells users the same):
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from scim_pipeline.sources import TEXT, RawRoster, RawTable, RosterError
 from scim_pipeline.sync._mapping_model import (
@@ -219,9 +219,11 @@ def _evaluate(rule: AttributeRule, frame: pd.DataFrame) -> pd.Series:
     if rule.column is not None:
         values = _column(frame, rule.column)
     elif rule.join is not None:
-        parts = [pa.array(_column(frame, name).array) for name in rule.join]
-        joined = pc.binary_join_element_wise(*parts, rule.separator, null_handling="skip")
-        values = pd.Series(pd.array(joined, dtype=TEXT), index=frame.index)
+        values = _empty_text(frame.index)
+        for name in rule.join:
+            part = _column(frame, name)
+            joined = values + rule.separator + part
+            values = values.where(part.isna(), part.where(values.isna(), joined))
     elif rule.template is not None:
         values = pd.Series("", index=frame.index, dtype=TEXT)
         for literal, name in template_parts(rule.template):
@@ -370,7 +372,9 @@ def _clause_holds(clause: ScopeClause, values: pd.Series) -> pd.Series:
         return ~_flag(values.eq(value))
     flags = re.IGNORECASE if clause.ignore_case else 0
     try:
-        return _flag(values.str.contains(value, regex=True, flags=flags))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression", UserWarning)
+            return _flag(values.str.contains(value, regex=True, flags=flags))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # Arrow's RE2 lacks some Python features (look-around, back-references); fall back to Python's re.
         pattern = re.compile(value, flags)
@@ -634,15 +638,15 @@ def build_roster(raw: RawRoster, mapping: Mapping | None = None, *, shards: int)
     users_out = _output(table, accepted, user_match, active)
     users_out.insert(2, "shard", stable_shard(users_out["key_norm"], shards))
     users = _Outcome(table, "userName", rejected, excluded, users_out)
-    warnings = _empty_rejected()
+    manager_warnings = _empty_rejected()
     if MANAGER in users_out.columns:
-        warnings = _resolve_managers(users)
+        manager_warnings = _resolve_managers(users)
     stats = {
         "users_read": raw.users.rows_read,
         "users_accepted": len(users_out),
         "users_rejected": int(rejected.sum()) + len(raw.users.unreadable),
         "users_out_of_scope": int(excluded.sum()),
-        "users_manager_dropped": len(warnings),
+        "users_manager_dropped": len(manager_warnings),
     }
     rejected_parts = [_unreadable_rows(raw.users), _rejected_rows("users", table, rejected)]
     lineage = {"users": user_lineage}
@@ -676,7 +680,7 @@ def build_roster(raw: RawRoster, mapping: Mapping | None = None, *, shards: int)
         groups=_empty_groups() if groups is None else groups.out,
         memberships=memberships,
         rejected=pd.concat([_empty_rejected(), *rejected_parts], ignore_index=True),
-        warnings=warnings,
+        warnings=manager_warnings,
         stats=stats,
         user_match=user_match,
         group_match=group_match,
