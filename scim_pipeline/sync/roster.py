@@ -226,11 +226,11 @@ def _evaluate(rule: AttributeRule, frame: pd.DataFrame) -> pd.Series:
             values = values.where(part.isna(), part.where(values.isna(), joined))
     elif rule.template is not None:
         values = pd.Series("", index=frame.index, dtype=TEXT)
-        for literal, name in template_parts(rule.template):
+        for literal, field_name in template_parts(rule.template):
             if literal:
                 values = values + literal
-            if name is not None:
-                values = values + _column(frame, name)
+            if field_name is not None:
+                values = values + _column(frame, field_name)
     else:
         values = pd.Series(rule.value, index=frame.index, dtype=TEXT)
     for transform in rule.transform:
