@@ -1,0 +1,80 @@
+"""The settings of one emulated Delinea tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEMO_CLIENT_ID = "scim-demo"
+DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the published demo credential of a local test server
+
+
+def _demo_clients() -> dict[str, str]:
+    return {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """What the emulator accepts and how it misbehaves.
+
+    Every knob is deterministic for a given ``seed`` when requests arrive in the same order.
+    """
+
+    db_path: str | Path | None = None
+    """``None`` keeps the state in memory; a path persists it to a SQLite file shared by processes."""
+
+    clients: dict[str, str] = field(default_factory=_demo_clients)
+    """OAuth clients the token endpoint accepts: client id -> client secret."""
+
+    token_lifetime_s: float = 3600.0
+    page_size_cap: int = 100
+    """The most resources one list answer holds; a larger ``count`` is truncated to it."""
+
+    latency_ms: float = 0.0
+    """Added to every SCIM and token request."""
+    latency_jitter_ms: float = 0.0
+    """A uniform random extra delay in ``[0, latency_jitter_ms]`` on top of ``latency_ms``."""
+
+    rate_limit_per_s: float | None = None
+    """Token-bucket rate (burst of one second); over it requests answer 429 with ``Retry-After``."""
+    retry_after_s: int = 1
+    """The ``Retry-After`` value (seconds) sent with 429 and 503 answers."""
+
+    fault_rate: float = 0.0
+    """Share of SCIM requests answering a transient 500 or 503, before anything is written."""
+    drop_rate: float = 0.0
+    """Share of SCIM requests whose connection is closed without an answer; half after the write."""
+
+    seed: int = 0
+    request_log_size: int = 10_000
+    """How many of the latest requests stay in memory (``GET /emulator/requests``)."""
+    request_log_path: str | Path | None = None
+    """Also append every request as one JSON line to this file."""
+
+    def __post_init__(self) -> None:
+        for name in ("fault_rate", "drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.fault_rate + self.drop_rate > 1.0:
+            raise ValueError("fault_rate + drop_rate must not exceed 1")
+        if self.page_size_cap < 1:
+            raise ValueError("page_size_cap must be at least 1")
+        if self.token_lifetime_s <= 0:
+            raise ValueError("token_lifetime_s must be positive")
+        if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
+            raise ValueError("rate_limit_per_s must be positive (or None for no limit)")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0:
+            raise ValueError("latency_ms and latency_jitter_ms must not be negative")
+        if not self.clients:
+            raise ValueError("at least one OAuth client is needed")
+
+    def __repr__(self) -> str:
+        # Client secrets never appear in a repr: only the client ids do.
+        return (
+            f"EmulatorConfig(db_path={self.db_path!r}, clients={sorted(self.clients)!r}, "
+            f"token_lifetime_s={self.token_lifetime_s}, page_size_cap={self.page_size_cap}, "
+            f"latency_ms={self.latency_ms}, latency_jitter_ms={self.latency_jitter_ms}, "
+            f"rate_limit_per_s={self.rate_limit_per_s}, fault_rate={self.fault_rate}, "
+            f"drop_rate={self.drop_rate}, seed={self.seed})"
+        )

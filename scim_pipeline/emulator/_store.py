@@ -1,0 +1,657 @@
+"""The emulated tenant's resources in SQLite: one file shared by processes, or memory for tests.
+
+Each resource is one row holding its JSON body plus the few columns that uniqueness, filters and the
+delete cascade need; group memberships are rows of their own. Every write is one ``BEGIN IMMEDIATE``
+transaction, so several processes (each Dagster run starts its own emulator on the same file) stay
+consistent, and ``busy_timeout`` makes them wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._errors import ScimError, invalid_value, not_found, uniqueness
+from ._filters import Condition
+from ._patch import MemberEditor, apply_patch, canonicalize, find_key
+from ._profile import RULES, ResourceRules
+
+DEFAULT_BASE_URL = "/scim/v2"
+_SQL_VARIABLES_PER_QUERY = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    unique_key TEXT,
+    display TEXT,
+    container_ref TEXT,
+    user_ref TEXT,
+    group_ref TEXT,
+    body TEXT NOT NULL,
+    created TEXT NOT NULL,
+    last_modified TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS resources_unique ON resources (type, unique_key)
+    WHERE unique_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS resources_type ON resources (type);
+CREATE INDEX IF NOT EXISTS resources_container_ref ON resources (container_ref)
+    WHERE container_ref IS NOT NULL;
+CREATE INDEX IF NOT EXISTS resources_user_ref ON resources (user_ref) WHERE user_ref IS NOT NULL;
+CREATE INDEX IF NOT EXISTS resources_group_ref ON resources (group_ref) WHERE group_ref IS NOT NULL;
+CREATE TABLE IF NOT EXISTS memberships (
+    group_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_user ON memberships (user_id);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+_COLUMNS = "id, type, display, body, created, last_modified, version"
+_REFERENCE_COLUMNS = {"container.value": "container_ref", "user.value": "user_ref", "group.value": "group_ref"}
+
+
+def _fold(value: object) -> str | None:
+    return value.casefold() if isinstance(value, str) else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _SQL_VARIABLES_PER_QUERY):
+        yield items[start : start + _SQL_VARIABLES_PER_QUERY]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A validated body and the columns derived from it."""
+
+    body: dict[str, Any]
+    unique_key: str | None
+    display: str | None
+    container_ref: str | None
+    user_ref: str | None
+    group_ref: str | None
+    member_ids: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    total: int
+    resources: list[dict[str, Any]]
+
+
+class ResourceStore:
+    """Thread-safe access to the tenant's resources.
+
+    Resources go in and come out as SCIM JSON dicts; what comes out carries ``id`` and ``meta``
+    (``location`` and member ``$ref`` built on ``base_url``). Rule violations raise ``ScimError``.
+    """
+
+    def __init__(self, db_path: str | Path | None = None, *, busy_timeout_s: float = 30.0) -> None:
+        self.db_path = None if db_path is None else Path(db_path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            ":memory:" if self.db_path is None else str(self.db_path),
+            timeout=busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self._conn.create_function("scim_fold", 1, _fold, deterministic=True)
+        with self._lock:
+            if self.db_path is not None:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executescript(_SCHEMA.replace("\n);", "\n);"))
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One read transaction, so a count and its page come from the same snapshot.
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    # -- public operations --------------------------------------------------------------------
+
+    def create(
+        self, resource_type: str, resource: dict[str, Any], *, base_url: str = DEFAULT_BASE_URL
+    ) -> dict[str, Any]:
+        """Store a new resource under a fresh UUID and return it."""
+        rules = RULES[resource_type]
+        resource_id = str(uuid.uuid4())
+        now = _now()
+        with self._write() as conn:
+            prepared = self._prepare(conn, rules, resource, resource_id, creating=True)
+            try:
+                conn.execute(
+                    "INSERT INTO resources (id, type, unique_key, display, container_ref, user_ref,"
+                    " group_ref, body, created, last_modified, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                    (
+                        resource_id,
+                        resource_type,
+                        prepared.unique_key,
+                        prepared.display,
+                        prepared.container_ref,
+                        prepared.user_ref,
+                        prepared.group_ref,
+                        json.dumps(prepared.body, separators=(",", ":")),
+                        now,
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise self._duplicate(rules) from None
+            if prepared.member_ids:
+                _SqlMembers(conn, resource_id).add(prepared.member_ids)
+            return self._render_rows(conn, resource_type, [self._row(conn, resource_id)], base_url)[0]
+
+    def get(
+        self,
+        resource_type: str,
+        resource_id: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        with_members: bool = True,
+    ) -> dict[str, Any]:
+        with self._read() as conn:
+            row = self._typed_row(conn, resource_type, resource_id)
+            return self._render_rows(conn, resource_type, [row], base_url, with_members)[0]
+
+    def version(self, resource_type: str, resource_id: str) -> str:
+        """The resource's current ``meta.version`` (its ETag)."""
+        with self._read() as conn:
+            return _etag(self._typed_row(conn, resource_type, resource_id)[6])
+
+    def search(
+        self,
+        resource_type: str,
+        conditions: Sequence[Condition] = (),
+        *,
+        start_index: int = 1,
+        count: int | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        with_members: bool = True,
+    ) -> SearchResult:
+        """Resources matching every condition, in creation order; ``start_index`` is 1-based."""
+        where = ["type = ?"]
+        params: list[Any] = [resource_type]
+        for condition in conditions:
+            sql, param = _condition_sql(resource_type, condition)
+            where.append(sql)
+            params.append(param)
+        clause = " AND ".join(where)
+        with self._read() as conn:
+            total = conn.execute(f"SELECT count(*) FROM resources WHERE {clause}", params).fetchone()[0]
+            if count == 0:
+                return SearchResult(total, [])
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM resources WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
+                [*params, -1 if count is None else count, max(start_index, 1) - 1],
+            ).fetchall()
+            return SearchResult(total, self._render_rows(conn, resource_type, rows, base_url, with_members))
+
+    def replace(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+    ) -> dict[str, Any]:
+        """Replace everything a client may write (PUT); members listed in a group's body replace its members."""
+        rules = RULES[resource_type]
+        with self._write() as conn:
+            row = self._typed_row(conn, resource_type, resource_id)
+            _check_version(row[6], if_match)
+            prepared = self._prepare(conn, rules, resource, resource_id, creating=False)
+            self._update(conn, rules, resource_id, prepared)
+            if resource_type == "Groups":
+                members = _SqlMembers(conn, resource_id)
+                members.clear()
+                if prepared.member_ids:
+                    members.add(prepared.member_ids)
+            return self._render_rows(conn, resource_type, [self._row(conn, resource_id)], base_url)[0]
+
+    def patch(
+        self,
+        resource_type: str,
+        resource_id: str,
+        operations: list[dict[str, Any]],
+        *,
+        if_match: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        with_members: bool = True,
+    ) -> dict[str, Any]:
+        """Apply PATCH operations atomically: all of them or, on the first error, none."""
+        rules = RULES[resource_type]
+        with self._write() as conn:
+            row = self._typed_row(conn, resource_type, resource_id)
+            _check_version(row[6], if_match)
+            body = json.loads(row[3])
+            members = _SqlMembers(conn, resource_id) if resource_type == "Groups" else None
+            patched = apply_patch(rules, body, operations, members)
+            if patched != body or (members is not None and members.changed):
+                prepared = self._prepare(conn, rules, patched, resource_id, creating=False)
+                self._update(conn, rules, resource_id, prepared)
+            row = self._row(conn, resource_id)
+            return self._render_rows(conn, resource_type, [row], base_url, with_members)[0]
+
+    def delete(self, resource_type: str, resource_id: str, *, if_match: str | None = None) -> None:
+        """Remove a resource for good; a user also leaves its groups, permissions and privileged data."""
+        with self._write() as conn:
+            row = self._typed_row(conn, resource_type, resource_id)
+            _check_version(row[6], if_match)
+            now = _now()
+            if resource_type == "Users":
+                conn.execute(
+                    "UPDATE resources SET version = version + 1, last_modified = ? WHERE id IN"
+                    " (SELECT group_id FROM memberships WHERE user_id = ?)",
+                    (now, resource_id),
+                )
+                conn.execute("DELETE FROM memberships WHERE user_id = ?", (resource_id,))
+                conn.execute(
+                    "DELETE FROM resources WHERE type = 'ContainerPermissions' AND user_ref = ?",
+                    (resource_id,),
+                )
+                conn.execute(
+                    "UPDATE resources SET body = json_remove(body, '$.user'), user_ref = NULL,"
+                    " version = version + 1, last_modified = ?"
+                    " WHERE type = 'PrivilegedData' AND user_ref = ?",
+                    (now, resource_id),
+                )
+            conn.execute("DELETE FROM resources WHERE id = ?", (resource_id,))
+
+    def insert(
+        self, resource_type: str, resource: dict[str, Any], *, base_url: str = DEFAULT_BASE_URL
+    ) -> dict[str, Any]:
+        """Create a resource whatever the API allows: seeds data Delinea creates itself (PrivilegedData)."""
+        return self.create(resource_type, resource, base_url=base_url)
+
+    def count(self, resource_type: str) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT count(*) FROM resources WHERE type = ?", (resource_type,)).fetchone()[0])
+
+    def member_ids(self, group_id: str) -> list[str]:
+        """The ids of a group's members, in the order they were created."""
+        with self._read() as conn:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT m.user_id FROM memberships m JOIN resources r ON r.id = m.user_id"
+                    " WHERE m.group_id = ? ORDER BY r.seq",
+                    (group_id,),
+                )
+            ]
+
+    def dump(self, *, base_url: str = DEFAULT_BASE_URL) -> dict[str, list[dict[str, Any]]]:
+        """Every resource, by resource type."""
+        return {resource_type: self.search(resource_type, base_url=base_url).resources for resource_type in RULES}
+
+    # -- tokens (only their SHA-256 is stored) ---------------------------------------------------
+
+    def save_token(self, token_hash: str, client_id: str, expires_at: float) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM tokens WHERE expires_at < ?", (expires_at - 86_400 * 7,))
+            conn.execute(
+                "INSERT OR REPLACE INTO tokens (token_hash, client_id, expires_at) VALUES (?, ?, ?)",
+                (token_hash, client_id, expires_at),
+            )
+
+    def token_expiry(self, token_hash: str) -> float | None:
+        with self._lock:
+            row = self._conn.execute("SELECT expires_at FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
+        return None if row is None else float(row[0])
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, resource_id: str) -> tuple[Any, ...]:
+        row: tuple[Any, ...] = conn.execute(f"SELECT {_COLUMNS} FROM resources WHERE id = ?", (resource_id,)).fetchone()
+        return row
+
+    @staticmethod
+    def _typed_row(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> tuple[Any, ...]:
+        row: tuple[Any, ...] | None = conn.execute(
+            f"SELECT {_COLUMNS} FROM resources WHERE id = ? AND type = ?", (resource_id, resource_type)
+        ).fetchone()
+        if row is None:
+            raise not_found(resource_type, resource_id)
+        return row
+
+    @staticmethod
+    def _duplicate(rules: ResourceRules) -> ScimError:
+        what = {
+            "Users": "a user with this userName",
+            "Groups": "a group with this displayName",
+            "Containers": "a container with this name in the same parent",
+            "ContainerPermissions": "this permission",
+        }.get(rules.endpoint, "this resource")
+        return uniqueness(f"{what} already exists")
+
+    def _update(self, conn: sqlite3.Connection, rules: ResourceRules, resource_id: str, prepared: _Prepared) -> None:
+        try:
+            conn.execute(
+                "UPDATE resources SET unique_key = ?, display = ?, container_ref = ?, user_ref = ?,"
+                " group_ref = ?, body = ?, last_modified = ?, version = version + 1 WHERE id = ?",
+                (
+                    prepared.unique_key,
+                    prepared.display,
+                    prepared.container_ref,
+                    prepared.user_ref,
+                    prepared.group_ref,
+                    json.dumps(prepared.body, separators=(",", ":")),
+                    _now(),
+                    resource_id,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise self._duplicate(rules) from None
+
+    def _prepare(
+        self,
+        conn: sqlite3.Connection,
+        rules: ResourceRules,
+        resource: dict[str, Any],
+        resource_id: str,
+        *,
+        creating: bool,
+    ) -> _Prepared:
+        if not isinstance(resource, dict):
+            raise invalid_value(f"a {rules.endpoint} resource must be a JSON object")
+        body: dict[str, Any] = canonicalize(resource)
+        for read_only in ("id", "meta", "groups", "password"):
+            body.pop(read_only, None)
+        members = body.pop("members", None)
+        body["schemas"] = [rules.schema] + [key for key in body if key.lower().startswith("urn:") and key != "schemas"]
+        display: str | None = None
+        unique_key: str | None = None
+        refs: dict[str, str | None] = {"container": None, "user": None, "group": None}
+        member_ids: list[str] | None = None
+        if rules.endpoint == "Users":
+            user_name = _required_string(body, "userName", rules)
+            if "active" in body or not creating:
+                # Delinea: a PUT without active=true suspends the user (as Okta wizard apps learn).
+                body["active"] = _boolean(body.get("active", False), "active")
+            else:
+                body["active"] = True
+            unique_key = user_name.casefold()
+            display = body.get("displayName") if isinstance(body.get("displayName"), str) else user_name
+        elif rules.endpoint == "Groups":
+            display = _required_string(body, "displayName", rules)
+            unique_key = display.casefold()
+            if members is not None:
+                member_ids = _member_ids(members)
+        elif rules.endpoint == "Containers":
+            name = _required_string(body, "name", rules)
+            display = body.get("displayName") if isinstance(body.get("displayName"), str) else name
+            parent = body.get("parent")
+            parent_id = parent.get("value") if isinstance(parent, dict) else None
+            if parent_id is not None:
+                _require_reference(conn, "Containers", parent_id, "parent")
+            unique_key = f"{parent_id or ''}\x1f{name.casefold()}"
+        elif rules.endpoint == "ContainerPermissions":
+            refs = self._references(conn, body, required_container=True)
+            if (refs["user"] is None) == (refs["group"] is None):
+                raise invalid_value("a container permission names exactly one of user or group")
+            principal = f"u:{refs['user']}" if refs["user"] else f"g:{refs['group']}"
+            unique_key = f"{refs['container']}\x1f{principal}"
+        else:  # PrivilegedData
+            refs = self._references(conn, body, required_container=False)
+            data_name = body.get("name")
+            display = data_name if isinstance(data_name, str) else None
+        return _Prepared(
+            body=body,
+            unique_key=unique_key,
+            display=display,
+            container_ref=refs["container"],
+            user_ref=refs["user"],
+            group_ref=refs["group"],
+            member_ids=member_ids,
+        )
+
+    @staticmethod
+    def _references(
+        conn: sqlite3.Connection, body: dict[str, Any], *, required_container: bool
+    ) -> dict[str, str | None]:
+        """Check the container/user/group references of a body and fill in their ``display``."""
+        refs: dict[str, str | None] = {}
+        for attribute, target_type in (("container", "Containers"), ("user", "Users"), ("group", "Groups")):
+            reference = body.get(attribute)
+            if reference is None:
+                if attribute == "container" and required_container:
+                    raise invalid_value("container.value is required")
+                refs[attribute] = None
+                continue
+            target_id = reference.get("value") if isinstance(reference, dict) else None
+            if not isinstance(target_id, str):
+                raise invalid_value(f"{attribute}.value must be a string id")
+            display = _require_reference(conn, target_type, target_id, attribute)
+            body[attribute] = {"value": target_id, "display": display}
+            refs[attribute] = target_id
+        return refs
+
+    def _render_rows(
+        self,
+        conn: sqlite3.Connection,
+        resource_type: str,
+        rows: Sequence[tuple[Any, ...]],
+        base_url: str,
+        with_members: bool = True,
+    ) -> list[dict[str, Any]]:
+        ids = [row[0] for row in rows]
+        members: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[dict[str, Any]]] = {}
+        if resource_type == "Groups" and with_members and ids:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for group_id, user_id, display in conn.execute(
+                    "SELECT m.group_id, m.user_id, r.display FROM memberships m"
+                    f" JOIN resources r ON r.id = m.user_id WHERE m.group_id IN ({marks})"
+                    " ORDER BY r.seq",
+                    chunk,
+                ):
+                    members.setdefault(group_id, []).append(
+                        {"value": user_id, "display": display, "type": "User", "$ref": f"{base_url}/Users/{user_id}"}
+                    )
+        elif resource_type == "Users" and ids:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for user_id, group_id, display in conn.execute(
+                    "SELECT m.user_id, m.group_id, g.display FROM memberships m"
+                    f" JOIN resources g ON g.id = m.group_id WHERE m.user_id IN ({marks})"
+                    " ORDER BY g.seq",
+                    chunk,
+                ):
+                    groups.setdefault(user_id, []).append(
+                        {
+                            "value": group_id,
+                            "display": display,
+                            "type": "direct",
+                            "$ref": f"{base_url}/Groups/{group_id}",
+                        }
+                    )
+        rendered = []
+        for resource_id, _type, _display, body_json, created, last_modified, version in rows:
+            body = json.loads(body_json)
+            resource: dict[str, Any] = {"schemas": body.pop("schemas"), "id": resource_id, **body}
+            for attribute in ("container", "user", "group"):
+                reference = resource.get(attribute)
+                if isinstance(reference, dict) and "value" in reference:
+                    endpoint = {"container": "Containers", "user": "Users", "group": "Groups"}[attribute]
+                    reference["$ref"] = f"{base_url}/{endpoint}/{reference['value']}"
+            if resource_type == "Groups" and with_members:
+                resource["members"] = members.get(resource_id, [])
+            if resource_id in groups:
+                resource["groups"] = groups[resource_id]
+            resource["meta"] = {
+                "resourceType": _singular(resource_type),
+                "created": created,
+                "lastModified": last_modified,
+                "version": _etag(version),
+                "location": f"{base_url}/{resource_type}/{resource_id}",
+            }
+            rendered.append(resource)
+        return rendered
+
+
+class _SqlMembers(MemberEditor):
+    """Member edits of one group, inside the caller's write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, group_id: str) -> None:
+        self._conn = conn
+        self._group_id = group_id
+        self.changed = False
+
+    def add(self, user_ids: list[str]) -> None:
+        unique_ids = list(dict.fromkeys(user_ids))
+        found: set[str] = set()
+        for chunk in _chunks(unique_ids):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self._conn.execute(
+                    f"SELECT id FROM resources WHERE type = 'Users' AND id IN ({marks})", chunk
+                )
+            )
+        missing = [user_id for user_id in unique_ids if user_id not in found]
+        if missing:
+            raise invalid_value(f"{len(missing)} member value(s) name no existing user")
+        cursor = self._conn.executemany(
+            "INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
+            [(self._group_id, user_id) for user_id in unique_ids],
+        )
+        self.changed = self.changed or cursor.rowcount > 0
+
+    def remove(self, user_ids: list[str]) -> int:
+        cursor = self._conn.executemany(
+            "DELETE FROM memberships WHERE group_id = ? AND user_id = ?",
+            [(self._group_id, user_id) for user_id in dict.fromkeys(user_ids)],
+        )
+        self.changed = self.changed or cursor.rowcount > 0
+        return max(cursor.rowcount, 0)
+
+    def clear(self) -> int:
+        cursor = self._conn.execute("DELETE FROM memberships WHERE group_id = ?", (self._group_id,))
+        self.changed = self.changed or cursor.rowcount > 0
+        return max(cursor.rowcount, 0)
+
+
+def _singular(resource_type: str) -> str:
+    return {
+        "Users": "User",
+        "Groups": "Group",
+        "Containers": "Container",
+        "ContainerPermissions": "ContainerPermission",
+        "PrivilegedData": "PrivilegedData",
+    }[resource_type]
+
+
+def _etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def _check_version(version: int, if_match: str | None) -> None:
+    if if_match is None or if_match.strip() == "*":
+        return
+    accepted = {tag.strip() for tag in if_match.split(",")}
+    if _etag(version) not in accepted and f'"{version}"' not in accepted:
+        raise ScimError(412, "the resource changed since the version given in If-Match")
+
+
+def _required_string(body: dict[str, Any], attribute: str, rules: ResourceRules) -> str:
+    value = body.get(attribute)
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_value(f"{rules.endpoint} need a non-empty {attribute}")
+    return value
+
+
+def _boolean(value: Any, attribute: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    # Entra ID sends "True"/"False" strings for active; accept them as real servers do.
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid_value(f"{attribute} must be a boolean")
+
+
+def _member_ids(members: Any) -> list[str]:
+    if not isinstance(members, list):
+        raise invalid_value("members must be a list")
+    ids = []
+    for member in members:
+        key = find_key(member, "value") if isinstance(member, dict) else None
+        member_id = member[key] if key is not None else None
+        if not isinstance(member_id, str):
+            raise invalid_value("every member needs a string 'value' naming a user id")
+        ids.append(member_id)
+    return ids
+
+
+def _require_reference(conn: sqlite3.Connection, target_type: str, target_id: str, attribute: str) -> str | None:
+    row = conn.execute("SELECT display FROM resources WHERE id = ? AND type = ?", (target_id, target_type)).fetchone()
+    if row is None:
+        raise invalid_value(f"{attribute}.value names no existing {target_type[:-1].lower()}")
+    return row[0]  # type: ignore[no-any-return]
+
+
+def _condition_sql(resource_type: str, condition: Condition) -> tuple[str, str]:
+    """A SQL term and its parameter for an accepted filter condition."""
+    attribute, op = condition.attribute, condition.op
+    if (resource_type, attribute) in (("Users", "username"), ("Groups", "displayname")):
+        column, value = "unique_key", condition.value.casefold()
+    elif attribute in _REFERENCE_COLUMNS:
+        column, value = _REFERENCE_COLUMNS[attribute], condition.value
+    elif attribute == "privilegeddata.value":
+        column, value = "json_extract(body, '$.privilegedData.value')", condition.value
+    else:
+        json_path = ".".join(
+            {"username": "userName", "displayname": "displayName"}.get(part, part) for part in attribute.split(".")
+        )
+        column, value = f"scim_fold(json_extract(body, '$.{json_path}'))", condition.value.casefold()
+    if op == "eq":
+        return f"{column} = ?", value
+    return f"instr({column}, ?) > 0", value
