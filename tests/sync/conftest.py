@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,16 +154,25 @@ class Target:
 
 
 @asynccontextmanager
-async def emulated_target(config: EmulatorConfig | None = None, **settings: Any) -> AsyncIterator[Target]:
-    """An emulator app and a client for it; ``settings`` override ConnectionSettings fields."""
+async def emulated_target(
+    config: EmulatorConfig | None = None,
+    *,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+    **settings: Any,
+) -> AsyncIterator[Target]:
+    """An emulator app and a client for it; ``wrap`` decorates the transport (fault injection), ``settings``
+    override ConnectionSettings fields."""
     app = create_app(config or EmulatorConfig())
+    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+    if wrap is not None:
+        transport = wrap(transport)
     connection = ConnectionSettings(
         base_url="http://127.0.0.1:8999/scim/v2",
         client_id="scim-demo",
         client_secret="demo-secret",
         **{"max_concurrency": 8, "max_retry_wait_s": 0.05, **settings},
     )
-    async with ScimClient(connection, transport=httpx.ASGITransport(app=app)) as client:
+    async with ScimClient(connection, transport=transport) as client:
         try:
             yield Target(client, app.emulator)
         finally:
