@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -31,6 +32,7 @@ from .auth import ClientCredentialsAuth
 from .errors import (
     AmbiguousMatchError,
     AuthenticationError,
+    ConfigurationError,
     PaginationError,
     ScimHTTPError,
     ScimPipelineError,
@@ -194,7 +196,7 @@ class ScimClient:
         pool = settings.max_concurrency + 4  # room for the token request and lookups
         self._http = httpx.AsyncClient(
             transport=transport,
-            verify=settings.tls_verify,
+            verify=_tls_context(settings) if transport is None else True,
             timeout=httpx.Timeout(settings.timeout_s),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
@@ -592,6 +594,18 @@ class ScimClient:
                     conflict = status == httpx.codes.CONFLICT or _scim_type(response) == "uniqueness"
                     if conflict and (adopted := await adopt()):
                         return adopted
+        except _ANSWER_LOST as lost:
+            if match_value is not None:
+                self._final_error(lost, "POST", resource_type, attempts, started)
+            raise ScimTransportError(
+                f"POST {resource_type}: the answer was lost ({type(lost).__name__}); the outcome "
+                "is unknown and the request was not sent again (no matching attribute to look "
+                "the resource up by)",
+                method="POST",
+                resource_type=resource_type,
+                attempts=attempts,
+                latency_s=time.perf_counter() - started,
+            ) from None
         except (_RetryableAnswer, _ProvedAbsent, httpx.TransportError) as error:
             self._final_error(error, "POST", resource_type, attempts, started)
         latency = time.perf_counter() - started
@@ -657,6 +671,19 @@ class ScimClient:
             attempts=answer.attempts,
             latency_s=answer.latency_s,
         )
+
+
+def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:
+    """What httpx verifies against: the system CAs, a CA bundle, or nothing (if asked)."""
+    verify = settings.tls_verify
+    if isinstance(verify, bool):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigurationError(
+            f"SCIM_CA_BUNDLE (ca_bundle): cannot load {verify} as PEM certificates ({error})"
+        ) from None
 
 
 def _path_segment(scim_id: str) -> str:

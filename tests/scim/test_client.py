@@ -8,12 +8,15 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 
 from scim_pipeline.scim import (
+    ConfigurationError,
     FilterRefused,
     OperationRefused,
     PaginationError,
@@ -472,3 +475,21 @@ async def test_full_urls_appear_only_at_debug(caplog: pytest.LogCaptureFixture) 
     assert records
     assert {r.levelno for r in records} == {logging.DEBUG}
     assert MOCK_SECRET not in caplog.text
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def test_a_ca_bundle_is_loaded_into_the_tls_context(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+    settings = mock_settings(ca_bundle=bundle)
+    client = ScimClient(settings)
+    asyncio.run(client.aclose())
+
+
+def test_an_unreadable_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate")
+    with pytest.raises(ConfigurationError, match="SCIM_CA_BUNDLE"):
+        ScimClient(mock_settings(ca_bundle=bundle))
