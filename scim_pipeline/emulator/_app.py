@@ -22,7 +22,6 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, Router
 
 from . import _discovery
 from ._config import EmulatorConfig
@@ -42,8 +41,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+Handler = Callable[[Request], Awaitable[Response]]
 
 _METHOD_OPERATIONS = {
     ("collection", "GET"): Operation.SEARCH,
@@ -213,7 +211,13 @@ def _error(error: ScimError) -> Response:
 
 
 def _base_url(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}{SCIM_PREFIX}"
+    """The SCIM root as the client addressed it (from the Host header, as Starlette's URL does)."""
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    if host is None:
+        server_host, port = scope.get("server") or ("127.0.0.1", 80)
+        return f"{scope['scheme']}://{server_host}:{port}{SCIM_PREFIX}"
+    return f"{scope['scheme']}://{host.decode('latin-1')}{SCIM_PREFIX}"
 
 
 def _resource_type_of(path: str) -> str:
@@ -277,26 +281,48 @@ class EmulatorApp:
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
-        self.router = Router(
-            routes=[
-                Route(TOKEN_PATH, self.token, methods=["POST"]),
-                Route("/emulator/requests", self.requests, methods=["GET", "DELETE"]),
-                Route("/emulator/state", self.state, methods=["GET"]),
-                Route("/emulator/counters", self.counters, methods=["GET"]),
-                Route(
-                    SCIM_PREFIX + "/ServiceProviderConfig",
-                    self.service_provider_config,
-                    methods=_ALL_METHODS,
-                ),
-                Route(SCIM_PREFIX + "/ResourceTypes", self.resource_types, methods=_ALL_METHODS),
-                Route(SCIM_PREFIX + "/ResourceTypes/{name}", self.resource_types, methods=_ALL_METHODS),
-                Route(SCIM_PREFIX + "/Schemas", self.schemas, methods=_ALL_METHODS),
-                Route(SCIM_PREFIX + "/Schemas/{name}", self.schemas, methods=_ALL_METHODS),
-                Route(SCIM_PREFIX + "/{resource_type}", self.collection, methods=_ALL_METHODS),
-                Route(SCIM_PREFIX + "/{resource_type}/{resource_id}", self.item, methods=_ALL_METHODS),
-            ],
-            default=_not_found,
-        )
+        self._fixed_routes: dict[str, tuple[Handler, frozenset[str]]] = {
+            TOKEN_PATH: (self.token, frozenset({"POST"})),
+            "/emulator/requests": (self.requests, frozenset({"GET", "DELETE"})),
+            "/emulator/state": (self.state, frozenset({"GET"})),
+            "/emulator/counters": (self.counters, frozenset({"GET"})),
+        }
+        self._discovery_routes: dict[str, Handler] = {
+            "ServiceProviderConfig": self.service_provider_config,
+            "ResourceTypes": self.resource_types,
+            "Schemas": self.schemas,
+        }
+
+    def _route(self, path: str) -> tuple[Handler | None, dict[str, str]]:
+        """The handler of a path and its parameters; a dict lookup, not a scan of patterns."""
+        if not path.startswith(SCIM_PREFIX + "/"):
+            fixed = self._fixed_routes.get(path)
+            return (None, {}) if fixed is None else (fixed[0], {})
+        parts = path[len(SCIM_PREFIX) + 1 :].split("/")
+        if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
+            return None, {}
+        discovery = self._discovery_routes.get(parts[0])
+        if discovery is not None:
+            return discovery, ({"name": parts[1]} if len(parts) == 2 else {})
+        if len(parts) == 1:
+            return self.collection, {"resource_type": parts[0]}
+        return self.item, {"resource_type": parts[0], "resource_id": parts[1]}
+
+    async def router(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler, params = self._route(scope["path"]) if scope["type"] == "http" else (None, {})
+        if scope["type"] != "http":
+            return
+        if handler is None:
+            # /Bulk lands here: Delinea's Cloud Connector has no such endpoint.
+            response = _error(ScimError(404, f"no endpoint at {scope['path']}"))
+        else:
+            fixed = self._fixed_routes.get(scope["path"])
+            if fixed is not None and scope["method"] not in fixed[1]:
+                response = _error(ScimError(405, "method not allowed", headers={"Allow": ", ".join(sorted(fixed[1]))}))
+            else:
+                scope["path_params"] = params
+                response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/emulator/"):
@@ -526,11 +552,6 @@ class EmulatorApp:
         response = _resource_response(resource, rules, attributes, excluded, status=201)
         response.headers["Location"] = resource["meta"]["location"]
         return response
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    # /Bulk lands here too: Delinea's Cloud Connector has no such endpoint.
-    await _error(ScimError(404, f"no endpoint at {scope['path']}"))(scope, receive, send)
 
 
 async def _drain(receive: Receive) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from scim2_models import ScimFilter
 from scim2_models.exceptions import SCIMException
@@ -31,11 +34,34 @@ def parse_filter(rules: ResourceRules, text: str | None) -> list[Condition]:
         if rules.filter_required:
             raise invalid_filter(f"{rules.endpoint} cannot be listed without a filter")
         return []
+    simple = _simple_comparison(text)
+    if simple is not None:
+        return [_check(rules, *simple)]
     try:
         root = ScimFilter(text).ast
     except (SCIMException, ValueError) as exc:
         raise invalid_filter(f"the filter is not valid SCIM syntax: {exc}") from None
     return [_condition(rules, node) for node in _and_terms(root)]
+
+
+# The lookup a client makes before each create (`userName eq "..."`) is the hot path: a plain
+# comparison is read here; anything else goes through the full scim2-models grammar.
+_SIMPLE = re.compile(
+    r'\s*([A-Za-z][A-Za-z0-9_-]*(?:\.[A-Za-z][A-Za-z0-9_-]*)?)\s+(eq|co)\s+("(?:[^"\\]|\\.)*")\s*',
+    re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=256)
+def _simple_comparison(text: str) -> tuple[str, str, str] | None:
+    match = _SIMPLE.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(3))
+    except ValueError:
+        return None
+    return match.group(1), match.group(2).lower(), value
 
 
 def _and_terms(node: FilterNode) -> list[FilterNode]:
@@ -52,13 +78,17 @@ def _condition(rules: ResourceRules, node: FilterNode) -> Condition:
     path = node.attr_path
     if path.uri is not None and path.uri.lower() != rules.schema.lower():
         raise invalid_filter(f"{rules.endpoint} cannot be filtered on extension attributes")
-    attribute = path.attr.lower() + (f".{path.sub_attr.lower()}" if path.sub_attr else "")
-    op = node.op.value.lower()
+    attribute = path.attr + (f".{path.sub_attr}" if path.sub_attr else "")
+    return _check(rules, attribute, node.op.value.lower(), node.value)
+
+
+def _check(rules: ResourceRules, attribute: str, op: str, value: object) -> Condition:
+    attribute = attribute.lower()
     accepted = rules.filters.get(attribute)
     if accepted is None:
         raise invalid_filter(f"{rules.endpoint} cannot be filtered on {attribute}")
     if op not in accepted:
         raise invalid_filter(f"{rules.endpoint} cannot be filtered with {attribute} {op}")
-    if not isinstance(node.value, str):
+    if not isinstance(value, str):
         raise invalid_filter(f"the value compared with {attribute} must be a string")
-    return Condition(attribute, op, node.value)
+    return Condition(attribute, op, value)

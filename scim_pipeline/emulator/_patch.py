@@ -6,7 +6,6 @@ group of ten thousand members is edited row by row instead of being rewritten.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Protocol
 
 from scim2_models import Path
@@ -85,22 +84,26 @@ _CANONICAL_NAMES = {
 }
 
 
+_CANONICAL_SPELLINGS = frozenset(_CANONICAL_NAMES.values())
+
+
 def canonical_name(name: str) -> str:
     """The RFC spelling of a known attribute name (attribute names are case-insensitive)."""
     return _CANONICAL_NAMES.get(name.lower(), name)
 
 
-def canonicalize(value: Any, depth: int = 0) -> Any:
+def canonicalize(value: Any) -> Any:
     """Respell the keys of known attributes, so stored bodies and filters agree on case."""
-    if depth > 3:
-        return value
     if isinstance(value, dict):
-        return {
-            (key if key.lower().startswith("urn:") else canonical_name(key)): canonicalize(item, depth + 1)
-            for key, item in value.items()
-        }
+        respelled = {}
+        for key, item in value.items():
+            spelling = key
+            if key not in _CANONICAL_SPELLINGS and key[:4].lower() != "urn:":
+                spelling = _CANONICAL_NAMES.get(key.lower(), key)
+            respelled[spelling] = canonicalize(item) if isinstance(item, dict | list) else item
+        return respelled
     if isinstance(value, list):
-        return [canonicalize(item, depth + 1) for item in value]
+        return [canonicalize(item) if isinstance(item, dict | list) else item for item in value]
     return value
 
 
@@ -147,8 +150,11 @@ def apply_patch(
     operations: list[dict[str, Any]],
     members: MemberEditor | None,
 ) -> dict[str, Any]:
-    """A new body with ``operations`` applied in order; ``body`` itself is left unchanged."""
-    patched = copy.deepcopy(body)
+    """``body`` with ``operations`` applied in order (changed in place, and returned).
+
+    On an error ``body`` may be half-patched: pass a copy to keep the original.
+    """
+    patched = body
     for operation in operations:
         op = _field(operation, "op")
         if not isinstance(op, str) or op.lower() not in ("add", "replace", "remove"):
