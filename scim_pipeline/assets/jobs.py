@@ -1,6 +1,5 @@
 """Jobs and schedules: the hourly sync over every shard, the daily reconciliation, and the dry-run plan."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 
@@ -10,10 +9,11 @@ from dagster import (
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
-    UnresolvedAssetJobDefinition,
     define_asset_job,
     schedule,
 )
+
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from scim_pipeline.assets.partitions import range_tags, shard_partitions
 from scim_pipeline.assets.sync_assets import SyncAssets
@@ -32,20 +32,17 @@ def build_jobs(sync_assets: SyncAssets, shards: int) -> list[UnresolvedAssetJobD
         define_asset_job(
             SYNC_JOB,
             selection=everything,
-            partitions_def=partitions,
             description="One sync cycle: roster → change sets → individual SCIM calls → audit. Launch it for one "
             "shard, a range, or backfill any set of shards to onboard a population shard by shard.",
         ),
         define_asset_job(
             PLAN_JOB,
             selection=AssetSelection.assets(*sync_assets.change_keys),
-            partitions_def=partitions,
             description="Dry run: materialize the change sets and the guards, execute nothing.",
         ),
         define_asset_job(
             RECONCILE_JOB,
             selection=everything,
-            partitions_def=partitions,
             config=RECONCILE_RUN_CONFIG,
             description="A sync cycle that first reads the whole target and reports and repairs drift.",
         ),

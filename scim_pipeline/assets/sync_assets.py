@@ -9,7 +9,6 @@ The Dagster layer stays thin: every decision lives in `scim_pipeline.sync`; thes
 turn its results into materializations the UI can plot.
 """
 
-from __future__ import annotations
 
 import asyncio
 import logging
@@ -49,10 +48,10 @@ from scim_pipeline.resources.pipeline import (
     SyncPolicyResource,
 )
 from scim_pipeline.resources.target import ScimTargetResource
+from scim_pipeline.sync.holds import hold_rejected
 
 POOL = "scim_target"
 ROSTER_FILES = AssetKey("roster_files")
-GUARD_CHECKS = ("deletion_threshold", "roster_not_shrunk", "no_mass_update")
 
 progress_logger = logging.getLogger("scim_pipeline.progress")
 
@@ -184,13 +183,34 @@ def build_sync_assets(shards: int) -> SyncAssets:
 
         loaded = roster.load(shards)
 
-        async def read_and_reconcile() -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+        async def read_target() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             async with scim_target.get_client() as client:
-                return await reconcile.snapshot_and_reconcile(
-                    client, state, loaded, adopt=first_run, detect=not first_run
-                )
+                return await client.search("Users"), await client.search("Groups")
 
-        snapshot, adoption_counts, drift = asyncio.run(read_and_reconcile())
+        target_users, target_groups = asyncio.run(read_target())
+        adoption_counts: dict[str, int] = {}
+        drift = pd.DataFrame(columns=list(reconcile.DRIFT_COLUMNS))
+        if first_run:
+            adoption = reconcile.adopt_existing(
+                state,
+                loaded,
+                target_users,
+                target_groups,
+                loaded.user_match,
+                group_match_attribute=loaded.group_match,
+            )
+            adoption_counts = {
+                "users_adopted": adoption.users_adopted,
+                "groups_adopted": adoption.groups_adopted,
+                "memberships_adopted": adoption.memberships_adopted,
+                "ambiguous_matches": len(adoption.ambiguous),
+            }
+            for resource_type, key in adoption.ambiguous[:20]:
+                context.log.warning(f"{resource_type} {key!r}: several target objects match; none was adopted")
+        else:
+            drift = reconcile.detect_drift(state, target_users, target_groups)
+            reconcile.apply_drift(state, drift)
+        snapshot = _snapshot_frame(state, target_users, target_groups)
         yield Output(
             snapshot,
             metadata={
@@ -231,14 +251,9 @@ def build_sync_assets(shards: int) -> SyncAssets:
                 "deletion_threshold",
                 "Disables + deletes in this cycle stay under SCIM_MAX_DELETES / the share limit.",
             ),
-            (
-                "roster_not_shrunk",
-                "The roster is not empty and did not lose half of the users we manage.",
-            ),
-            (
-                "no_mass_update",
-                "A mapping change does not rewrite nearly every managed user at once.",
-            ),
+            ("empty_roster", "The roster has users in scope whenever we manage some."),
+            ("shrunken_roster", "The roster did not lose half of the active users we manage in one cycle."),
+            ("mass_update", "A mapping change does not rewrite nearly every managed user at once."),
         )
     ]
 
@@ -255,88 +270,73 @@ def build_sync_assets(shards: int) -> SyncAssets:
     def user_changes(
         context: AssetExecutionContext,
         idp_users: pd.DataFrame,
+        roster_rejections: pd.DataFrame,
         provisioning_state: ProvisioningStateResource,
         sync_policy: SyncPolicyResource,
     ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
         from scim_pipeline.sync import changes, guards
 
-        run_shards = shards_of(context.partition_keys)
+        run_shards = frozenset(shards_of(context.partition_keys))
         state = provisioning_state.open(context.instance)
-        managed = state.managed_users()
-        planned = changes.plan_user_changes(idp_users, managed, deprovision=sync_policy.deprovision, shards=run_shards)
-        summary = changes.summarize(planned)
+        settings = changes.PlanSettings(deprovision=sync_policy.deprovision, shards=run_shards, include_groups=False)
+        planned = changes.plan_users(idp_users, state.snapshot(run_shards), settings)
+        planned = hold_rejected(planned, roster_rejections, table="users")
+        change_set = changes.ChangeSet.empty().replace(users=planned)
         yield Output(
             planned,
             metadata={
-                **frame_metadata(planned, preview_columns=["op", "key", "shard"]),
-                **counts_metadata(summary),
+                **frame_metadata(planned, preview_columns=["op", "key", "shard", "reason"]),
+                **counts_metadata(_user_counts(change_set.summary())),
                 "shards": ", ".join(context.partition_keys),
             },
         )
-        results = guards.evaluate_user_guards(
-            planned,
-            idp_users,
-            managed,
+        results = guards.evaluate_guards(
+            change_set,
+            _RosterFrames(users=idp_users),
+            state.counts(run_shards),
+            settings=sync_policy.guard_settings(),
             shards=run_shards,
-            max_deletes=sync_policy.max_deletes,
-            max_delete_share=sync_policy.max_delete_share,
-            allow=sync_policy.allow_mass_changes,
         )
         for result in results:
             yield AssetCheckResult(
                 check_name=result.name,
                 passed=result.passed,
                 description=result.message,
-                metadata=counts_metadata(result.figures),
+                metadata={"observed": result.observed, "limit": result.limit},
             )
 
     @asset(
         deps=[AssetDep("target_snapshot")],
         group_name="changes",
         kinds={"pandas"},
-        check_specs=[
-            AssetCheckSpec(
-                "group_removal_threshold",
-                asset="group_changes",
-                blocking=True,
-                description="Groups leaving scope in one cycle stay under the deletion threshold.",
-            )
-        ],
-        description="Group creates, renames and deprovisions, against what we manage.",
+        description="Group creates, renames and deprovisions, against what we manage. A group that leaves the roster "
+        "is released (we remove the members we added) unless SCIM_DEPROVISION=delete and the profile allows a group "
+        "DELETE (Delinea does not).",
     )
     def group_changes(
         context: AssetExecutionContext,
         idp_groups: pd.DataFrame,
+        roster_rejections: pd.DataFrame,
         provisioning_state: ProvisioningStateResource,
         sync_policy: SyncPolicyResource,
         scim_target: ScimTargetResource,
-    ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
-        from scim_pipeline.sync import changes, guards
+    ) -> Output[pd.DataFrame]:
+        from scim_pipeline.sync import changes
 
         state = provisioning_state.open(context.instance)
-        managed = state.managed_groups()
-        planned = changes.plan_group_changes(
-            idp_groups, managed, deprovision=sync_policy.deprovision, profile=scim_target.profile
+        settings = changes.PlanSettings(
+            deprovision=sync_policy.deprovision,
+            group_deprovision=scim_target.group_deprovision(sync_policy.deprovision),
         )
-        yield Output(
+        planned = changes.plan_groups(idp_groups, state.snapshot(), settings)
+        planned = hold_rejected(planned, roster_rejections, table="groups")
+        summary = changes.ChangeSet.empty().replace(groups=planned).summary()
+        return Output(
             planned,
             metadata={
-                **frame_metadata(planned, preview_columns=["op", "key"]),
-                **counts_metadata(changes.summarize(planned)),
+                **frame_metadata(planned, preview_columns=["op", "key", "reason"]),
+                **counts_metadata(_group_counts(summary)),
             },
-        )
-        result = guards.evaluate_group_guard(
-            planned,
-            managed,
-            max_deletes=sync_policy.max_deletes,
-            max_delete_share=sync_policy.max_delete_share,
-            allow=sync_policy.allow_mass_changes,
-        )
-        yield AssetCheckResult(
-            check_name="group_removal_threshold",
-            passed=result.passed,
-            description=result.message,
-            metadata=counts_metadata(result.figures),
         )
 
     @asset(
@@ -379,6 +379,8 @@ def build_sync_assets(shards: int) -> SyncAssets:
     )
     def membership_changes(
         context: AssetExecutionContext,
+        idp_users: pd.DataFrame,
+        idp_groups: pd.DataFrame,
         idp_memberships: pd.DataFrame,
         provisioning_state: ProvisioningStateResource,
         scim_target: ScimTargetResource,
@@ -386,18 +388,15 @@ def build_sync_assets(shards: int) -> SyncAssets:
         from scim_pipeline.sync import changes
 
         state = provisioning_state.open(context.instance)
-        planned = changes.plan_membership_changes(
-            idp_memberships,
-            state.managed_memberships(),
-            state.managed_users(),
-            state.managed_groups(),
-            member_chunk=scim_target.member_chunk,
-        )
+        settings = changes.PlanSettings(member_chunk=scim_target.member_chunk)
+        roster_frames = _RosterFrames(users=idp_users, groups=idp_groups, memberships=idp_memberships)
+        planned, deferred = changes.plan_memberships(roster_frames, state.snapshot(), settings)
+        summary = changes.ChangeSet.empty().replace(memberships=planned, deferred=deferred).summary()
         return Output(
             planned,
             metadata={
-                **frame_metadata(planned, preview_columns=["op", "group_key_norm", "member_count"]),
-                **counts_metadata(changes.summarize(planned)),
+                **frame_metadata(planned, preview_columns=["op", "key", "member_count"]),
+                **counts_metadata(_membership_counts(summary)),
             },
         )
 
@@ -431,7 +430,7 @@ def build_sync_assets(shards: int) -> SyncAssets:
         context: AssetExecutionContext, provisioning_state: ProvisioningStateResource
     ) -> Iterator[Output[pd.DataFrame]]:
         state = provisioning_state.open(context.instance)
-        audit = state.audit_frame(run_id=context.run.run_id)
+        audit = state.audit(run_id=context.run.run_id)
         failed = int((audit["outcome"] == "failed").sum()) if len(audit) else 0
         outcomes = audit["outcome"].value_counts().to_dict() if len(audit) else {}
         yield Output(
@@ -498,6 +497,9 @@ def build_sync_assets(shards: int) -> SyncAssets:
     )
 
 
+_RESOURCE_TYPE_OF_KIND = {"users": "Users", "groups": "Groups", "memberships": "Groups"}
+
+
 def _execute(
     context: AssetExecutionContext,
     kind: str,
@@ -506,59 +508,131 @@ def _execute(
     provisioning_state: ProvisioningStateResource,
 ) -> Output[pd.DataFrame]:
     """Run one change set through the SCIM client; every outcome is already in the state store when this returns."""
-    from scim_pipeline.sync import executor
+    from scim_pipeline.sync import changes, executor
 
     state = provisioning_state.open(context.instance)
-    partition = ",".join(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else ""
-    reporter = _ProgressReporter(context, kind, total=len(planned))
+    partition = (
+        ",".join(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else None
+    )
+    change_set = changes.ChangeSet.empty().replace(**{kind: planned})
+    reporter = _ProgressReporter(context, kind)
+    run_id = context.run.run_id
 
-    async def run() -> Any:
+    async def run() -> executor.ExecutionReport:
         async with scim_target.get_client() as client:
-            return await executor.execute_changes(
-                client,
-                state,
-                kind,
-                planned,
-                run_id=context.run.run_id,
-                partition=partition,
-                progress=reporter,
+            return await executor.execute(
+                client, state, change_set, run_id=run_id, partition=partition, progress=reporter
             )
 
     report = asyncio.run(run())
-    outcomes: pd.DataFrame = report.outcomes_frame()
-    if "shard" not in outcomes.columns and "shard" in planned.columns and context.has_partition_key:
-        outcomes["shard"] = int(context.partition_key)
-    counts = report.counts()
+    outcomes = _outcomes_of(state.audit(run_id=run_id), planned, kind)
     if report.failed:
-        context.log.error(report.describe_failures())
+        for failure in report.failures[:50]:
+            context.log.error(
+                f"{failure.resource_type} {failure.op} {failure.key!r} failed: {failure.message}"
+                f" (HTTP {failure.status}, scimType {failure.scim_type})"
+            )
+        if report.circuit_message:
+            context.log.error(report.circuit_message)
+    for held in report.held[:50]:
+        context.log.warning(f"{held.resource_type} {held.key!r} held back after repeated failures: {held.reason}")
     return Output(
         outcomes,
         metadata={
-            **frame_metadata(outcomes, preview_columns=["op", "key", "outcome", "http_status"]),
-            **counts_metadata(counts),
+            **frame_metadata(outcomes, preview_columns=["operation", "key", "outcome", "http_status", "error"]),
+            **counts_metadata(report.summary()),
             "target": scim_target.describe(),
-            "summary": report.describe(),
+            **({"circuit_breaker": report.circuit_message} if report.circuit_message else {}),
         },
     )
+
+
+def _outcomes_of(audit: pd.DataFrame, planned: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """This step's rows of the run's audit trail, with the shard of each user so per-shard storage can split them."""
+    resource_type = _RESOURCE_TYPE_OF_KIND[kind]
+    rows = audit[audit["resource_type"] == resource_type]
+    if kind == "memberships":
+        rows = rows[rows["operation"].isin(["add_members", "remove_members"])]
+    elif kind == "groups":
+        rows = rows[~rows["operation"].isin(["add_members", "remove_members"])]
+    rows = rows.reset_index(drop=True)
+    if kind == "users":
+        shard_of_key = planned.drop_duplicates("key").set_index("key")["shard"] if len(planned) else pd.Series()
+        rows["shard"] = rows["key"].map(shard_of_key).fillna(-1).astype("int64")
+    return rows
 
 
 class _ProgressReporter:
     """Logs progress of a long change set every few seconds, to Dagster and to the CLI."""
 
-    def __init__(self, context: AssetExecutionContext, kind: str, total: int) -> None:
+    def __init__(self, context: AssetExecutionContext, kind: str) -> None:
         self._context = context
         self._kind = kind
-        self._total = total
         self._last = 0.0
 
-    def __call__(self, done: int, failed: int = 0) -> None:
+    def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if done < self._total and now - self._last < 2.0:
+        if done < total and now - self._last < 2.0:
             return
         self._last = now
-        message = f"{self._kind}: {done:,}/{self._total:,} calls done ({failed:,} failed)"
+        message = f"{self._kind}: {done:,}/{total:,} changes done"
         self._context.log.info(message)
         progress_logger.info(message)
+
+
+class _RosterFrames:
+    """The roster frames a planner or guard reads, rebuilt from the materialized idp_* assets."""
+
+    def __init__(
+        self,
+        *,
+        users: pd.DataFrame,
+        groups: pd.DataFrame | None = None,
+        memberships: pd.DataFrame | None = None,
+    ) -> None:
+        self.users = users
+        self.groups = groups if groups is not None else pd.DataFrame(columns=["key", "key_norm", "row"])
+        self.memberships = (
+            memberships if memberships is not None else pd.DataFrame(columns=["group_key_norm", "user_key_norm", "row"])
+        )
+
+
+def _user_counts(summary: dict[str, int]) -> dict[str, int]:
+    return {name: summary[name] for name in ("creates", "updates", "disables", "enables", "deletes")}
+
+
+def _group_counts(summary: dict[str, int]) -> dict[str, int]:
+    return {
+        "creates": summary["group_creates"],
+        "renames": summary["renames"],
+        "updates": summary["group_updates"],
+        "releases": summary["group_releases"],
+        "deletes": summary["group_deletes"],
+    }
+
+
+def _membership_counts(summary: dict[str, int]) -> dict[str, int]:
+    return {name: summary[name] for name in ("member_adds", "member_removes", "deferred", "membership_requests")}
+
+
+def _snapshot_frame(state: Any, users: list[dict[str, Any]], groups: list[dict[str, Any]]) -> pd.DataFrame:
+    """The target as read: one row per object, and whether we manage it (no attribute values beyond the key)."""
+    managed_ids = set(state.managed_users()["scim_id"].dropna()) | set(state.managed_groups()["scim_id"].dropna())
+    rows = [
+        ("Users", user.get("id"), user.get("userName"), user.get("active"), user.get("id") in managed_ids)
+        for user in users
+    ] + [
+        ("Groups", group.get("id"), group.get("displayName"), None, group.get("id") in managed_ids) for group in groups
+    ]
+    return pd.DataFrame(
+        {
+            "resource_type": pd.array([row[0] for row in rows], dtype="string"),
+            "scim_id": pd.array([row[1] for row in rows], dtype="string"),
+            "key": pd.array([row[2] for row in rows], dtype="string"),
+            "active": pd.array([row[3] for row in rows], dtype="boolean"),
+            "managed": pd.array([row[4] for row in rows], dtype="bool"),
+        }
+    )
 
 
 def _empty_snapshot() -> pd.DataFrame:

@@ -80,6 +80,16 @@ class SyncPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
         description="SCIM_ALLOW_MASS_CHANGES=1 lets the next run pass the guards (use once, then unset).",
     )
 
+    def guard_settings(self) -> Any:
+        """The guard thresholds of the sync engine."""
+        from scim_pipeline.sync.guards import GuardSettings
+
+        return GuardSettings(
+            max_deletes=self.max_deletes,
+            max_delete_share=self.max_delete_share,
+            allow_mass_changes=self.allow_mass_changes,
+        )
+
 
 def _env(name: str, env: dict[str, str] | os._Environ[str]) -> str | None:
     value = env.get(name, "").strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
@@ -109,6 +109,16 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
             ca_bundle=self.ca_bundle,
             **common,
         )
+
+    def group_deprovision(self, deprovision: str) -> Literal["release", "delete"]:
+        """What happens to a group that left the roster: DELETE only when asked for and the profile allows it."""
+        from scim_pipeline.scim import get_profile
+        from scim_pipeline.scim.profiles import Operation
+
+        profile = get_profile("delinea" if self.demo_mode else self.profile)
+        if deprovision == "delete" and Operation.DELETE in profile.rules("Groups").operations:
+            return "delete"
+        return "release"
 
     def get_client(self) -> ScimClient:
         """A new SCIM client (an async context manager) for this target."""
