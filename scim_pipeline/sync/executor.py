@@ -183,7 +183,11 @@ class _Outcome:
 
 
 class _Recorder:
-    """Buffers state changes and audit rows; flushes every ~200 outcomes or ~50 ms."""
+    """Buffers state changes and audit rows; flushes every ~200 outcomes or ~50 ms.
+
+    A flush swaps in a fresh batch, so callers must read ``recorder.batch`` after their last ``await``: a batch
+    held across an await may already have been applied, and whatever is added to it then is lost.
+    """
 
     def __init__(self, state: ProvisioningState, escrow: EscrowPolicy) -> None:
         self.state = state
@@ -434,7 +438,6 @@ async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], ro
     key, key_norm = str(row.key), str(row.key_norm)
     scim_id = None if pd.isna(row.scim_id) else str(row.scim_id)
     shard = int(row.shard)
-    batch = run.recorder.batch
     is_user = resource_type == "Users"
     match_attribute = run.user_match if is_user else run.group_match
     try:
@@ -445,33 +448,33 @@ async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], ro
             if key_norm in run.groups_with_failed_removals:
                 run.audit(resource_type, op, key, _Outcome("skipped", calls=0), scim_id)
                 return
-            batch.group_deletes.append(key_norm)
+            run.recorder.batch.group_deletes.append(key_norm)
             run.audit(resource_type, op, key, _Outcome("ok", calls=0), scim_id)
             return
         assert scim_id is not None, "planned updates and deletes carry a SCIM id"
         if op == "delete":
             result = await run.client.delete(resource_type, scim_id)
-            (batch.user_deletes if is_user else batch.group_deletes).append(key_norm)
+            (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
             outcome = _Outcome("already_done" if result.already_done else "ok", result)
             run.audit(resource_type, op, key, outcome, scim_id)
             return
         result = await run.client.patch(resource_type, scim_id, _json(row.payload))
         attrs = _json(row.attrs)
         if is_user:
-            batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=shard, attrs=attrs)
+            run.recorder.batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=shard, attrs=attrs)
         else:
-            batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs)
+            run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs)
         run.audit(resource_type, op, key, _Outcome("ok", result), scim_id)
     except ScimNotFound as error:
         # Deleted on the target behind our back: forget it, so the next cycle re-creates it if still wanted.
-        (batch.user_deletes if is_user else batch.group_deletes).append(key_norm)
+        (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
         done = op in {"disable", "delete"}
         run.audit(resource_type, op, key, _Outcome("already_done", error=None if done else error), scim_id)
     except ScimPipelineError as error:
         if is_user:
-            batch.fail_user(key_norm, key=key, error=str(error), shard=shard)
+            run.recorder.batch.fail_user(key_norm, key=key, error=str(error), shard=shard)
         else:
-            batch.fail_group(key_norm, key=key, error=str(error))
+            run.recorder.batch.fail_group(key_norm, key=key, error=str(error))
         run.audit(resource_type, op, key, _Outcome("failed", error=error), scim_id)
 
 
@@ -481,7 +484,6 @@ async def _create_or_resolve(
     """A create (looking the identity up first when an earlier attempt may have landed), or a resolve."""
     op, key, key_norm = str(row.op), str(row.key), str(row.key_norm)
     is_user = resource_type == "Users"
-    batch = run.recorder.batch
     desired = _json(row.attrs)
     calls = 0
     found: Mapping[str, Any] | None = None
@@ -489,7 +491,7 @@ async def _create_or_resolve(
         calls += 1
         found = await run.client.find_one(resource_type, match_attribute, key)
     if found is None and op == "resolve":
-        (batch.user_deletes if is_user else batch.group_deletes).append(key_norm)
+        (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
         outcome = _Outcome("ok", calls=calls)
         run.audit(resource_type, op, key, outcome)
         return outcome
@@ -519,10 +521,10 @@ async def _create_or_resolve(
         attrs = desired
     origin: Literal["created", "adopted"] = "adopted" if adopted else "created"
     if is_user:
-        batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=int(row.shard), attrs=attrs, origin=origin)
+        run.recorder.batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=int(row.shard), attrs=attrs, origin=origin)
         run.user_keys_by_id[scim_id] = key_norm
     else:
-        batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, origin=origin)
+        run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, origin=origin)
     outcome = _Outcome("adopted" if adopted else "ok", result, calls=max(calls, 1))
     run.audit(resource_type, op, key, outcome, scim_id)
     return outcome
@@ -540,7 +542,6 @@ async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> N
         group_id = str(row.group_scim_id)
         members: list[str] = json.loads(str(row.member_key_norms))
         operations: list[dict[str, Any]] = json.loads(str(row.payload))
-        batch = run.recorder.batch
         try:
             result = await run.client.patch("Groups", group_id, operations)
             calls = 1
@@ -551,13 +552,13 @@ async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> N
                     calls += 1
             pairs = [(group_key_norm, member) for member in members]
             if op == "add_members":
-                batch.membership_adds.extend(pairs)
+                run.recorder.batch.membership_adds.extend(pairs)
             else:
-                batch.membership_removes.extend(pairs)
+                run.recorder.batch.membership_removes.extend(pairs)
             outcome = _Outcome("already_done" if result.already_done else "ok", result, calls=calls)
             run.audit("Groups", op, key, outcome, group_id)
         except ScimNotFound as error:
-            batch.group_deletes.append(group_key_norm)
+            run.recorder.batch.group_deletes.append(group_key_norm)
             run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
         except ScimPipelineError as error:
             if op == "remove_members":
