@@ -118,8 +118,11 @@ def find_key(container: dict[str, Any], name: str) -> str | None:
 class MemberEditor(Protocol):
     """Edits the members of one group inside the PATCH's transaction."""
 
-    def add(self, user_ids: list[str]) -> None:
-        """Add members; raises a 400 invalidValue ScimError for an id that is not a user."""
+    def add(self, members: dict[str, str | None]) -> None:
+        """Add members (user id -> the ``display`` the client gave, if any).
+
+        Raises a 400 invalidValue ScimError for an id that is not a user.
+        """
 
     def remove(self, user_ids: list[str]) -> int:
         """Remove members; returns how many were members."""
@@ -302,30 +305,34 @@ def _apply_attr_path(
 def _apply_members(op: str, path: AttrPath, value: Any, members: MemberEditor) -> None:
     if path.sub_attr is not None:
         raise invalid_path("members can only be patched as a whole or with a value filter")
-    ids = None if value is None else _member_ids(value)
+    given = None if value is None else read_members(value)
     if op == "add":
-        if not ids:
+        if not given:
             raise invalid_value("add members needs a list of {'value': id}")
-        members.add(ids)
+        members.add(given)
     elif op == "replace":
         members.clear()
-        if ids:
-            members.add(ids)
-    elif ids is None:
+        if given:
+            members.add(given)
+    elif given is None:
         members.clear()
-    elif members.remove(ids) == 0:
+    elif members.remove(list(given)) == 0:
         raise no_target("none of the given users is a member of the group")
 
 
-def _member_ids(value: Any) -> list[str]:
+def read_members(value: Any) -> dict[str, str | None]:
+    """Member user ids -> their ``display`` (if given), from a ``members`` value (list or one)."""
     items = value if isinstance(value, list) else [value]
-    ids: list[str] = []
+    members: dict[str, str | None] = {}
     for item in items:
-        member_id = item.get("value") if isinstance(item, dict) else None
+        value_key = find_key(item, "value") if isinstance(item, dict) else None
+        member_id = item[value_key] if value_key is not None else None
         if not isinstance(member_id, str) or not member_id:
             raise invalid_value("every member needs a string 'value' naming a user id")
-        ids.append(member_id)
-    return ids
+        display_key = find_key(item, "display")
+        display = item[display_key] if display_key is not None else None
+        members[member_id] = display if isinstance(display, str) else None
+    return members
 
 
 def _member_filter_ids(node: FilterNode) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ._errors import ScimError, invalid_value, not_found, uniqueness
 from ._filters import Condition
-from ._patch import MemberEditor, apply_patch, canonicalize, find_key
+from ._patch import MemberEditor, apply_patch, canonicalize, read_members
 from ._profile import RULES, ResourceRules
 
 DEFAULT_BASE_URL = "/scim/v2"
@@ -52,6 +52,7 @@ CREATE INDEX IF NOT EXISTS resources_group_ref ON resources (group_ref) WHERE gr
 CREATE TABLE IF NOT EXISTS memberships (
     group_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
+    display TEXT,
     PRIMARY KEY (group_id, user_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships (user_id);
@@ -89,7 +90,7 @@ class _Prepared:
     container_ref: str | None
     user_ref: str | None
     group_ref: str | None
-    member_ids: list[str] | None
+    members: dict[str, str | None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +122,14 @@ class ResourceStore:
                 # Survives a crash of the process (the WAL is written at commit), not a power cut:
                 # enough for a test server, and it halves the cost of each write.
                 self._conn.execute("PRAGMA synchronous=OFF")
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executescript(_SCHEMA.replace("\n);", "\n);"))
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("COMMIT")
+        # Several processes may open a new file at once: create the tables in one write transaction.
+        with self._write() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            membership_columns = {row[1] for row in conn.execute("PRAGMA table_info(memberships)")}
+            if "display" not in membership_columns:  # a file written by an earlier emulator
+                conn.execute("ALTER TABLE memberships ADD COLUMN display TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +168,7 @@ class ResourceStore:
         resource_id = str(uuid.uuid4())
         now = _now()
         with self._write() as conn:
-            prepared = self._prepare(conn, rules, resource, resource_id, creating=True)
+            prepared = self._prepare(conn, rules, resource, active_default=True)
             body_json = json.dumps(prepared.body, separators=(",", ":"))
             try:
                 conn.execute(
@@ -187,8 +190,8 @@ class ResourceStore:
                 )
             except sqlite3.IntegrityError:
                 raise self._duplicate(rules) from None
-            if prepared.member_ids:
-                _SqlMembers(conn, resource_id).add(prepared.member_ids)
+            if prepared.members:
+                _SqlMembers(conn, resource_id).add(prepared.members)
             row = (resource_id, resource_type, prepared.display, body_json, now, now, 1)
             return self._render_rows(conn, resource_type, [row], base_url)[0]
 
@@ -251,13 +254,13 @@ class ResourceStore:
         with self._write() as conn:
             row = self._typed_row(conn, resource_type, resource_id)
             _check_version(row[6], if_match)
-            prepared = self._prepare(conn, rules, resource, resource_id, creating=False)
+            prepared = self._prepare(conn, rules, resource, active_default=False)
             row = self._update(conn, rules, row, prepared)
             if resource_type == "Groups":
                 members = _SqlMembers(conn, resource_id)
                 members.clear()
-                if prepared.member_ids:
-                    members.add(prepared.member_ids)
+                if prepared.members:
+                    members.add(prepared.members)
             return self._render_rows(conn, resource_type, [row], base_url)[0]
 
     def patch(
@@ -278,7 +281,7 @@ class ResourceStore:
             members = _SqlMembers(conn, resource_id) if resource_type == "Groups" else None
             patched = apply_patch(rules, json.loads(row[3]), operations, members)
             if patched != json.loads(row[3]) or (members is not None and members.changed):
-                prepared = self._prepare(conn, rules, patched, resource_id, creating=False)
+                prepared = self._prepare(conn, rules, patched, active_default=None)
                 row = self._update(conn, rules, row, prepared)
             return self._render_rows(conn, resource_type, [row], base_url, with_members)[0]
 
@@ -403,10 +406,15 @@ class ResourceStore:
         conn: sqlite3.Connection,
         rules: ResourceRules,
         resource: dict[str, Any],
-        resource_id: str,
         *,
-        creating: bool,
+        active_default: bool | None,
     ) -> _Prepared:
+        """Validate a body and derive its columns.
+
+        ``active_default`` is what a user without ``active`` gets: true on create, false on PUT
+        (Delinea: a PUT without active=true suspends the user, as Okta wizard apps learn), and
+        nothing on PATCH, where removing ``active`` leaves it unset.
+        """
         if not isinstance(resource, dict):
             raise invalid_value(f"a {rules.endpoint} resource must be a JSON object")
         body: dict[str, Any] = canonicalize(resource)
@@ -417,21 +425,22 @@ class ResourceStore:
         display: str | None = None
         unique_key: str | None = None
         refs: dict[str, str | None] = {"container": None, "user": None, "group": None}
-        member_ids: list[str] | None = None
+        member_list: dict[str, str | None] | None = None
         if rules.endpoint == "Users":
             user_name = _required_string(body, "userName", rules)
-            if "active" in body or not creating:
-                # Delinea: a PUT without active=true suspends the user (as Okta wizard apps learn).
-                body["active"] = _boolean(body.get("active", False), "active")
-            else:
-                body["active"] = True
+            if "active" in body:
+                body["active"] = _boolean(body["active"], "active")
+            elif active_default is not None:
+                body["active"] = active_default
             unique_key = user_name.casefold()
             display = body.get("displayName") if isinstance(body.get("displayName"), str) else user_name
         elif rules.endpoint == "Groups":
             display = _required_string(body, "displayName", rules)
             unique_key = display.casefold()
             if members is not None:
-                member_ids = _member_ids(members)
+                if not isinstance(members, list):
+                    raise invalid_value("members must be a list")
+                member_list = read_members(members)
         elif rules.endpoint == "Containers":
             name = _required_string(body, "name", rules)
             display = body.get("displayName") if isinstance(body.get("displayName"), str) else name
@@ -457,7 +466,7 @@ class ResourceStore:
             container_ref=refs["container"],
             user_ref=refs["user"],
             group_ref=refs["group"],
-            member_ids=member_ids,
+            members=member_list,
         )
 
     @staticmethod
@@ -496,14 +505,15 @@ class ResourceStore:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 for group_id, user_id, display in conn.execute(
-                    "SELECT m.group_id, m.user_id, r.display FROM memberships m"
+                    "SELECT m.group_id, m.user_id, m.display FROM memberships m"
                     f" JOIN resources r ON r.id = m.user_id WHERE m.group_id IN ({marks})"
                     " ORDER BY r.seq",
                     chunk,
                 ):
-                    members.setdefault(group_id, []).append(
-                        {"value": user_id, "display": display, "type": "User", "$ref": f"{base_url}/Users/{user_id}"}
-                    )
+                    member = {"value": user_id, "type": "User", "$ref": f"{base_url}/Users/{user_id}"}
+                    if display is not None:
+                        member["display"] = display
+                    members.setdefault(group_id, []).append(member)
         elif resource_type == "Users" and ids:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
@@ -553,8 +563,8 @@ class _SqlMembers(MemberEditor):
         self._group_id = group_id
         self.changed = False
 
-    def add(self, user_ids: list[str]) -> None:
-        unique_ids = list(dict.fromkeys(user_ids))
+    def add(self, members: dict[str, str | None]) -> None:
+        unique_ids = list(members)
         found: set[str] = set()
         for chunk in _chunks(unique_ids):
             marks = ",".join("?" * len(chunk))
@@ -568,8 +578,8 @@ class _SqlMembers(MemberEditor):
         if missing:
             raise invalid_value(f"{len(missing)} member value(s) name no existing user")
         cursor = self._conn.executemany(
-            "INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
-            [(self._group_id, user_id) for user_id in unique_ids],
+            "INSERT OR IGNORE INTO memberships (group_id, user_id, display) VALUES (?, ?, ?)",
+            [(self._group_id, user_id, display) for user_id, display in members.items()],
         )
         self.changed = self.changed or cursor.rowcount > 0
 
@@ -623,19 +633,6 @@ def _boolean(value: Any, attribute: str) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise invalid_value(f"{attribute} must be a boolean")
-
-
-def _member_ids(members: Any) -> list[str]:
-    if not isinstance(members, list):
-        raise invalid_value("members must be a list")
-    ids = []
-    for member in members:
-        key = find_key(member, "value") if isinstance(member, dict) else None
-        member_id = member[key] if key is not None else None
-        if not isinstance(member_id, str):
-            raise invalid_value("every member needs a string 'value' naming a user id")
-        ids.append(member_id)
-    return ids
 
 
 def _require_reference(conn: sqlite3.Connection, target_type: str, target_id: str, attribute: str) -> str | None:

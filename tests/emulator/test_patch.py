@@ -261,3 +261,23 @@ def test_apply_patch_add_appends_to_multi_valued_attributes() -> None:
         None,
     )
     assert patched["emails"] == [{"value": "a@x.org"}, {"value": "b@x.org"}]
+
+
+async def test_member_display_is_kept_as_the_client_gave_it(scim: httpx.AsyncClient) -> None:
+    ada, grace = await create_user(scim, "ada"), await create_user(scim, "grace")
+    group = await create_group(scim, "Admins")
+    await patch(
+        scim,
+        f"Groups/{group['id']}",
+        {"op": "add", "path": "members", "value": [{"value": ada["id"], "display": "Ada L."}, {"value": grace["id"]}]},
+    )
+    members = {member["value"]: member for member in (await scim.get(f"Groups/{group['id']}")).json()["members"]}
+    assert members[ada["id"]]["display"] == "Ada L."
+    assert "display" not in members[grace["id"]]
+    assert members[grace["id"]]["$ref"].endswith(f"/Users/{grace['id']}")
+
+
+async def test_patch_can_remove_active(scim: httpx.AsyncClient) -> None:
+    ada = await create_user(scim, "ada")
+    removed = await patch(scim, f"Users/{ada['id']}", {"op": "remove", "path": "active"})
+    assert "active" not in removed.json()
