@@ -230,14 +230,46 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
 
 
 def _manager_resolver(managed_users: pd.DataFrame) -> Callable[[str], str | None]:
-    with_id = managed_users[managed_users["scim_id"].notna()]
-    ids = dict(zip(with_id["key_norm"].astype(object), with_id["scim_id"].astype(object), strict=True))
+    """Manager key → SCIM id from the managed users; the lookup table is built on first use only."""
+    ids: dict[str, str] = {}
+    built = False
 
     def resolve(manager_key: str) -> str | None:
+        nonlocal built
+        if not built:
+            with_id = managed_users[managed_users["scim_id"].notna()]
+            ids.update(zip(with_id["key_norm"].astype(object), with_id["scim_id"].astype(object), strict=True))
+            built = True
         found = ids.get(manager_key.casefold())
         return None if found is None else str(found)
 
     return resolve
+
+
+def _align(roster_keys: pd.Series, managed_keys: pd.Series) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Positions of the full outer join of two unique key columns: every roster row (with its managed row or -1),
+    then the managed rows absent from the roster (roster position -1). One hash pass over both key sets."""
+    keys = pd.concat([roster_keys.astype("string"), managed_keys.astype("string")], ignore_index=True)
+    codes, uniques = pd.factorize(keys)
+    n_roster = len(roster_keys)
+    managed_of_code = np.full(len(uniques), -1, dtype=np.int64)
+    managed_of_code[codes[n_roster:]] = np.arange(len(managed_keys))
+    roster_of_code = np.full(len(uniques), -1, dtype=np.int64)
+    roster_of_code[codes[:n_roster]] = np.arange(n_roster)
+    r_to_m = managed_of_code[codes[:n_roster]]
+    absent = np.flatnonzero(roster_of_code[codes[n_roster:]] < 0)
+    r_pos = np.concatenate([np.arange(n_roster), np.full(len(absent), -1, dtype=np.int64)])
+    m_pos = np.concatenate([r_to_m, absent])
+    return r_pos, m_pos
+
+
+def _at(values: np.ndarray[Any, Any], positions: np.ndarray[Any, Any], default: Any) -> np.ndarray[Any, Any]:
+    """``values[positions]`` with ``default`` where the position is -1."""
+    if len(values) == 0:
+        return np.full(len(positions), default, dtype=values.dtype)
+    taken: np.ndarray[Any, Any] = values[np.maximum(positions, 0)]
+    result: np.ndarray[Any, Any] = np.where(positions >= 0, taken, default).astype(values.dtype, copy=False)
+    return result
 
 
 def _in_shards(frame: pd.DataFrame, shards: frozenset[int] | None) -> pd.DataFrame:
@@ -253,36 +285,18 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
     current = _in_shards(managed.users, settings.shards)
     resolve_manager = _manager_resolver(managed.users)
 
-    left = pd.DataFrame(
-        {
-            "key_norm": roster["key_norm"].astype("string").to_numpy(),
-            "r_pos": np.arange(len(roster)),
-            "r_hash": pd.array(attrs_hashes(roster, attr_cols), dtype="Int64"),
-        }
-    )
-    right = pd.DataFrame(
-        {
-            "key_norm": current["key_norm"].to_numpy(),
-            "m_pos": np.arange(len(current)),
-            "m_hash": pd.array(current["attrs_hash"].to_numpy(), dtype="Int64"),
-            "has_id": current["scim_id"].notna().to_numpy(),
-            "m_active": current["active"].fillna(True).to_numpy(dtype=bool),
-        }
-    )
-    merged = left.merge(right, on="key_norm", how="outer", indicator=True, sort=False)
-    side = merged["_merge"].to_numpy()
-    in_roster = side != "right_only"
-    in_state = side != "left_only"
-    has_id = merged["has_id"].fillna(False).to_numpy(dtype=bool)
-    r_pos = merged["r_pos"].fillna(-1).to_numpy(dtype=np.int64)
-    m_pos = merged["m_pos"].fillna(-1).to_numpy(dtype=np.int64)
+    r_pos, m_pos = _align(roster["key_norm"], current["key_norm"])
+    in_roster, in_state = r_pos >= 0, m_pos >= 0
+    has_id = _at(current["scim_id"].notna().to_numpy(dtype=bool), m_pos, False)
+    m_active = _at(current["active"].fillna(True).to_numpy(dtype=bool), m_pos, True)
+    r_hash = _at(attrs_hashes(roster, attr_cols), r_pos, 0)
+    m_hash = _at(current["attrs_hash"].to_numpy(dtype=np.int64), m_pos, 0)
 
     if "active" in roster.columns:
         roster_active_all = roster["active"].astype("boolean").fillna(True).to_numpy(dtype=bool)
-        roster_active = np.ones(len(merged), dtype=bool)
-        roster_active[in_roster] = roster_active_all[r_pos[in_roster]]
+        roster_active = _at(roster_active_all, r_pos, True)
     else:
-        roster_active = np.ones(len(merged), dtype=bool)
+        roster_active = np.ones(len(r_pos), dtype=bool)
 
     frames: list[pd.DataFrame] = []
 
@@ -310,11 +324,8 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
 
     # Left the roster (within the shards of this run).
     gone = ~in_roster & has_id
-    if settings.deprovision == "delete":
-        deprovision_mask = gone
-    else:
-        m_active = merged["m_active"].fillna(True).to_numpy(dtype=bool)
-        deprovision_mask = gone & m_active
+    # "delete" also removes users an earlier cycle only disabled.
+    deprovision_mask = gone if settings.deprovision == "delete" else gone & m_active
     if deprovision_mask.any():
         rows = current.iloc[m_pos[deprovision_mask]]
         if settings.deprovision == "delete":
@@ -363,8 +374,7 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
         )
 
     # Updates: managed, still in the roster, attribute hash differs.
-    hash_differs = (merged["r_hash"] != merged["m_hash"]).fillna(True).to_numpy(dtype=bool)
-    update_mask = in_roster & has_id & hash_differs
+    update_mask = in_roster & has_id & (r_hash != m_hash)
     if update_mask.any():
         new_rows = roster.iloc[r_pos[update_mask]]
         old_rows = current.iloc[m_pos[update_mask]]
@@ -415,28 +425,11 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
     """The group change frame (see :class:`ChangeSet`)."""
     attr_cols = group_attribute_columns(roster_groups)
     current = managed.groups
-    left = pd.DataFrame(
-        {
-            "key_norm": roster_groups["key_norm"].astype("string").to_numpy(),
-            "r_pos": np.arange(len(roster_groups)),
-            "r_hash": pd.array(attrs_hashes(roster_groups, attr_cols), dtype="Int64"),
-        }
-    )
-    right = pd.DataFrame(
-        {
-            "key_norm": current["key_norm"].to_numpy(),
-            "m_pos": np.arange(len(current)),
-            "m_hash": pd.array(current["attrs_hash"].to_numpy(), dtype="Int64"),
-            "has_id": current["scim_id"].notna().to_numpy(),
-        }
-    )
-    merged = left.merge(right, on="key_norm", how="outer", indicator=True, sort=False)
-    side = merged["_merge"].to_numpy()
-    in_roster = side != "right_only"
-    in_state = side != "left_only"
-    has_id = merged["has_id"].fillna(False).to_numpy(dtype=bool)
-    r_pos = merged["r_pos"].fillna(-1).to_numpy(dtype=np.int64)
-    m_pos = merged["m_pos"].fillna(-1).to_numpy(dtype=np.int64)
+    r_pos, m_pos = _align(roster_groups["key_norm"], current["key_norm"])
+    in_roster, in_state = r_pos >= 0, m_pos >= 0
+    has_id = _at(current["scim_id"].notna().to_numpy(dtype=bool), m_pos, False)
+    r_hash = _at(attrs_hashes(roster_groups, attr_cols), r_pos, 0)
+    m_hash = _at(current["attrs_hash"].to_numpy(dtype=np.int64), m_pos, 0)
     frames: list[pd.DataFrame] = []
 
     create_mask = in_roster & ~has_id
@@ -499,8 +492,7 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
             )
         )
 
-    hash_differs = (merged["r_hash"] != merged["m_hash"]).fillna(True).to_numpy(dtype=bool)
-    update_mask = in_roster & has_id & hash_differs
+    update_mask = in_roster & has_id & (r_hash != m_hash)
     if update_mask.any():
         new_rows = roster_groups.iloc[r_pos[update_mask]]
         old_rows = current.iloc[m_pos[update_mask]]

@@ -14,6 +14,7 @@ cycle retries it).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -66,6 +67,7 @@ class AttributePath:
         return self.schema == ENTERPRISE_USER_SCHEMA and self.attribute == "manager"
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_path(path: str) -> AttributePath:
     """Parse an attribute path as the mapping writes it. Raises ``ValueError`` for a form it cannot express."""
     schema: str | None = None
