@@ -51,7 +51,9 @@ REJECTED_COLUMNS: Final = ("table", "row", "key", "field", "reason")
 MANAGER: Final = f"{ENTERPRISE_USER}:manager"
 
 _CONTROL: Final = r"[\x00-\x1f\x7f-\x9f]"
-_EMAIL: Final = r"^[^@\s]+@[^@\s]+$"
+# Any Unicode space (Arrow's RE2 `\s` is ASCII-only, so the others are listed).
+_NOT_SPACE_OR_AT: Final = "[^@\\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_EMAIL: Final = f"^{_NOT_SPACE_OR_AT}+@{_NOT_SPACE_OR_AT}+$"
 _TRUE: Final = ("true", "yes", "1")
 _FALSE: Final = ("false", "no", "0")
 _SHOWN: Final = 60
@@ -200,6 +202,8 @@ def _listing(raw: RawTable) -> str:
 
 
 def _require(raw: RawTable, frame: pd.DataFrame, column: str, renames: dict[str, str], why: str) -> None:
+    if frame.shape == (0, 0):
+        return  # no rows at all (an empty file, a JSONL file without a record): nothing lacks the column
     original = next((s for s, t in renames.items() if t == column), column)
     if original in raw.unsupported_columns:
         raise RosterError(f"{raw.source}: column {original!r} {why}, but {raw.unsupported_columns[original]}")

@@ -164,7 +164,9 @@ def test_an_unknown_active_value_rejects_the_row() -> None:
     assert reasons(roster) == {2: "active 'maybe' is not one of true, false, yes, no, 1, 0"}
 
 
-@pytest.mark.parametrize("email", ["ann at example.com", "ann@@example.com", "a@b@c", "ann @example.com", "@"])
+@pytest.mark.parametrize(
+    "email", ["ann at example.com", "ann@@example.com", "a@b@c", "ann @example.com", "@", "ann\u3000x@example.com"]
+)
 def test_a_malformed_email_rejects_the_row(email: str) -> None:
     roster = build({"user_name": ["ann"], "email": [email]})
 
@@ -372,6 +374,18 @@ def test_every_user_row_is_counted_once() -> None:
     stats = roster.stats
     assert stats["users_read"] == 4
     assert (stats["users_accepted"], stats["users_rejected"], stats["users_out_of_scope"]) == (2, 1, 1)
+
+
+@pytest.mark.parametrize(("name", "content"), [("users.csv", ""), ("users.jsonl", ""), ("users.jsonl", "{bad\n")])
+def test_a_users_file_without_any_record_is_an_empty_roster(tmp_path: Path, name: str, content: str) -> None:
+    # Not an error: the empty-roster guard downstream stops the cycle and says how to allow it.
+    (tmp_path / name).write_text(content, encoding="utf-8")
+
+    roster = build_roster(FolderRosterSource(tmp_path).read(), shards=2)
+
+    assert roster.users.empty
+    assert roster.users.columns.tolist() == ["key", "key_norm", "shard", "row", *USER_ATTRIBUTES]
+    assert len(roster.rejected) == content.count("\n")
 
 
 def test_fewer_than_one_shard_is_refused() -> None:
