@@ -45,6 +45,18 @@ class CycleSummary:
         self.counts[(asset, name)] = self.counts.get((asset, name), 0) + value
 
 
+INSTANCE_YAML = """\
+# Written by scim-pipeline for a Dagster home it created.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    # Provisioning steps share the pool `scim_target`: one at a time, so parallel runs (a backfill over many
+    # shards, a schedule tick during a backfill) cannot add up to more than the target's rate.
+    default_limit: 1
+"""
+
+
 def ensure_dagster_home() -> Path:
     """Use $DAGSTER_HOME, or `./.dagster_home` when it is unset (so a fresh machine needs no setup)."""
     home = os.environ.get("DAGSTER_HOME")
@@ -57,6 +69,9 @@ def ensure_dagster_home() -> Path:
             file=sys.stderr,
         )
     Path(home).mkdir(parents=True, exist_ok=True)
+    instance_yaml = Path(home) / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(INSTANCE_YAML, encoding="utf-8")
     return Path(home)
 
 
@@ -119,8 +134,14 @@ def run_sync_cycle(
 def _collect(result: Any, summary: CycleSummary) -> None:
     summary.runs.append(result.run_id)
     summary.success = summary.success and result.success
+    seen: set[str] = set()
     for event in result.get_asset_materialization_events():
         asset = event.asset_key.to_user_string()
+        # A run over a range of shards records one materialization per shard, each carrying the whole step's
+        # counts: read each asset's figures once.
+        if asset in seen:
+            continue
+        seen.add(asset)
         metadata = event.materialization.metadata
         for wanted_asset, name in SUMMARY_COUNTS:
             if asset == wanted_asset and name in metadata:

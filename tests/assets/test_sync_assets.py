@@ -120,3 +120,78 @@ def test_plan_materializes_change_sets_and_executes_nothing(pipeline: Pipeline, 
     assert result.success
     assert target.writes() == []
     assert materialized_metadata(result, "user_changes")["creates"] == 12
+
+
+def test_an_existing_tenant_is_adopted_without_duplicates(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    existing = roster.users[0]
+    created = target.http.post(
+        "/scim/v2/Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": existing["user_name"].upper(),
+            "name": {"givenName": "Old", "familyName": "Value"},
+            "active": True,
+        },
+    )
+    assert created.status_code == 201
+    stranger = target.http.post(
+        "/scim/v2/Users",
+        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "not.in.roster", "active": True},
+    )
+    assert stranger.status_code == 201
+    target.http.post("/scim/v2/Groups", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Auditors"})
+
+    result = pipeline.sync()
+
+    assert result.success
+    snapshot = materialized_metadata(result, "target_snapshot")
+    assert snapshot["users_adopted"] == 1
+    assert snapshot["groups_adopted"] == 1
+    users = target.list("Users")
+    names = [user["userName"].casefold() for user in users]
+    assert len(names) == len(set(names)) == len(roster.users) + 1
+    adopted = next(user for user in users if user["id"] == created.json()["id"])
+    assert adopted["name"]["givenName"] == "Given0"  # the IdP's truth, written over the old value
+    untouched = next(user for user in users if user["userName"] == "not.in.roster")
+    assert untouched["active"] is True
+    assert len([g for g in target.list("Groups") if g["displayName"] == "Auditors"]) == 1
+
+
+def test_drift_made_on_the_target_is_reported_and_repaired(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    assert pipeline.sync().success
+    victim = target.users_by_name()["user004@example.com"]
+    patched = target.http.patch(
+        f"/scim/v2/Users/{victim['id']}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "name.givenName", "value": "Changed In Delinea"}],
+        },
+    )
+    assert patched.status_code in (200, 204)
+
+    reconciled = pipeline.sync(run_config={"ops": {"target_snapshot": {"config": {"reconcile": True}}}})
+
+    drift_checks = [e for e in reconciled.get_asset_check_evaluations() if e.check_name == "target_matches_managed_state"]
+    assert drift_checks and not drift_checks[0].passed
+    assert target.users_by_name()["user004@example.com"]["name"]["givenName"] == "Given4"
+    again = pipeline.sync(run_config={"ops": {"target_snapshot": {"config": {"reconcile": True}}}})
+    assert [e.passed for e in again.get_asset_check_evaluations() if e.check_name == "target_matches_managed_state"] == [
+        True
+    ]
+
+
+def test_a_failing_change_fails_the_run_but_not_the_others(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    assert pipeline.sync().success
+    # Someone deletes a user in Delinea behind the IdP's back; the state still holds its old SCIM id.
+    gone = target.users_by_name()["user003@example.com"]
+    assert target.http.delete(f"/scim/v2/Users/{gone['id']}").status_code == 204
+    roster.memberships.append(("Engineering", "user003@example.com"))  # refused: the member no longer exists
+    roster.memberships.append(("Auditors", "user010@example.com"))  # fine
+    roster.write()
+
+    result = pipeline.sync()
+
+    assert not result.success  # red in Dagster, so the next cycle retries
+    audit = materialized_metadata(result, "provisioning_audit")
+    assert audit["failures"] == 1
+    assert "user010@example.com" in target.members_by_group()["Auditors"]
