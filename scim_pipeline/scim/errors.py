@@ -74,8 +74,19 @@ def mask_quoted(text: str) -> str:
     return _QUOTED.sub('"…"', text)
 
 
+def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class ScimPipelineError(Exception):
-    """The base of every error this package raises."""
+    """The base of every error this package raises (picklable with its attributes, so errors
+    cross process boundaries, e.g. Dagster's multiprocess executor)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigurationError(ScimPipelineError):

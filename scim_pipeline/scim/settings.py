@@ -112,7 +112,7 @@ class ConnectionSettings(BaseModel):
             raise ConfigurationError(f"{_field_label('ca_bundle')}: no such file: {self.ca_bundle}")
         from .profiles import get_profile  # profiles import errors only; no cycle at runtime
 
-        get_profile(self.profile)
+        object.__setattr__(self, "profile", get_profile(self.profile).name)
         return self
 
     @property

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import httpx
 import pytest
 
 from scim_pipeline.scim import (
+    AuthenticationError,
     ScimBadRequest,
     ScimClientError,
     ScimConflict,
@@ -90,3 +93,13 @@ def test_long_details_are_truncated() -> None:
     error = _error(scim_error(400, detail="x" * 5000))
     assert error.detail is not None
     assert len(error.detail) <= 200
+
+
+def test_errors_survive_pickling_with_their_attributes() -> None:
+    error = _error(scim_error(409, "uniqueness", "exists"))
+    restored = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+    assert type(restored) is ScimConflict
+    assert (restored.status, restored.scim_type, restored.detail) == (409, "uniqueness", "exists")
+    assert str(restored) == str(error)
+    auth = AuthenticationError("refused", token_url="https://t", status=401, oauth_error="x")
+    assert pickle.loads(pickle.dumps(auth)).oauth_error == "x"  # noqa: S301

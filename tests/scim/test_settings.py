@@ -63,7 +63,7 @@ def test_from_env_reads_the_scim_variables() -> None:
     assert settings.client_id == "svc-scim"
     assert settings.client_secret is not None
     assert settings.client_secret.get_secret_value() == SECRET
-    assert (settings.scope, settings.profile) == ("xpmheadless", "RFC7644")
+    assert (settings.scope, settings.profile) == ("xpmheadless", "rfc7644")
     assert (settings.max_concurrency, settings.rate_limit_per_s, settings.timeout_s) == (4, 12.5, 7)
 
 
