@@ -254,8 +254,11 @@ class ScimClient:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        if_match: str | None = None,
     ) -> httpx.Response:
-        headers = {"Content-Type": SCIM_MEDIA_TYPE} if body is not None else None
+        headers = {"Content-Type": SCIM_MEDIA_TYPE} if body is not None else {}
+        if if_match is not None:
+            headers["If-Match"] = if_match
         content = json.dumps(body).encode() if body is not None else None
         if self._limiter is not None:
             await self._limiter.acquire()
@@ -368,6 +371,7 @@ class ScimClient:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         passthrough: Collection[int] = (),
+        if_match: str | None = None,
     ) -> _Answer:
         """Send an idempotent request with retries; error statuses not in ``passthrough`` raise."""
         started = time.perf_counter()
@@ -377,7 +381,7 @@ class ScimClient:
             async for attempt in self._retrying(method, resource_type, resend_lost=True):
                 with attempt:
                     attempts = attempt.num
-                    response = await self._send_once(method, url, params=params, body=body)
+                    response = await self._send_once(method, url, params=params, body=body, if_match=if_match)
                     status = response.status_code
                     if status in _RETRYABLE_STATUSES and status not in passthrough:
                         raise _RetryableAnswer(response)
@@ -618,20 +622,31 @@ class ScimClient:
         resource_type: str,
         scim_id: str,
         resource: dict[str, Any] | Resource[Any],
+        *,
+        if_match: str | None = None,
     ) -> ScimResult:
-        """``PUT /{rt}/{id}`` with the full resource."""
+        """``PUT /{rt}/{id}`` with the full resource. ``if_match`` (an ETag, ``meta.version``)
+        makes a stale write answer 412 (:class:`~scim_pipeline.scim.ScimPreconditionFailed`)."""
         rules = self._require(resource_type, Operation.REPLACE)
         answer = await self._request(
             "PUT",
             resource_type,
             f"{rules.endpoint}/{_path_segment(scim_id)}",
             body=resource_payload(resource, replacing=True),
+            if_match=if_match,
         )
         return self._result(answer, "PUT", resource_type)
 
-    async def patch(self, resource_type: str, scim_id: str, operations: list[dict[str, Any]]) -> ScimResult:
+    async def patch(
+        self,
+        resource_type: str,
+        scim_id: str,
+        operations: list[dict[str, Any]],
+        *,
+        if_match: str | None = None,
+    ) -> ScimResult:
         """``PATCH /{rt}/{id}`` (RFC 7644 §3.5.2). A member removal answering 400 noTarget is
-        already done (the member is not there)."""
+        already done (the member is not there). ``if_match`` as for :meth:`replace`."""
         rules = self._require(resource_type, Operation.PATCH)
         answer = await self._request(
             "PATCH",
@@ -639,6 +654,7 @@ class ScimClient:
             f"{rules.endpoint}/{_path_segment(scim_id)}",
             body={"schemas": [PATCH_SCHEMA], "Operations": operations},
             passthrough=(400,),
+            if_match=if_match,
         )
         if answer.response.status_code == httpx.codes.BAD_REQUEST:
             if _scim_type(answer.response) == "noTarget" and _only_member_removals(operations):
@@ -647,7 +663,7 @@ class ScimClient:
             raise self._http_error(answer.response, "PATCH", resource_type, answer.attempts, answer.latency_s)
         return self._result(answer, "PATCH", resource_type)
 
-    async def delete(self, resource_type: str, scim_id: str) -> ScimResult:
+    async def delete(self, resource_type: str, scim_id: str, *, if_match: str | None = None) -> ScimResult:
         """``DELETE /{rt}/{id}``; a 404 means already gone (``already_done=True``)."""
         rules = self._require(resource_type, Operation.DELETE)
         answer = await self._request(
@@ -655,6 +671,7 @@ class ScimClient:
             resource_type,
             f"{rules.endpoint}/{_path_segment(scim_id)}",
             passthrough=(404,),
+            if_match=if_match,
         )
         if answer.response.status_code == httpx.codes.NOT_FOUND:
             self._stats.already_done += 1

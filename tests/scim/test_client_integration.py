@@ -15,6 +15,7 @@ from scim_pipeline.scim import (
     PaginationError,
     ScimClient,
     ScimPipelineError,
+    ScimPreconditionFailed,
 )
 
 from .loopback import CLIENT_SECRET, LoopbackScimServer
@@ -173,3 +174,15 @@ async def test_secrets_stay_out_of_logs_reprs_and_errors(
         assert CLIENT_SECRET not in text
         assert "Bearer " not in text
     assert "a.user" not in "".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+
+
+async def test_a_stale_etag_is_refused_with_412(loopback: LoopbackScimServer) -> None:
+    async with ScimClient(loopback_settings(loopback)) as client:
+        created = await client.create("Users", user_payload("versioned"))
+        assert created.resource is not None
+        assert created.scim_id is not None
+        version = created.resource["meta"]["version"]
+        replace = [{"op": "replace", "path": "title", "value": "Pilot"}]
+        await client.patch("Users", created.scim_id, replace, if_match=version)
+        with pytest.raises(ScimPreconditionFailed):
+            await client.patch("Users", created.scim_id, replace, if_match=version)
