@@ -100,6 +100,7 @@ class Emulator:
         self._records: deque[RequestRecord] = deque(maxlen=self.config.request_log_size)
         self._counters: Counter[tuple[str, int]] = Counter()
         self._tokens: dict[str, float] = {}
+        self._forced: deque[str] = deque()
         self._bucket = None if self.config.rate_limit_per_s is None else _TokenBucket(self.config.rate_limit_per_s)
         self._log_file: IO[str] | None = None
         if self.config.request_log_path is not None:
@@ -174,8 +175,25 @@ class Emulator:
     def within_rate_limit(self) -> bool:
         return self._bucket is None or self._bucket.take()
 
+    def force(self, *misbehaviours: str) -> None:
+        """Make the next SCIM requests misbehave in this order, before any random draw.
+
+        Each is ``"429"``, ``"500"``, ``"503"``, ``"drop-before"`` or ``"drop-after"`` (or ``"none"``
+        to let one request through), so a test can stage exactly the failure it is about.
+        """
+        unknown = set(misbehaviours) - {"429", "500", "503", "drop-before", "drop-after", "none"}
+        if unknown:
+            raise ValueError(f"unknown misbehaviour(s): {sorted(unknown)}")
+        self._forced.extend(misbehaviours)
+
     def draw_misbehaviour(self) -> str | None:
-        """``"500"``, ``"503"``, ``"drop-before"``, ``"drop-after"`` or ``None`` for this request."""
+        """What this SCIM request suffers: a forced one, ``"429"`` over the rate limit, a random
+        ``"500"``/``"503"``/``"drop-before"``/``"drop-after"``, or ``None``."""
+        if self._forced:
+            forced = self._forced.popleft()
+            return None if forced == "none" else forced
+        if not self.within_rate_limit():
+            return "429"
         config = self.config
         if not config.fault_rate and not config.drop_rate:
             return None
@@ -343,14 +361,13 @@ class EmulatorApp:
         if not scope["path"].startswith(SCIM_PREFIX):
             await self.router(scope, receive, exchange.forwarding(send))
             return
-        if not emulator.within_rate_limit():
+        misbehaviour = emulator.draw_misbehaviour()
+        if misbehaviour == "429":
             exchange.note = "rate limited"
             retry_after = str(emulator.config.retry_after_s)
             error = ScimError(429, "too many requests", headers={"Retry-After": retry_after})
             await _error(error)(scope, receive, exchange.forwarding(send))
-            return
-        misbehaviour = emulator.draw_misbehaviour()
-        if misbehaviour in ("500", "503"):
+        elif misbehaviour in ("500", "503"):
             exchange.note = "fault"
             transient = misbehaviour == "503"
             error = ScimError(

@@ -526,3 +526,11 @@ async def test_concurrent_creates_of_the_same_name_make_one_user(app: EmulatorAp
     assert statuses.count(201) == 5
     assert statuses.count(409) == 35
     assert app.emulator.store.count("Users") == 5
+
+
+async def test_forced_misbehaviours_hit_the_next_requests_in_order(app: EmulatorApp, scim: httpx.AsyncClient) -> None:
+    app.emulator.force("none", "503", "429")
+    statuses = [(await scim.get("Users")).status_code for _ in range(4)]
+    assert statuses == [200, 503, 429, 200]
+    with pytest.raises(ValueError, match="unknown"):
+        app.emulator.force("teapot")
