@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from scim_pipeline.scim import ConnectionSettings, ScimClient, ScimPipelineError
 
 DEMO_CLIENT_ID = "scim-demo"
@@ -39,6 +41,8 @@ class Cell:
     gets_per_s: float
     cpu_ms_per_create: float
     cpu_ms_per_get: float
+    raw_cpu_ms_per_get: float
+    """The same gets through a bare httpx.AsyncClient: the HTTP stack's share of the cost."""
     errors: int
 
 
@@ -137,6 +141,7 @@ async def _run_cell(settings: ConnectionSettings, latency_ms: float, concurrency
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(get(scim_id) for scim_id in targets))
         get_wall, get_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        raw_cpu = await _raw_gets(client, settings, targets, concurrency)
     return Cell(
         latency_ms=latency_ms,
         concurrency=concurrency,
@@ -144,13 +149,32 @@ async def _run_cell(settings: ConnectionSettings, latency_ms: float, concurrency
         gets_per_s=len(targets) / get_wall if targets else 0.0,
         cpu_ms_per_create=create_cpu / ops * 1000,
         cpu_ms_per_get=get_cpu / max(len(targets), 1) * 1000,
+        raw_cpu_ms_per_get=raw_cpu / max(len(targets), 1) * 1000,
         errors=errors,
     )
 
 
+async def _raw_gets(client: ScimClient, settings: ConnectionSettings, ids: list[str], concurrency: int) -> float:
+    """CPU seconds of the same gets through a bare httpx client (no retries, no profile, no pool
+    bookkeeping of ours): what any Python client pays on this machine."""
+    headers = {"Authorization": f"Bearer {await client.auth.token()}"} if client.auth else {}
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    bound = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits) as http:
+        await http.get(f"{settings.base_url}/ServiceProviderConfig")
+
+        async def get(scim_id: str) -> None:
+            async with bound:
+                await http.get(f"{settings.base_url}/Users/{scim_id}")
+
+        cpu = time.process_time()
+        await asyncio.gather(*(get(scim_id) for scim_id in ids))
+        return time.process_time() - cpu
+
+
 def _render(cells: list[Cell], latencies: list[float], concurrencies: list[int]) -> str:
     by_key = {(c.latency_ms, c.concurrency): c for c in cells}
-    group = "creates/s   gets/s  CPU ms/create  CPU ms/get"
+    group = "creates/s   gets/s  CPU ms/create  CPU ms/get  (bare httpx)"
     header = "concurrency | " + " | ".join(f"{f'latency {latency:g} ms':^{len(group)}}" for latency in latencies)
     lines = [header, "            | " + " | ".join(group for _ in latencies)]
     lines.append("-" * len(lines[1]))
@@ -160,7 +184,7 @@ def _render(cells: list[Cell], latencies: list[float], concurrencies: list[int])
             cell = by_key[(latency, concurrency)]
             parts.append(
                 f"{cell.creates_per_s:9.0f} {cell.gets_per_s:8.0f} "
-                f"{cell.cpu_ms_per_create:14.2f} {cell.cpu_ms_per_get:11.2f}"
+                f"{cell.cpu_ms_per_create:14.2f} {cell.cpu_ms_per_get:11.2f} {cell.raw_cpu_ms_per_get:13.2f}"
             )
         lines.append(f"{concurrency:>11} | " + " | ".join(parts))
     errors = sum(c.errors for c in cells)
