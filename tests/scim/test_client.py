@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from scim_pipeline.scim import (
+    AmbiguousMatchError,
     ConfigurationError,
     FilterRefused,
     OperationRefused,
@@ -23,6 +24,7 @@ from scim_pipeline.scim import (
     ScimBadRequest,
     ScimClient,
     ScimConflict,
+    ScimHTTPError,
     ScimNotFound,
     ScimRateLimited,
     ScimServiceUnavailable,
@@ -493,3 +495,45 @@ def test_an_unreadable_ca_bundle_is_a_configuration_error(tmp_path: Path) -> Non
     bundle.write_text("not a certificate")
     with pytest.raises(ConfigurationError, match="SCIM_CA_BUNDLE"):
         ScimClient(mock_settings(ca_bundle=bundle))
+
+
+# -- odd servers ------------------------------------------------------------------------------
+
+
+async def test_two_exact_matches_are_ambiguous_and_nothing_is_adopted() -> None:
+    twins = [{"id": "1", "userName": "jane"}, {"id": "2", "userName": "JANE"}]
+    service = MockScim(lambda request: list_response(twins, 2))
+    async with ScimClient(mock_settings(), transport=service.transport) as client:
+        with pytest.raises(AmbiguousMatchError, match="2 Users match on userName"):
+            await client.find_one("Users", "userName", "jane")
+
+
+async def test_a_list_without_total_results_is_read_until_a_short_page() -> None:
+    users = [_user(i) for i in range(1, 8)]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        start, count = int(request.url.params["startIndex"]), int(request.url.params["count"])
+        return scim_json(200, {"Resources": users[start - 1 : start - 1 + count]})
+
+    service = MockScim(answer)
+    async with ScimClient(mock_settings(page_size=3), transport=service.transport) as client:
+        found = await client.search("Users")
+    assert len(found) == 7
+    assert len(service.scim_requests) == 3
+
+
+async def test_without_client_credentials_no_token_is_requested() -> None:
+    service = MockScim(lambda request: scim_json(200, _user(1)))
+    settings = mock_settings(client_id=None, client_secret=None)
+    async with ScimClient(settings, transport=service.transport) as client:
+        await client.get("Users", "id-1")
+        assert client.auth is None
+    assert service.token_requests == 0
+    assert "Authorization" not in service.scim_requests[0].headers
+
+
+async def test_a_2xx_answer_that_is_not_json_is_a_clear_error() -> None:
+    service = MockScim(lambda request: httpx.Response(200, text="<html>maintenance</html>"))
+    async with ScimClient(mock_settings(), transport=service.transport) as client:
+        with pytest.raises(ScimHTTPError, match="not a JSON object"):
+            await client.get("Users", "id-1")
