@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigurationError
 
@@ -97,6 +97,16 @@ class ConnectionSettings(BaseModel):
             super().__init__(**data)
         except ValidationError as error:
             raise ConfigurationError(_describe(error)) from None
+
+    @field_validator("token_url", "client_id", "client_secret", "ca_bundle", "rate_limit_per_s", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An environment variable or a Dagster EnvVar set to "" means "not given".
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ConnectionSettings:

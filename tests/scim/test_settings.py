@@ -110,3 +110,11 @@ def test_a_ca_bundle_is_handed_to_tls_verification(tmp_path: Path) -> None:
     assert settings.tls_verify == str(bundle)
     with pytest.raises(ConfigurationError, match="SCIM_CA_BUNDLE"):
         ConnectionSettings(base_url="https://a.test/scim/v2", ca_bundle=tmp_path / "missing.pem")
+
+
+def test_blank_optional_values_count_as_unset() -> None:
+    settings = ConnectionSettings(
+        base_url="https://a.test/scim/v2", token_url="", client_id=" ", client_secret="", ca_bundle=""
+    )
+    assert settings.token_url == "https://a.test/identity/api/oauth2/token/xpmplatform"
+    assert (settings.client_id, settings.client_secret, settings.ca_bundle) == (None, None, None)
