@@ -186,3 +186,16 @@ async def test_a_stale_etag_is_refused_with_412(loopback: LoopbackScimServer) ->
         await client.patch("Users", created.scim_id, replace, if_match=version)
         with pytest.raises(ScimPreconditionFailed):
             await client.patch("Users", created.scim_id, replace, if_match=version)
+
+
+@pytest.mark.slow
+async def test_a_token_that_expires_on_its_own_is_refreshed_once_for_100_callers() -> None:
+    with LoopbackScimServer(token_lifetime_s=6.0) as server:
+        async with ScimClient(loopback_settings(server, max_concurrency=100)) as client:
+            created = await client.create("Users", user_payload("someone"))
+            assert created.scim_id is not None
+            await asyncio.sleep(6.0)  # past the token's lifetime (and its 10 % refresh margin)
+            results = await asyncio.gather(*(client.get("Users", created.scim_id) for _ in range(100)))
+        assert {result.status for result in results} == {200}
+        assert server.token_requests == 2
+        assert server.scim_request_count() == 101  # no 401, no resend: refreshed before expiry
