@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from scim_pipeline.sync.payloads import group_body, is_missing, patch_operations, user_body
+from scim_pipeline.sync.payloads import MANAGER_PATH, group_body, is_missing, patch_operations, user_body
 from scim_pipeline.sync.state import ManagedSnapshot, attrs_hashes
 
 __all__ = [
@@ -55,7 +55,18 @@ __all__ = [
     "user_attribute_columns",
 ]
 
-CHANGE_COLUMNS = ("op", "key_norm", "key", "scim_id", "shard", "payload", "attrs", "lookup_first", "reason")
+CHANGE_COLUMNS = (
+    "op",
+    "key_norm",
+    "key",
+    "scim_id",
+    "shard",
+    "payload",
+    "attrs",
+    "lookup_first",
+    "reason",
+    "manager_key",
+)
 MEMBERSHIP_COLUMNS = (
     "op",
     "key_norm",
@@ -318,6 +329,12 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
                     "attrs": [_dumps(written) for _, written in built],
                     "lookup_first": in_state[create_mask],
                     "reason": ["new"] * len(rows),
+                    # A manager created in this same cycle has no SCIM id yet: the executor creates managers
+                    # first and fills it in at send time, so a first cycle leaves nothing for the next one.
+                    "manager_key": [
+                        rec.get(MANAGER_PATH) if MANAGER_PATH not in written else None
+                        for rec, (_, written) in zip(records, built, strict=True)
+                    ],
                 },
             )
         )

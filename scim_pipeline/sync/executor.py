@@ -35,7 +35,7 @@ from scim_pipeline.scim.errors import (
     ScimTransportError,
 )
 from scim_pipeline.sync.changes import ChangeSet
-from scim_pipeline.sync.payloads import resource_attrs
+from scim_pipeline.sync.payloads import ENTERPRISE_USER_SCHEMA, MANAGER_PATH, resource_attrs
 from scim_pipeline.sync.state import AuditRecord, EscrowPolicy, ProvisioningState, StateBatch
 
 __all__ = [
@@ -246,6 +246,7 @@ class _Run:
         self.total = total
         self.done = 0
         self.user_keys_by_id: dict[str, str] = {}
+        self.user_ids_by_key: dict[str, str] = {}
         self.groups_with_failed_removals: set[str] = set()
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
@@ -360,7 +361,8 @@ async def execute(
         groups = change_set.groups
         await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_UPSERT_OPS)], workers)
         if not change_set.users.empty and not run.breaker.is_open:
-            run.user_keys_by_id = {v: k for k, v in state.user_ids().items()}
+            run.user_ids_by_key = dict(state.user_ids())
+            run.user_keys_by_id = {v: k for k, v in run.user_ids_by_key.items()}
         await _execute_kind(run, "Users", change_set.users, workers)
         await _execute_memberships(run, change_set.memberships, workers)
         await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_REMOVAL_OPS)], workers)
@@ -427,10 +429,56 @@ async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], ro
     async def handle(row: Any) -> None:
         await _apply_change(run, resource_type, row)
 
-    never_sent = await run.run_pool(rows, handle, workers)
+    never_sent: list[str] = []
+    for wave in _manager_waves(rows):
+        never_sent += await run.run_pool(wave, handle, workers)
     if never_sent:
         pending = set(creates["key_norm"].astype(str))
         run.state.clear_pending_creates(resource_type, [k for k in never_sent if k in pending])
+
+
+def _manager_waves(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """Split changes so a user is created after the manager it names when both are created in this cycle.
+
+    Everything else goes in the first wave; a manager cycle (A manages B manages A) is broken by sending the rest
+    together, leaving those managers for the next cycle.
+    """
+    if "manager_key" not in rows.columns or rows.empty:
+        return [rows]
+    manager = rows["manager_key"].astype("string").str.casefold()
+    creating = rows["op"].eq("create")
+    waiting = creating & manager.notna()
+    if not waiting.any():
+        return [rows]
+    pending = set(rows.loc[creating, "key_norm"].astype(str))
+    waves: list[pd.DataFrame] = []
+    remaining = rows
+    remaining_manager = manager
+    while len(remaining):
+        blocked = remaining_manager.isin(pending).fillna(False) & remaining["op"].eq("create")
+        blocked &= remaining_manager.ne(remaining["key_norm"].astype("string")).fillna(True)
+        ready = remaining[~blocked]
+        if ready.empty:  # a cycle of managers: send the rest now
+            waves.append(remaining)
+            break
+        waves.append(ready)
+        pending -= set(ready["key_norm"].astype(str))
+        remaining, remaining_manager = remaining[blocked], remaining_manager[blocked]
+    return waves
+
+
+def _with_manager(run: _Run, row: Any, body: dict[str, Any], desired: dict[str, Any]) -> None:
+    """Fill in a manager created earlier in this cycle (see :func:`_manager_waves`)."""
+    manager_key = getattr(row, "manager_key", None)
+    if manager_key is None or pd.isna(manager_key):
+        return
+    manager_id = run.user_ids_by_key.get(str(manager_key).casefold())
+    if manager_id is None:
+        return
+    if ENTERPRISE_USER_SCHEMA not in body.setdefault("schemas", []):
+        body["schemas"].append(ENTERPRISE_USER_SCHEMA)
+    body.setdefault(ENTERPRISE_USER_SCHEMA, {})["manager"] = {"value": manager_id}
+    desired[MANAGER_PATH] = str(manager_key)
 
 
 async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], row: Any) -> None:
@@ -498,7 +546,10 @@ async def _create_or_resolve(
     result: ScimResult | None = None
     if found is None:
         calls += 1
-        result = await run.client.create(resource_type, _json(row.payload), match_attribute=match_attribute)
+        body = _json(row.payload)
+        if is_user:
+            _with_manager(run, row, body, desired)
+        result = await run.client.create(resource_type, body, match_attribute=match_attribute)
         resource = result.resource or {}
         adopted = result.adopted
     else:
@@ -521,8 +572,11 @@ async def _create_or_resolve(
         attrs = desired
     origin: Literal["created", "adopted"] = "adopted" if adopted else "created"
     if is_user:
-        run.recorder.batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=int(row.shard), attrs=attrs, origin=origin)
+        run.recorder.batch.upsert_user(
+            key_norm, key=key, scim_id=scim_id, shard=int(row.shard), attrs=attrs, origin=origin
+        )
         run.user_keys_by_id[scim_id] = key_norm
+        run.user_ids_by_key[key_norm] = scim_id
     else:
         run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, origin=origin)
     outcome = _Outcome("adopted" if adopted else "ok", result, calls=max(calls, 1))
