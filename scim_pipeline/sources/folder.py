@@ -147,9 +147,19 @@ def _clean_names(names: list[str], path: Path) -> list[str]:
     return cleaned
 
 
+def _contiguous(values: Any) -> Any:
+    """Arrow columns as one array with fresh buffers: chunks sliced out of a shared buffer (as Parquet and CSV readers
+    produce) trip some pyarrow 26 string kernels, and one chunk is faster for everything after."""
+    if isinstance(values, pa.ChunkedArray):
+        chunks = values.cast(pa.large_string()).chunks
+        return pa.concat_arrays(chunks) if chunks else pa.array([], pa.large_string())
+    return values
+
+
 def _text_frame(columns: dict[str, Any], rows: Any) -> pd.DataFrame:
     index = pd.Index(rows, dtype="int64", name="row")
-    return pd.DataFrame({name: pd.array(values, dtype=TEXT) for name, values in columns.items()}, index=index)
+    frame = {name: pd.array(_contiguous(values), dtype=TEXT) for name, values in columns.items()}
+    return pd.DataFrame(frame, index=index)
 
 
 def _unreadable(rows: list[int], reasons: list[str]) -> pd.DataFrame:

@@ -30,8 +30,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from scim_pipeline.sources import TEXT, RawRoster, RawTable, RosterError
 from scim_pipeline.sync._mapping_model import (
@@ -51,8 +53,8 @@ REJECTED_COLUMNS: Final = ("table", "row", "key", "field", "reason")
 MANAGER: Final = f"{ENTERPRISE_USER}:manager"
 
 _CONTROL: Final = r"[\x00-\x1f\x7f-\x9f]"
-# Any Unicode space (Arrow's RE2 `\s` is ASCII-only, so the others are listed).
-_NOT_SPACE_OR_AT: Final = "[^@\\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# Python's `\s` spelled out: pandas runs `\s` through Python's re (RE2's is ASCII-only), a class runs in Arrow.
+_NOT_SPACE_OR_AT: Final = "[^@\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 _EMAIL: Final = f"^{_NOT_SPACE_OR_AT}+@{_NOT_SPACE_OR_AT}+$"
 _TRUE: Final = ("true", "yes", "1")
 _FALSE: Final = ("false", "no", "0")
@@ -115,6 +117,17 @@ def _blank_to_na(values: pd.Series) -> pd.Series:
     return values.mask(values.eq("").fillna(False))
 
 
+def _casefold(values: pd.Series) -> pd.Series:
+    """Unicode casefolding: Arrow's lowercase for ASCII values (the same thing there, and fast), Python's casefold
+    for the rest. (Not `ascii_lower`: pyarrow 26 garbles arrays whose offsets do not start at zero.)"""
+    arrow = pa.array(values.array)
+    folded = pd.Series(pd.array(pc.utf8_lower(arrow), dtype=TEXT), index=values.index)
+    non_ascii = ~pd.Series(pc.string_is_ascii(arrow).fill_null(True).to_numpy(zero_copy_only=False), index=values.index)
+    if non_ascii.any():
+        folded[non_ascii] = values[non_ascii].str.casefold()
+    return folded
+
+
 def _shown(values: pd.Series) -> pd.Series:
     """Values as quoted in reasons: at most 60 characters, control characters made visible."""
     text = values.fillna("").astype(TEXT)
@@ -127,28 +140,49 @@ def _flag(mask: pd.Series) -> pd.Series:
 
 
 class _Problems:
-    """Accumulates, per row, the fields at fault and the reasons (several problems join with "; ")."""
+    """Collects, per row, the fields at fault and the reasons (several problems join with "; ").
+
+    Only the flags cover every row; reasons are kept for the flagged rows alone, so a clean million-row roster
+    costs a few boolean operations.
+    """
 
     def __init__(self, index: pd.Index) -> None:
         self.index = index
-        self.fields = _empty_text(index)
-        self.reasons = _empty_text(index)
+        self._flags = np.zeros(len(index), dtype=bool)
+        self._found: list[tuple[str, pd.Series]] = []
 
     def add(self, mask: pd.Series, field_name: str, reason: pd.Series | str) -> None:
-        mask = _flag(mask)
-        if not mask.any():
+        """Flag the rows of `mask` with a reason: one text, or a Series holding at least the flagged rows."""
+        flags = _flag(mask).to_numpy()
+        if not flags.any():
             return
+        flagged = self.index[flags]
         if isinstance(reason, str):
-            reason = pd.Series(reason, index=self.index, dtype=TEXT)
-        new = self.reasons.isna() & mask
-        again = self.reasons.notna() & mask
-        self.reasons = self.reasons.where(~new, reason).where(~again, self.reasons + "; " + reason)
-        listed = _flag(("; " + self.fields + "; ").str.contains(f"; {field_name}; ", regex=False))
-        self.fields = self.fields.where(~new, field_name).where(~(again & ~listed), self.fields + "; " + field_name)
+            texts = pd.Series(reason, index=flagged, dtype=TEXT)
+        else:
+            texts = reason.reindex(flagged).astype(TEXT)
+        self._flags |= flags
+        self._found.append((field_name, texts))
 
     @property
     def rejected(self) -> pd.Series:
-        return self.reasons.notna()
+        """Whether each row has a problem."""
+        return pd.Series(self._flags, index=self.index)
+
+    def explained(self) -> tuple[pd.Index, pd.Series, pd.Series]:
+        """The flagged rows, their fields and their reasons (in the order the problems were added)."""
+        flagged = self.index[self._flags]
+        fields = _empty_text(flagged)
+        reasons = _empty_text(flagged)
+        for field_name, found in self._found:
+            texts = found.reindex(flagged)
+            here = texts.notna()
+            first = here & reasons.isna()
+            again = here & reasons.notna()
+            reasons = reasons.where(~first, texts).where(~again, reasons + "; " + texts)
+            listed = _flag(("; " + fields + "; ").str.contains(f"; {field_name}; ", regex=False))
+            fields = fields.where(~first, field_name).where(~(again & ~listed), fields + "; " + field_name)
+        return flagged, fields, reasons
 
 
 def _table_rows(table: str, rows: pd.Series, keys: pd.Series, fields: pd.Series, reasons: pd.Series) -> pd.DataFrame:
@@ -287,29 +321,61 @@ def _lineage(table_mapping: UserMapping | GroupMapping, frame: pd.DataFrame) -> 
 # --- validation --------------------------------------------------------------------------------------------------
 
 
+def _scan_bytes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per value: its length in UTF-8 bytes, and whether it holds a control character — from the Arrow buffers.
+
+    In UTF-8, C0 controls and DEL are the bytes 0x00-0x1F and 0x7F (never part of a longer sequence), and the C1
+    controls U+0080-U+009F are 0xC2 followed by 0x80-0x9F: one numpy pass over the bytes finds them all.
+    """
+    arrow = pa.array(values.array).cast(pa.large_string())
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = pa.concat_arrays(arrow.chunks) if arrow.num_chunks else pa.array([], pa.large_string())
+    count = len(arrow)
+    offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64)[arrow.offset : arrow.offset + count + 1]
+    valid = ~np.asarray(arrow.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    lengths = np.where(valid, np.diff(offsets), 0)
+    data_buffer = arrow.buffers()[2]
+    start, stop = int(offsets[0]), int(offsets[-1])
+    has_control = np.zeros(count, dtype=bool)
+    if data_buffer is not None and stop > start:
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[start:stop]
+        control = (data < 0x20) | (data == 0x7F)
+        control[:-1] |= (data[:-1] == 0xC2) & (data[1:] >= 0x80) & (data[1:] <= 0x9F)
+        positions = np.flatnonzero(control) + start
+        has_control[np.searchsorted(offsets, positions, side="right") - 1] = True
+        has_control &= valid
+    return lengths, has_control
+
+
 def _check_values(
     problems: _Problems, attributes: dict[str, pd.Series], rules: dict[str, AttributeRule], limit: int
 ) -> None:
     for path, values in attributes.items():
         if path == "active":
             continue
-        label = rules[path].label(path)
         present = values.notna()
         if not present.any():
             continue
-        control = values.str.extract(f"({_CONTROL})", expand=False)
-        has_control = control.notna()
+        label = rules[path].label(path)
+        byte_lengths, control = _scan_bytes(values)
+        has_control = pd.Series(control, index=values.index)
         if has_control.any():
-            code = control[has_control].map(lambda c: f"U+{ord(c):04X}").astype(TEXT)
+            found = values[has_control].str.extract(f"({_CONTROL})", expand=False)
+            code = found.map(lambda c: f"U+{ord(c):04X}").astype(TEXT)
             problems.add(has_control, label, f"{label} contains a control character (" + code + ")")
-        length = values.str.len()
-        too_long = _flag(length.gt(limit))
-        if too_long.any():
-            size = length.astype("Int64").astype(str).astype(TEXT)
-            problems.add(too_long, label, f"{label} is " + size + f" characters long (the limit is {limit})")
+        # A value has at most as many characters as bytes: count characters only where the bytes exceed the limit.
+        maybe_long = pd.Series(byte_lengths > limit, index=values.index)
+        if maybe_long.any():
+            length = values[maybe_long].str.len()
+            too_long = length.gt(limit).reindex(values.index, fill_value=False)
+            if too_long.any():
+                size = length[length.gt(limit)].astype(str).astype(TEXT)
+                problems.add(too_long, label, f"{label} is " + size + f" characters long (the limit is {limit})")
         if path.lower().startswith("emails"):
             bad = present & ~_flag(values.str.contains(_EMAIL, regex=True))
-            problems.add(bad, label, f"{label} '" + _shown(values) + "' is not an e-mail address (one @, no spaces)")
+            if bad.any():
+                shown = _shown(values[bad])
+                problems.add(bad, label, f"{label} '" + shown + "' is not an e-mail address (one @, no spaces)")
 
 
 def _check_key(problems: _Problems, values: pd.Series, label: str) -> None:
@@ -318,12 +384,16 @@ def _check_key(problems: _Problems, values: pd.Series, label: str) -> None:
     problems.add(
         padded,
         label,
-        f"{label} '" + _shown(values) + "' has leading or trailing spaces (the trim transform removes them)",
+        f"{label} '"
+        + _shown(values[_flag(padded)])
+        + "' has leading or trailing spaces (the trim transform removes them)",
     )
 
 
 def _check_duplicates(problems: _Problems, values: pd.Series, norm: pd.Series, label: str, *, casefold: bool) -> None:
-    duplicated = _flag(norm.notna() & norm.duplicated(keep=False))
+    codes, _ = pd.factorize(norm, use_na_sentinel=True)
+    counts = np.bincount(codes[codes >= 0], minlength=1)
+    duplicated = pd.Series((codes >= 0) & (counts[np.maximum(codes, 0)] > 1), index=norm.index)
     if not duplicated.any():
         return
     dup_norm = norm[duplicated]
@@ -346,7 +416,10 @@ def _parse_active(problems: _Problems, values: pd.Series, label: str) -> pd.Seri
     true = _flag(word.isin(_TRUE))
     false = _flag(word.isin(_FALSE))
     invalid = values.notna() & ~true & ~false
-    problems.add(invalid, label, f"{label} '" + _shown(values) + "' is not one of true, false, yes, no, 1, 0")
+    invalid = _flag(invalid)
+    if invalid.any():
+        shown = _shown(values[invalid])
+        problems.add(invalid, label, f"{label} '" + shown + "' is not one of true, false, yes, no, 1, 0")
     return ~false
 
 
@@ -355,7 +428,7 @@ def _parse_active(problems: _Problems, values: pd.Series, label: str) -> pd.Seri
 
 def _clause_holds(clause: ScopeClause, values: pd.Series) -> pd.Series:
     if clause.ignore_case:
-        values = values.str.casefold()
+        values = _casefold(values)
     value = clause.value
     if clause.ignore_case and isinstance(value, str) and clause.operator != "matches":
         value = value.casefold()
@@ -412,9 +485,9 @@ class _Table:
     frame: pd.DataFrame
     attributes: dict[str, pd.Series]
     key: pd.Series
+    name_norm: pd.Series
     problems: _Problems
     in_scope: pd.Series
-    key_label: str
 
 
 def _build_table(
@@ -436,17 +509,18 @@ def _build_table(
     if "active" in attributes:
         active = _parse_active(problems, attributes["active"], rules["active"].label("active"))
     name = attributes[name_path]
-    _check_duplicates(problems, name, name.str.casefold(), rules[name_path].label(name_path), casefold=True)
+    name_norm = _casefold(name)
+    _check_duplicates(problems, name, name_norm, rules[name_path].label(name_path), casefold=True)
     if key_path != name_path:
         key = attributes[key_path]
         _check_duplicates(problems, key, key, rules[key_path].label(key_path), casefold=False)
     in_scope = _in_scope(table_mapping.scope, frame, attributes, active)
-    table = _Table(frame, attributes, attributes[key_path], problems, in_scope, rules[key_path].label(key_path))
+    table = _Table(frame, attributes, attributes[key_path], name_norm, problems, in_scope)
     return table, active, _lineage(table_mapping, frame)
 
 
 def _normalized(key: pd.Series, match: str) -> pd.Series:
-    return key if match == "externalId" else key.str.casefold()
+    return key if match == "externalId" else _casefold(key)
 
 
 def _output(table: _Table, keep: pd.Series, match: str, active: pd.Series | None) -> pd.DataFrame:
@@ -461,11 +535,16 @@ def _output(table: _Table, keep: pd.Series, match: str, active: pd.Series | None
     return pd.DataFrame(columns).reset_index(drop=True)
 
 
-def _first_row_by_name(names: pd.Series, rows: pd.Series) -> pd.Series:
-    """Name (casefolded) → the first row holding it."""
-    present = names.notna()
-    by_name = pd.Series(rows[present].to_numpy(), index=names[present].str.casefold().to_numpy())
-    return by_name[~by_name.index.duplicated()]
+def _positions(needles: pd.Series, haystack: pd.Series) -> np.ndarray:
+    """For each needle, the position of its first occurrence in `haystack`; -1 when absent or missing."""
+    found = pc.index_in(pa.array(needles.array), value_set=pa.array(haystack.array))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _take(values: pd.Series, positions: np.ndarray, index: pd.Index) -> pd.Series:
+    """`values` at `positions` (-1 gives `<NA>`), on `index`."""
+    taken = values.reset_index(drop=True).reindex(positions)
+    return pd.Series(taken.array, index=index)
 
 
 def _resolve_managers(users: _Outcome) -> pd.DataFrame:
@@ -475,9 +554,8 @@ def _resolve_managers(users: _Outcome) -> pd.DataFrame:
     wanted = manager.notna()
     if not wanted.any():
         return _empty_rejected()
-    manager_norm = manager.str.casefold()
-    by_name = pd.Series(out["key"].to_numpy(), index=out["userName"].str.casefold().to_numpy())
-    resolved = manager_norm.map(by_name).astype(TEXT)
+    manager_norm = _casefold(manager)
+    resolved = _take(out["key"], _positions(manager_norm, users.accepted_name_norm), manager.index)
     out[MANAGER] = resolved
     missing = _flag(wanted & resolved.isna())
     if not missing.any():
@@ -506,40 +584,56 @@ class _Outcome:
     name_path: str
     rejected: pd.Series
     excluded: pd.Series
+    accepted: pd.Series
     out: pd.DataFrame
 
     def key_norm_by_name(self, names_norm: pd.Series) -> pd.Series:
         """The accepted identity's key_norm for each casefolded name, `<NA>` when none is accepted."""
-        by_name = pd.Series(self.out["key_norm"].to_numpy(), index=self.out[self.name_path].str.casefold().to_numpy())
-        return names_norm.map(by_name).astype(TEXT)
+        return _take(self.out["key_norm"], _positions(names_norm, self.accepted_name_norm), names_norm.index)
+
+    @property
+    def accepted_name_norm(self) -> pd.Series:
+        """The casefolded names of the accepted identities, in the order of `out`."""
+        return self.table.name_norm[self.accepted].reset_index(drop=True)
 
     def rejected_row_by_name(self, names_norm: pd.Series) -> pd.Series:
         """The first rejected row holding each casefolded name, `<NA>` when none."""
-        names = self.table.attributes[self.name_path]
-        rows = pd.Series(self.table.frame.index, index=self.table.frame.index, dtype="int64")
-        return names_norm.map(_first_row_by_name(names[self.rejected], rows[self.rejected])).astype("Int64")
+        rows = pd.Series(self.table.frame.index[self.rejected.to_numpy()], dtype="Int64")
+        return _take(rows, _positions(names_norm, self.table.name_norm[self.rejected]), names_norm.index)
 
     def excluded_names(self, names_norm: pd.Series) -> pd.Series:
         """Whether each casefolded name belongs to an out-of-scope identity."""
-        names = self.table.attributes[self.name_path]
-        return _flag(names_norm.isin(names[self.excluded].str.casefold().dropna()))
+        return _flag(names_norm.isin(self.table.name_norm[self.excluded].dropna()))
 
 
 def _refer(
     problems: _Problems, names: pd.Series, column: str, what: str, outcome: _Outcome | None
 ) -> tuple[pd.Series, pd.Series]:
     """Resolve membership names against a table: (key_norm or <NA>, out of scope); problems get the rest."""
-    shown = f"{column} '" + _shown(names) + "'"
+
+    def shown(mask: pd.Series) -> pd.Series:
+        return f"{column} '" + _shown(names[mask]) + "'"
+
     if outcome is None:
-        problems.add(names.notna(), column, shown + f" is not a {what} in the roster (there is no {what}s table)")
+        present = names.notna()
+        problems.add(present, column, shown(present) + f" is not a {what} in the roster (there is no {what}s table)")
         return _empty_text(names.index), pd.Series(False, index=names.index)
-    norm = names.str.casefold()
+    norm = _casefold(names)
     key_norm = outcome.key_norm_by_name(norm)
-    rejected_row = outcome.rejected_row_by_name(norm)
-    out_of_scope = outcome.excluded_names(norm)
-    problems.add(rejected_row.notna(), column, shown + f" was rejected ({what}s row " + rejected_row.astype(str) + ")")
-    unknown = names.notna() & key_norm.isna() & rejected_row.isna() & ~out_of_scope
-    problems.add(unknown, column, shown + f" is not a {what} in the roster")
+    # Only names that found no accepted identity can be rejected or out of scope: look those up alone.
+    missing = _flag(names.notna() & key_norm.isna())
+    rejected_row = pd.Series(pd.NA, index=names.index, dtype="Int64")
+    out_of_scope = pd.Series(False, index=names.index)
+    if missing.any():
+        rejected_row[missing] = outcome.rejected_row_by_name(norm[missing])
+        out_of_scope[missing] = outcome.excluded_names(norm[missing])
+    was_rejected = _flag(rejected_row.notna())
+    if was_rejected.any():
+        rows = rejected_row[was_rejected].astype(str).astype(TEXT)
+        problems.add(was_rejected, column, shown(was_rejected) + f" was rejected ({what}s row " + rows + ")")
+    unknown = _flag(names.notna() & key_norm.isna() & rejected_row.isna() & ~out_of_scope)
+    if unknown.any():
+        problems.add(unknown, column, shown(unknown) + f" is not a {what} in the roster")
     return key_norm, out_of_scope
 
 
@@ -560,6 +654,7 @@ def _memberships(
 
     rejected = problems.rejected
     excluded = ~rejected & (user_out_of_scope | group_out_of_scope)
+    flagged, fields, reasons = problems.explained()
     accepted = (~rejected & ~excluded).to_numpy()
     pairs = pd.DataFrame(
         {
@@ -571,13 +666,12 @@ def _memberships(
     repeated = pairs.duplicated(["group_key_norm", "user_key_norm"])
     pairs = pairs[~repeated].reset_index(drop=True)
     key = group_name.fillna("") + " / " + user_name.fillna("")
-    flagged = rejected.to_numpy()
     rejected_rows = _table_rows(
         "memberships",
-        pd.Series(frame.index[flagged], dtype="int64"),
+        pd.Series(flagged, dtype="int64"),
         key[flagged].reset_index(drop=True),
-        problems.fields[flagged].reset_index(drop=True),
-        problems.reasons[flagged].reset_index(drop=True),
+        fields.reset_index(drop=True),
+        reasons.reset_index(drop=True),
     )
     stats = {
         "memberships_read": raw.rows_read,
@@ -595,14 +689,14 @@ def _split(table: _Table) -> tuple[pd.Series, pd.Series, pd.Series]:
     return rejected, excluded, ~rejected & ~excluded
 
 
-def _rejected_rows(name: str, table: _Table, rejected: pd.Series) -> pd.DataFrame:
-    flagged = rejected.to_numpy()
+def _rejected_rows(name: str, table: _Table) -> pd.DataFrame:
+    flagged, fields, reasons = table.problems.explained()
     return _table_rows(
         name,
-        pd.Series(table.frame.index[flagged], dtype="int64"),
+        pd.Series(flagged, dtype="int64"),
         table.key[flagged].reset_index(drop=True),
-        table.problems.fields[flagged].reset_index(drop=True),
-        table.problems.reasons[flagged].reset_index(drop=True),
+        fields.reset_index(drop=True),
+        reasons.reset_index(drop=True),
     )
 
 
@@ -641,7 +735,7 @@ def build_roster(raw: RawRoster, mapping: Mapping | None = None, *, shards: int)
     rejected, excluded, accepted = _split(table)
     users_out = _output(table, accepted, user_match, active)
     users_out.insert(2, "shard", stable_shard(users_out["key_norm"], shards))
-    users = _Outcome(table, "userName", rejected, excluded, users_out)
+    users = _Outcome(table, "userName", rejected, excluded, accepted, users_out)
     manager_warnings = _empty_rejected()
     if MANAGER in users_out.columns:
         manager_warnings = _resolve_managers(users)
@@ -652,7 +746,7 @@ def build_roster(raw: RawRoster, mapping: Mapping | None = None, *, shards: int)
         "users_out_of_scope": int(excluded.sum()),
         "users_manager_dropped": len(manager_warnings),
     }
-    rejected_parts = [_unreadable_rows(raw.users), _rejected_rows("users", table, rejected)]
+    rejected_parts = [_unreadable_rows(raw.users), _rejected_rows("users", table)]
     lineage = {"users": user_lineage}
 
     groups: _Outcome | None = None
@@ -660,8 +754,9 @@ def build_roster(raw: RawRoster, mapping: Mapping | None = None, *, shards: int)
     if raw.groups is not None:
         table, _, lineage["groups"] = _build_table(raw.groups, mapping.groups, mapping, group_match, "displayName")
         rejected, excluded, accepted = _split(table)
-        groups = _Outcome(table, "displayName", rejected, excluded, _output(table, accepted, group_match, None))
-        rejected_parts += [_unreadable_rows(raw.groups), _rejected_rows("groups", table, rejected)]
+        group_out = _output(table, accepted, group_match, None)
+        groups = _Outcome(table, "displayName", rejected, excluded, accepted, group_out)
+        rejected_parts += [_unreadable_rows(raw.groups), _rejected_rows("groups", table)]
     stats |= {
         "groups_read": 0 if raw.groups is None else raw.groups.rows_read,
         "groups_accepted": 0 if groups is None else len(groups.out),

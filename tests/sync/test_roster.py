@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from scim_pipeline.sample_roster import SAMPLE_ROSTER
@@ -438,3 +440,31 @@ def test_the_sample_roster_is_clean() -> None:
 
 def test_the_example_mapping_file_is_valid() -> None:
     assert load_mapping(Path(__file__).parents[2] / "examples" / "mapping.yaml").users.match == "userName"
+
+
+def test_values_in_arrow_buffers_with_shifted_offsets_are_folded_correctly() -> None:
+    # Parquet and CSV readers hand out chunks whose offsets start deep inside a shared buffer; pyarrow 26's
+    # ascii_lower garbles those, which once made distinct users look like duplicates.
+    data = b"XXXXAnnBOBcid"
+    offsets = pa.py_buffer(np.array([4, 7, 10, 13], dtype=np.int64).tobytes())
+    shifted = pa.LargeStringArray.from_buffers(3, offsets, pa.py_buffer(data))
+    users = RawTable("users", "users.parquet", pd.DataFrame({"user_name": pd.array(shifted, dtype=TEXT)}))
+
+    roster = build_roster(RawRoster(users), shards=2)
+
+    assert roster.users["key_norm"].tolist() == ["ann", "bob", "cid"]
+    assert roster.rejected.empty
+
+
+def test_parquet_row_groups_do_not_change_the_roster(tmp_path: Path) -> None:
+    names = [f"User{i:03d}" for i in range(500)]
+    pq.write_table(
+        pa.table({"user_name": names, "title": ["T\x01" if i == 7 else "t" for i in range(500)]}),
+        tmp_path / "users.parquet",
+        row_group_size=64,
+    )
+
+    roster = build_roster(FolderRosterSource(tmp_path).read(), shards=2)
+
+    assert roster.users["key_norm"].tolist() == [n.lower() for i, n in enumerate(names) if i != 7]
+    assert reasons(roster) == {8: "title contains a control character (U+0001)"}
