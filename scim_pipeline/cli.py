@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from scim_pipeline.scim import ConfigurationError, ConnectionSettings, ScimPipelineError
@@ -22,6 +23,11 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scim-pipeline` command."""
+    # Dagster marks some parameters we rely on as beta; that is for us to track, not for the person at the terminal.
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
