@@ -514,7 +514,13 @@ def _execute(
     partition = (
         ",".join(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else None
     )
-    change_set = changes.ChangeSet.empty().replace(**{kind: planned})
+    empty = changes.ChangeSet.empty()
+    if kind == "users":
+        change_set = empty.replace(users=planned)
+    elif kind == "groups":
+        change_set = empty.replace(groups=planned)
+    else:
+        change_set = empty.replace(memberships=planned)
     reporter = _ProgressReporter(context, kind)
     run_id = context.run.run_id
 
