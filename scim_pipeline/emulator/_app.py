@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import logging
 import math
 import random
 import secrets
@@ -30,8 +29,6 @@ from ._filters import parse_filter
 from ._patch import read_operations
 from ._profile import RULES, Operation, ResourceRules
 from ._store import ResourceStore
-
-logger = logging.getLogger(__name__)
 
 TOKEN_PATH = "/identity/api/oauth2/token/xpmplatform"  # noqa: S105 - a URL path
 SCIM_PREFIX = "/scim/v2"
@@ -326,12 +323,11 @@ class EmulatorApp:
             return self.collection, {"resource_type": parts[0]}
         return self.item, {"resource_type": parts[0], "resource_id": parts[1]}
 
-    async def router(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler, params = self._route(scope["path"]) if scope["type"] == "http" else (None, {})
-        if scope["type"] != "http":
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # no lifespan or websocket protocol to speak
             return
+        handler, params = self._route(scope["path"])
         if handler is None:
-            # /Bulk lands here: Delinea's Cloud Connector has no such endpoint.
             response = _error(ScimError(404, f"no endpoint at {scope['path']}"))
         else:
             fixed = self._fixed_routes.get(scope["path"])
@@ -344,7 +340,7 @@ class EmulatorApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/emulator/"):
-            await self.router(scope, receive, send)
+            await self._dispatch(scope, receive, send)
             return
         exchange = _Exchange(self.emulator, scope)
         try:
@@ -359,7 +355,7 @@ class EmulatorApp:
         if delay > 0:
             await asyncio.sleep(delay)
         if not scope["path"].startswith(SCIM_PREFIX):
-            await self.router(scope, receive, exchange.forwarding(send))
+            await self._dispatch(scope, receive, exchange.forwarding(send))
             return
         misbehaviour = emulator.draw_misbehaviour()
         if misbehaviour == "429":
@@ -382,13 +378,13 @@ class EmulatorApp:
             exchange.finish()
             await _drop_connection(send)
         elif misbehaviour == "drop-after":
-            await self.router(scope, receive, exchange.swallowing())
+            await self._dispatch(scope, receive, exchange.swallowing())
             exchange.note = f"dropped after write (would have answered {exchange.status})"
             exchange.status = 0
             exchange.finish()
             await _drop_connection(send)
         else:
-            await self.router(scope, receive, exchange.forwarding(send))
+            await self._dispatch(scope, receive, exchange.forwarding(send))
 
     # -- OAuth token endpoint ---------------------------------------------------------------------
 
@@ -496,7 +492,7 @@ class EmulatorApp:
                     rules.endpoint,
                     resource_id,
                     base_url=base_url,
-                    with_members=_wants_members(attributes, excluded),
+                    with_members=_wants_members(rules, attributes, excluded),
                 )
                 return _resource_response(resource, rules, attributes, excluded)
             if operation is Operation.DELETE:
@@ -515,7 +511,7 @@ class EmulatorApp:
                 operations,
                 if_match=if_match,
                 base_url=base_url,
-                with_members=not quiet and _wants_members(attributes, excluded),
+                with_members=not quiet and _wants_members(rules, attributes, excluded),
             )
             if quiet:
                 return Response(status_code=204, headers={"ETag": resource["meta"]["version"]})
@@ -556,7 +552,7 @@ class EmulatorApp:
             start_index=start_index,
             count=count,
             base_url=_base_url(request),
-            with_members=_wants_members(attributes, excluded),
+            with_members=_wants_members(rules, attributes, excluded),
         )
         resources = [_project(resource, rules, attributes, excluded) for resource in result.resources]
         return _json(_discovery.list_response(resources, total=result.total, start_index=start_index))
@@ -631,10 +627,12 @@ def _projection_params(request: Request) -> tuple[list[str] | None, list[str] | 
     return names("attributes"), names("excludedattributes")
 
 
-def _wants_members(attributes: list[str] | None, excluded: list[str] | None) -> bool:
-    if excluded is not None and any(name.lower() == "members" for name in excluded):
+def _wants_members(rules: ResourceRules, attributes: list[str] | None, excluded: list[str] | None) -> bool:
+    """Whether the answer shows memberships (a group's ``members``, a user's ``groups``)."""
+    attribute = "members" if rules.endpoint == "Groups" else "groups"
+    if excluded is not None and any(name.lower() == attribute for name in excluded):
         return False
-    return attributes is None or any(name.lower().split(".")[0] == "members" for name in attributes)
+    return attributes is None or any(name.lower().split(".")[0] == attribute for name in attributes)
 
 
 def _split_name(rules: ResourceRules, name: str) -> tuple[str | None, str, str | None]:

@@ -253,7 +253,8 @@ class ResourceStore:
             if prepared.members:
                 _SqlMembers(conn, resource_id).add(prepared.members)
             row = (resource_id, resource_type, prepared.display, body_json, now, now, 1)
-            return self._render_rows(conn, resource_type, [row], base_url)[0]
+            # A new user belongs to no group yet: no need to look its groups up.
+            return self._render_rows(conn, resource_type, [row], base_url, resource_type != "Users")[0]
 
     def get(
         self,
@@ -605,10 +606,12 @@ class ResourceStore:
         base_url: str,
         with_members: bool = True,
     ) -> list[dict[str, Any]]:
+        """Resources from their rows; ``with_members`` adds the memberships (a group's members, a
+        user's groups), read in one query per 500 resources."""
         ids = [row[0] for row in rows]
         members: dict[str, list[dict[str, Any]]] = {}
         groups: dict[str, list[dict[str, Any]]] = {}
-        if resource_type == "Groups" and with_members and ids:
+        if with_members and resource_type == "Groups":
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 for group_id, user_id, display in conn.execute(
@@ -621,7 +624,7 @@ class ResourceStore:
                     if display is not None:
                         member["display"] = display
                     members.setdefault(group_id, []).append(member)
-        elif resource_type == "Users" and ids:
+        elif with_members and resource_type == "Users":
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 for user_id, group_id, display in conn.execute(

@@ -277,6 +277,8 @@ async def test_user_lists_its_groups(scim: httpx.AsyncClient) -> None:
     group = await create_group(scim, "Admins", [ada["id"]])
     user = (await scim.get(f"Users/{ada['id']}")).json()
     assert [(g["value"], g["display"]) for g in user["groups"]] == [(group["id"], "Admins")]
+    without = (await scim.get(f"Users/{ada['id']}", params={"excludedAttributes": "groups"})).json()
+    assert "groups" not in without
 
 
 async def test_active_false_is_a_soft_delete(scim: httpx.AsyncClient) -> None:
