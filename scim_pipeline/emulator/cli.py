@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from types import FrameType
 
 from ._config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig
@@ -29,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", type=float, metavar="R", help="requests/s before answering 429")
     parser.add_argument("--retry-after", type=int, default=1, metavar="S", help="Retry-After of 429/503")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of transient 500/503 answers")
+    parser.add_argument("--unavailable-rate", type=float, default=0.0, help="share of 503 answers (Retry-After)")
+    parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of 429 answers (Retry-After)")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped connections")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random knobs")
     parser.add_argument(
@@ -55,6 +58,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rate_limit_per_s=args.rate_limit,
         retry_after_s=args.retry_after,
         fault_rate=args.fault_rate,
+        unavailable_rate=args.unavailable_rate,
+        throttle_rate=args.throttle_rate,
         drop_rate=args.drop_rate,
         seed=args.seed,
         request_log_path=args.request_log,
@@ -93,12 +98,14 @@ def run(args: argparse.Namespace) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
     try:
         server.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         server.stop()
     return 0
