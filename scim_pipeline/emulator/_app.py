@@ -185,19 +185,27 @@ class Emulator:
 
     def draw_misbehaviour(self) -> str | None:
         """What this SCIM request suffers: a forced one, ``"429"`` over the rate limit, a random
-        ``"500"``/``"503"``/``"drop-before"``/``"drop-after"``, or ``None``."""
+        ``"500"``/``"503"``/``"429"``/``"drop-before"``/``"drop-after"`` (each knob its own share of one
+        roll), or ``None``."""
         if self._forced:
             forced = self._forced.popleft()
             return None if forced == "none" else forced
         if not self.within_rate_limit():
             return "429"
         config = self.config
-        if not config.fault_rate and not config.drop_rate:
+        if not (config.fault_rate or config.unavailable_rate or config.throttle_rate or config.drop_rate):
             return None
         roll = self.rng.random()
         if roll < config.fault_rate:
             return self.rng.choice(("500", "503"))
-        if roll < config.fault_rate + config.drop_rate:
+        roll -= config.fault_rate
+        if roll < config.unavailable_rate:
+            return "503"
+        roll -= config.unavailable_rate
+        if roll < config.throttle_rate:
+            return "429"
+        roll -= config.throttle_rate
+        if roll < config.drop_rate:
             return self.rng.choice(("drop-before", "drop-after"))
         return None
 

@@ -42,6 +42,10 @@ class EmulatorConfig:
 
     fault_rate: float = 0.0
     """Share of SCIM requests answering a transient 500 or 503, before anything is written."""
+    unavailable_rate: float = 0.0
+    """Share of SCIM requests answering 503 with ``Retry-After`` (only 503, unlike ``fault_rate``)."""
+    throttle_rate: float = 0.0
+    """Share of SCIM requests answering 429 with ``Retry-After``, whatever the rate (a throttling gateway)."""
     drop_rate: float = 0.0
     """Share of SCIM requests whose connection is closed without an answer; half after the write."""
 
@@ -52,12 +56,13 @@ class EmulatorConfig:
     """Also append every request as one JSON line to this file."""
 
     def __post_init__(self) -> None:
-        for name in ("fault_rate", "drop_rate"):
+        shares = ("fault_rate", "unavailable_rate", "throttle_rate", "drop_rate")
+        for name in shares:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
-        if self.fault_rate + self.drop_rate > 1.0:
-            raise ValueError("fault_rate + drop_rate must not exceed 1")
+        if sum(getattr(self, name) for name in shares) > 1.0:
+            raise ValueError("fault_rate + unavailable_rate + throttle_rate + drop_rate must not exceed 1")
         if self.page_size_cap < 1:
             raise ValueError("page_size_cap must be at least 1")
         if self.token_lifetime_s <= 0:
@@ -76,5 +81,6 @@ class EmulatorConfig:
             f"token_lifetime_s={self.token_lifetime_s}, page_size_cap={self.page_size_cap}, "
             f"latency_ms={self.latency_ms}, latency_jitter_ms={self.latency_jitter_ms}, "
             f"rate_limit_per_s={self.rate_limit_per_s}, fault_rate={self.fault_rate}, "
+            f"unavailable_rate={self.unavailable_rate}, throttle_rate={self.throttle_rate}, "
             f"drop_rate={self.drop_rate}, seed={self.seed})"
         )
