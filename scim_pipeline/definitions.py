@@ -37,7 +37,7 @@ def build_definitions(env: dict[str, str] | os._Environ[str] = os.environ) -> De
     demo = target.demo_mode
     return Definitions(
         assets=sync_assets.assets,
-        jobs=build_jobs(sync_assets, shards),
+        jobs=build_jobs(sync_assets, demo=demo),
         schedules=build_schedules(shards),
         resources={
             "scim_target": target,

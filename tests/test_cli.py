@@ -35,7 +35,9 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     return {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
 
 
-def test_demo_twice_the_second_cycle_changes_nothing(clean_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_twice_the_second_cycle_changes_nothing(
+    clean_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo"]) == 0
     first = capsys.readouterr()
     assert "DEMO MODE" in first.err
@@ -89,7 +91,9 @@ def test_check_passes_against_the_emulator(emulator_process: dict[str, str], cle
     assert "Traceback" not in result.stderr
 
 
-def test_check_with_wrong_credentials_fails_clearly(emulator_process: dict[str, str], clean_env: dict[str, str]) -> None:
+def test_check_with_wrong_credentials_fails_clearly(
+    emulator_process: dict[str, str], clean_env: dict[str, str]
+) -> None:
     env = {**clean_env, **emulator_process, "SCIM_CLIENT_ID": CLIENT, "SCIM_CLIENT_SECRET": "wrong-secret-xyz"}
 
     result = run_cli("check", env=env)

@@ -1,6 +1,5 @@
 """Jobs and schedules: the hourly sync over every shard, the daily reconciliation, and the dry-run plan."""
 
-
 from collections.abc import Iterator
 
 from dagster import (
@@ -12,10 +11,9 @@ from dagster import (
     define_asset_job,
     schedule,
 )
-
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from scim_pipeline.assets.partitions import range_tags, shard_partitions
+from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.assets.sync_assets import SyncAssets
 
 SYNC_JOB = "scim_sync"
@@ -24,27 +22,28 @@ RECONCILE_JOB = "scim_reconcile"
 RECONCILE_RUN_CONFIG = {"ops": {"target_snapshot": {"config": {"reconcile": True}}}}
 
 
-def build_jobs(sync_assets: SyncAssets, shards: int) -> list[UnresolvedAssetJobDefinition]:
+def build_jobs(sync_assets: SyncAssets, *, demo: bool = False) -> list[UnresolvedAssetJobDefinition]:
     """The sync job (everything), the plan job (change sets only) and the reconciliation job."""
-    partitions = shard_partitions(shards)
+    label = "[DEMO MODE: embedded emulator + sample roster] " if demo else ""
     everything = AssetSelection.assets(*sync_assets.change_keys, *sync_assets.provisioning_keys)
     return [
         define_asset_job(
             SYNC_JOB,
             selection=everything,
-            description="One sync cycle: roster → change sets → individual SCIM calls → audit. Launch it for one "
+            description=label
+            + "One sync cycle: roster → change sets → individual SCIM calls → audit. Launch it for one "
             "shard, a range, or backfill any set of shards to onboard a population shard by shard.",
         ),
         define_asset_job(
             PLAN_JOB,
             selection=AssetSelection.assets(*sync_assets.change_keys),
-            description="Dry run: materialize the change sets and the guards, execute nothing.",
+            description=label + "Dry run: materialize the change sets and the guards, execute nothing.",
         ),
         define_asset_job(
             RECONCILE_JOB,
             selection=everything,
             config=RECONCILE_RUN_CONFIG,
-            description="A sync cycle that first reads the whole target and reports and repairs drift.",
+            description=label + "A sync cycle that first reads the whole target and reports and repairs drift.",
         ),
     ]
 

@@ -9,7 +9,6 @@ The Dagster layer stays thin: every decision lives in `scim_pipeline.sync`; thes
 turn its results into materializations the UI can plot.
 """
 
-
 import asyncio
 import logging
 import time

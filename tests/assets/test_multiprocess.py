@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, execute_job, reconstructable
 
+from scim_pipeline.assets.partitions import range_tags
 from tests.assets.conftest import SHARDS, Pipeline, Roster, Target
 from tests.assets.reconstructable_sync import sync_job
-from scim_pipeline.assets.partitions import range_tags
 
 
 @pytest.mark.slow

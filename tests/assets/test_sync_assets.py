@@ -6,6 +6,7 @@ from collections import Counter
 
 from dagster import AssetKey
 
+from scim_pipeline.assets.jobs import RECONCILE_RUN_CONFIG
 from tests.assets.conftest import Pipeline, Roster, Target, make_user
 
 
@@ -139,7 +140,9 @@ def test_an_existing_tenant_is_adopted_without_duplicates(pipeline: Pipeline, ro
         json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "not.in.roster", "active": True},
     )
     assert stranger.status_code == 201
-    target.http.post("/scim/v2/Groups", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Auditors"})
+    target.http.post(
+        "/scim/v2/Groups", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Auditors"}
+    )
 
     result = pipeline.sync()
 
@@ -169,15 +172,18 @@ def test_drift_made_on_the_target_is_reported_and_repaired(pipeline: Pipeline, r
     )
     assert patched.status_code in (200, 204)
 
-    reconciled = pipeline.sync(run_config={"ops": {"target_snapshot": {"config": {"reconcile": True}}}})
+    reconciled = pipeline.sync(run_config=RECONCILE_RUN_CONFIG)
 
-    drift_checks = [e for e in reconciled.get_asset_check_evaluations() if e.check_name == "target_matches_managed_state"]
-    assert drift_checks and not drift_checks[0].passed
-    assert target.users_by_name()["user004@example.com"]["name"]["givenName"] == "Given4"
-    again = pipeline.sync(run_config={"ops": {"target_snapshot": {"config": {"reconcile": True}}}})
-    assert [e.passed for e in again.get_asset_check_evaluations() if e.check_name == "target_matches_managed_state"] == [
-        True
+    drift_checks = [
+        e for e in reconciled.get_asset_check_evaluations() if e.check_name == "target_matches_managed_state"
     ]
+    assert len(drift_checks) == 1
+    assert not drift_checks[0].passed
+    assert target.users_by_name()["user004@example.com"]["name"]["givenName"] == "Given4"
+    again = pipeline.sync(run_config=RECONCILE_RUN_CONFIG)
+    assert [
+        e.passed for e in again.get_asset_check_evaluations() if e.check_name == "target_matches_managed_state"
+    ] == [True]
 
 
 def test_a_failing_change_fails_the_run_but_not_the_others(pipeline: Pipeline, roster: Roster, target: Target) -> None:
