@@ -1,0 +1,84 @@
+"""The code location as `dagster dev` loads it: assets, checks, partitions, jobs and schedules."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetKey, Definitions
+
+from scim_pipeline.definitions import build_definitions
+from scim_pipeline.scim import ConfigurationError
+
+ASSETS = {
+    "roster_files",
+    "idp_users",
+    "idp_groups",
+    "idp_memberships",
+    "roster_rejections",
+    "target_snapshot",
+    "user_changes",
+    "group_changes",
+    "membership_changes",
+    "user_provisioning",
+    "group_provisioning",
+    "membership_provisioning",
+    "provisioning_audit",
+}
+
+
+def asset_graph(defs: Definitions):  # type: ignore[no-untyped-def]
+    return defs.resolve_asset_graph()
+
+
+def test_the_default_location_is_demo_mode_with_every_asset_check_and_schedule() -> None:
+    defs = build_definitions({})
+    graph = asset_graph(defs)
+
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert {
+        ("user_changes", "deletion_threshold"),
+        ("user_changes", "empty_roster"),
+        ("user_changes", "shrunken_roster"),
+        ("user_changes", "mass_update"),
+        ("target_snapshot", "target_matches_managed_state"),
+    } <= checks
+    assert {schedule.name for schedule in defs.schedules or []} == {"scim_sync_schedule", "scim_reconcile_schedule"}
+    assert defs.resolve_job_def("scim_sync").description.startswith("[DEMO MODE")
+
+
+def test_user_assets_are_partitioned_by_shard() -> None:
+    graph = asset_graph(build_definitions({"SCIM_SHARDS": "8"}))
+
+    partitions = graph.get(AssetKey("user_changes")).partitions_def
+    assert partitions is not None
+    assert partitions.get_partition_keys() == [f"{shard:03d}" for shard in range(8)]
+    assert graph.get(AssetKey("group_changes")).partitions_def is None
+
+
+def test_lineage_reads_roster_to_changes_to_provisioning_to_audit() -> None:
+    graph = asset_graph(build_definitions({}))
+
+    def parents(name: str) -> set[str]:
+        return {key.to_user_string() for key in graph.get(AssetKey(name)).parent_keys}
+
+    assert "roster_files" in parents("idp_users")
+    assert "idp_users" in parents("user_changes")
+    assert "user_changes" in parents("user_provisioning")
+    assert {"user_provisioning", "group_provisioning"} <= parents("membership_changes")
+    assert {"user_provisioning", "group_provisioning", "membership_provisioning"} <= parents("provisioning_audit")
+
+
+def test_provisioning_assets_share_the_target_pool() -> None:
+    graph = asset_graph(build_definitions({}))
+
+    for name in ("user_provisioning", "group_provisioning", "membership_provisioning"):
+        assert graph.get(AssetKey(name)).pools == {"scim_target"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("SCIM_SHARDS", "many"), ("SCIM_SHARDS", "0"), ("SCIM_DEPROVISION", "erase"), ("SCIM_MAX_DELETES", "-1")],
+)
+def test_a_bad_setting_is_named_in_the_error(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable):
+        build_definitions({variable: value})
