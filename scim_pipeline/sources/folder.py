@@ -54,8 +54,6 @@ _OTHER_BOMS: Final = {
     b"\xff\xfe": "UTF-16",
     b"\xfe\xff": "UTF-16",
 }
-# Interior blank lines shift pyarrow's record numbering (it skips them), so such files take the careful path.
-_INTERIOR_BLANK_LINE: Final = re.compile(rb"\n\r?\n|\r\r")
 _LONE_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -117,10 +115,14 @@ def read_table_file(path: Path, table: str) -> RawTable:
 # --- text decoding ---------------------------------------------------------------------------------------------
 
 
-def _decode_utf8(data: bytes, path: Path) -> str:
+def _refuse_other_encodings(data: bytes, path: Path) -> None:
     for bom, encoding in _OTHER_BOMS.items():
         if data.startswith(bom):
             raise RosterError(f"{path} is encoded as {encoding}; save it as UTF-8")
+
+
+def _decode_utf8(data: bytes, path: Path) -> str:
+    _refuse_other_encodings(data, path)
     data = data.removeprefix(_UTF8_BOM)
     try:
         return data.decode("utf-8")
@@ -173,42 +175,64 @@ def _unreadable(rows: list[int], reasons: list[str]) -> pd.DataFrame:
 
 def _read_csv(path: Path, table: str) -> RawTable:
     data = path.read_bytes()
-    text = _decode_utf8(data, path)
-    if not text.strip():
+    _refuse_other_encodings(data, path)
+    body = data[len(_UTF8_BOM) :] if data.startswith(_UTF8_BOM) else data
+    if not body or body.isspace():
         return RawTable(table, str(path), _text_frame({}, []))
-    body = data.removeprefix(_UTF8_BOM)
-    header = next(csv.reader(io.StringIO(text, newline="")))
-    names = _clean_names(header, path)
-    if "\n" not in "".join(header) and "\r" not in "".join(header):
-        stripped = body.rstrip(b"\r\n")
-        # An odd number of quotes means one is never closed; pyarrow would read on to the end of the file.
-        if not _INTERIOR_BLANK_LINE.search(stripped) and body.count(b'"') % 2 == 0:
-            fast = _read_csv_fast(body, names)
-            if fast is not None:
-                return RawTable(table, str(path), fast)
+    # Trailing line breaks are not records; an interior blank line shifts pyarrow's record numbering (it skips it).
+    end = len(body)
+    while end and body[end - 1] in b"\r\n":
+        end -= 1
+    line_end = body.find(b"\n", 0, end)
+    first_line = body[: end if line_end < 0 else line_end].removesuffix(b"\r")
+    simple = (
+        line_end >= 0
+        and b"\r" not in first_line
+        and first_line.count(b'"') % 2 == 0  # the header has no quoted line break
+        and body.count(b'"', 0, end) % 2 == 0  # no quote left open (a truncated file)
+        and all(body.find(blank, 0, end) < 0 for blank in (b"\n\n", b"\n\r\n", b"\r\r"))
+    )
+    if simple:
+        try:
+            header = next(csv.reader([first_line.decode("utf-8")]))
+        except UnicodeDecodeError:
+            _decode_utf8(data, path)  # raises, naming the byte offset
+            raise
+        names = _clean_names(header, path)
+        fast = _read_csv_fast(body, names, records=body.count(b"\n", 0, end))
+        if fast is not None:
+            return RawTable(table, str(path), fast)
+    text = _decode_utf8(data, path)
+    names = _clean_names(next(csv.reader(io.StringIO(text, newline=""))), path)
     return _read_csv_careful(text, names, path, table)
 
 
-def _read_csv_fast(body: bytes, names: list[str]) -> pd.DataFrame | None:
-    """pyarrow's multithreaded parser; `None` when the file needs the careful reader (ragged rows and the like)."""
+def _read_csv_fast(body: bytes, names: list[str], *, records: int) -> pd.DataFrame | None:
+    """pyarrow's multithreaded parser; `None` when the file needs the careful reader (ragged rows, bad UTF-8).
+
+    `records` is the number of data lines: when pyarrow finds another number of records, a quoted value holds a
+    line break, and the file is parsed again with the (slower) setting that allows them.
+    """
     placeholders = [f"c{i}" for i in range(len(names))]
-    try:
-        arrow = pa_csv.read_csv(
-            pa.BufferReader(body),
-            read_options=pa_csv.ReadOptions(column_names=placeholders, skip_rows=1),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=b'"' in body),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(placeholders, pa.string()),
-                null_values=[],
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    rows = range(2, arrow.num_rows + 2)
-    columns = {name: arrow.column(i) for i, name in enumerate(names)}
-    return _text_frame(columns, rows)
+    for newlines_in_values in (False, True):
+        try:
+            arrow = pa_csv.read_csv(
+                pa.BufferReader(body),
+                read_options=pa_csv.ReadOptions(column_names=placeholders, skip_rows=1),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=newlines_in_values),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict.fromkeys(placeholders, pa.string()),
+                    null_values=[],
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if newlines_in_values or arrow.num_rows == records:
+            rows = range(2, arrow.num_rows + 2)
+            return _text_frame({name: arrow.column(i) for i, name in enumerate(names)}, rows)
+    return None
 
 
 @contextlib.contextmanager

@@ -72,6 +72,17 @@ def test_csv_rows_are_numbered_like_a_spreadsheet(tmp_path: Path) -> None:
     assert users.loc[4, "title"] == "two\nlines"
 
 
+def test_a_quoted_line_break_keeps_the_record_numbering(tmp_path: Path) -> None:
+    rows = "".join(f"u{i},t{i}\n" for i in range(50))
+    write(tmp_path, "users.csv", f'user_name,title\n{rows}bob,"two\nlines"\ncid,c\n')
+
+    users = read(tmp_path).users.frame
+
+    assert users.loc[52, "title"] == "two\nlines"
+    assert users.loc[53, "user_name"] == "cid"
+    assert len(users) == 52
+
+
 def test_jsonl_rows_are_line_numbers_and_parquet_rows_count_from_one(tmp_path: Path) -> None:
     write(tmp_path, "users.jsonl", '{"user_name": "ann"}\n\n{"user_name": "bob"}\n')
     pq.write_table(pa.table({"group_name": ["g1", "g2"]}), tmp_path / "groups.parquet")
@@ -209,7 +220,7 @@ def test_the_fast_and_careful_csv_readers_agree(tmp_path: Path) -> None:
     text = 'user_name,title\nann,"a, b"\nbob,"say ""hi"""\ncid,\n"d\nd",x\nNA,null\n'
     path = write(tmp_path, "users.csv", text)
 
-    fast = _read_csv_fast(text.encode(), ["user_name", "title"])
+    fast = _read_csv_fast(text.encode(), ["user_name", "title"], records=6)
     careful = _read_csv_careful(text, ["user_name", "title"], path, "users").frame
 
     assert fast is not None
