@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 
 from scim_pipeline.emulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig, EmulatorServer
-from scim_pipeline.scim import ConnectionSettings, ScimClient
+from scim_pipeline.scim import ConnectionSettings, ScimClient, run_check
 
 
 @pytest.fixture
@@ -58,3 +59,13 @@ async def test_429_and_503_are_retried_after_retry_after(server: EmulatorServer)
         record.status for record in server.emulator.requests if record.method == "POST" and "Users" in record.path
     ]
     assert statuses == [429, 503, 201]
+
+
+async def test_the_connection_check_passes_and_fails_clearly_on_wrong_credentials(server: EmulatorServer) -> None:
+    good = await run_check(settings(server))
+    assert good.passed, good.render()
+    wrong = settings(server).model_copy(update={"client_secret": SecretStr("not-the-secret")})
+    bad = await run_check(wrong)
+    assert not bad.passed
+    assert "invalid_client" in bad.render()
+    assert "not-the-secret" not in bad.render()
