@@ -7,7 +7,7 @@ from collections import Counter
 from dagster import AssetKey
 
 from scim_pipeline.assets.jobs import RECONCILE_RUN_CONFIG
-from tests.assets.conftest import Pipeline, Roster, Target, make_user
+from tests.assets.conftest import SHARDS, Pipeline, Roster, Target, make_user
 
 
 def expected_members(roster: Roster) -> dict[str, set[str]]:
@@ -201,3 +201,18 @@ def test_a_failing_change_fails_the_run_but_not_the_others(pipeline: Pipeline, r
     audit = materialized_metadata(result, "provisioning_audit")
     assert audit["failures"] == 1
     assert "user010@example.com" in target.members_by_group()["Auditors"]
+
+
+def test_a_backfill_shard_by_shard_onboards_everyone(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    job = pipeline.definitions().resolve_job_def("scim_sync")
+    by_shard: list[set[str]] = []
+    for shard in range(SHARDS):
+        result = job.execute_in_process(instance=pipeline.instance, partition_key=f"{shard:03d}", raise_on_error=False)
+        assert result.success
+        created = set(target.users_by_name())
+        by_shard.append(created)
+        if shard == 0:
+            assert 0 < len(created) < len(roster.users)  # only shard 0's users, nobody else's
+    assert by_shard[-1] == {user["user_name"] for user in roster.users}
+    assert all(earlier <= later for earlier, later in zip(by_shard, by_shard[1:], strict=False))
+    assert target.members_by_group() == expected_members(roster)  # memberships follow their users in
