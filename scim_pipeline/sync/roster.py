@@ -587,9 +587,11 @@ class _Outcome:
     accepted: pd.Series
     out: pd.DataFrame
 
-    def key_norm_by_name(self, names_norm: pd.Series) -> pd.Series:
-        """The accepted identity's key_norm for each casefolded name, `<NA>` when none is accepted."""
-        return _take(self.out["key_norm"], _positions(names_norm, self.accepted_name_norm), names_norm.index)
+    def key_norm_by_name(self, names_norm: pd.Series) -> tuple[pd.Series, np.ndarray]:
+        """The accepted identity's key_norm for each casefolded name (`<NA>` when none is accepted), and its
+        position in `out` (-1 when none)."""
+        positions = _positions(names_norm, self.accepted_name_norm)
+        return _take(self.out["key_norm"], positions, names_norm.index), positions
 
     @property
     def accepted_name_norm(self) -> pd.Series:
@@ -608,8 +610,9 @@ class _Outcome:
 
 def _refer(
     problems: _Problems, names: pd.Series, column: str, what: str, outcome: _Outcome | None
-) -> tuple[pd.Series, pd.Series]:
-    """Resolve membership names against a table: (key_norm or <NA>, out of scope); problems get the rest."""
+) -> tuple[pd.Series, np.ndarray, pd.Series]:
+    """Resolve membership names against a table: key_norm (or <NA>), position in the accepted identities (or -1),
+    and whether out of scope; names that cannot be resolved are reported to `problems`."""
 
     def shown(mask: pd.Series) -> pd.Series:
         return f"{column} '" + _shown(names[mask]) + "'"
@@ -617,9 +620,9 @@ def _refer(
     if outcome is None:
         present = names.notna()
         problems.add(present, column, shown(present) + f" is not a {what} in the roster (there is no {what}s table)")
-        return _empty_text(names.index), pd.Series(False, index=names.index)
+        return _empty_text(names.index), np.full(len(names), -1), pd.Series(False, index=names.index)
     norm = _casefold(names)
-    key_norm = outcome.key_norm_by_name(norm)
+    key_norm, positions = outcome.key_norm_by_name(norm)
     # Only names that found no accepted identity can be rejected or out of scope: look those up alone.
     missing = _flag(names.notna() & key_norm.isna())
     rejected_row = pd.Series(pd.NA, index=names.index, dtype="Int64")
@@ -634,7 +637,7 @@ def _refer(
     unknown = _flag(names.notna() & key_norm.isna() & rejected_row.isna() & ~out_of_scope)
     if unknown.any():
         problems.add(unknown, column, shown(unknown) + f" is not a {what} in the roster")
-    return key_norm, out_of_scope
+    return key_norm, positions, out_of_scope
 
 
 def _memberships(
@@ -649,8 +652,8 @@ def _memberships(
     problems = _Problems(frame.index)
     problems.add(group_name.isna(), "group_name", "group_name is empty")
     problems.add(user_name.isna(), "user_name", "user_name is empty")
-    group_key, group_out_of_scope = _refer(problems, group_name, "group_name", "group", groups)
-    user_key, user_out_of_scope = _refer(problems, user_name, "user_name", "user", users)
+    group_key, group_at, group_out_of_scope = _refer(problems, group_name, "group_name", "group", groups)
+    user_key, user_at, user_out_of_scope = _refer(problems, user_name, "user_name", "user", users)
 
     rejected = problems.rejected
     excluded = ~rejected & (user_out_of_scope | group_out_of_scope)
@@ -663,7 +666,9 @@ def _memberships(
             "row": pd.Series(frame.index[accepted], index=frame.index[accepted], dtype="int64"),
         }
     )
-    repeated = pairs.duplicated(["group_key_norm", "user_key_norm"])
+    # Pairs compared by the identities' positions: integers hash much faster than the names.
+    pair_ids = user_at[accepted].astype(np.int64) * (len(groups.out) + 1 if groups else 1) + group_at[accepted]
+    repeated = pd.Series(pair_ids, index=pairs.index).duplicated()
     pairs = pairs[~repeated].reset_index(drop=True)
     key = group_name.fillna("") + " / " + user_name.fillna("")
     rejected_rows = _table_rows(
