@@ -100,20 +100,23 @@ Results = dict[str, tuple[float, float]]
 """Per operation: (requests/s seen by the client, emulator CPU seconds per request)."""
 
 
-def timed(label: str, count: int, action: Callable[[int], None], results: Results, pid: int) -> None:
-    cpu_before = cpu_seconds(pid)
-    started = time.perf_counter()
-    for index in range(count):
-        action(index)
-    elapsed = time.perf_counter() - started
-    results[label] = (count / elapsed, (cpu_seconds(pid) - cpu_before) / count)
-
-
-def client_run(args: tuple[str, int, int, str, int, int]) -> Results:
-    host, port, pid, token, worker, users = args
+def client_run(host: str, port: int, pid: int, token: str, worker: int, users: int, barrier: Any, out: Any) -> None:
+    """One client process; every phase starts and ends together in all clients (``barrier``), so
+    the emulator's CPU time over a phase is divided by every request of that phase."""
     scim = Connection(host, port, token)
     ids: list[str] = []
     results: Results = {}
+    clients = barrier.parties
+
+    def timed(label: str, count: int, action: Callable[[int], None], pid: int) -> None:
+        barrier.wait()
+        cpu_before = cpu_seconds(pid)
+        started = time.perf_counter()
+        for index in range(count):
+            action(index)
+        elapsed = time.perf_counter() - started
+        barrier.wait()
+        results[label] = (count / elapsed, (cpu_seconds(pid) - cpu_before) / (count * clients))
 
     def create(index: int) -> None:
         status, user = scim.call(
@@ -148,10 +151,10 @@ def client_run(args: tuple[str, int, int, str, int, int]) -> Results:
         status, _ = scim.call("PATCH", f"/scim/v2/Users/{ids[index]}", body)
         assert status == 200
 
-    timed("create", users, create, results, pid)
-    timed("get", users, get, results, pid)
-    timed("filter userName eq", users, find, results, pid)
-    timed("patch", users, patch, results, pid)
+    timed("create", users, create, pid)
+    timed("get", users, get, pid)
+    timed("filter userName eq", users, find, pid)
+    timed("patch", users, patch, pid)
 
     status, group = scim.call("POST", "/scim/v2/Groups", {"displayName": f"bench-{worker}"})
     assert status == 201
@@ -165,7 +168,7 @@ def client_run(args: tuple[str, int, int, str, int, int]) -> Results:
         status, _ = scim.call("PATCH", f"/scim/v2/Groups/{group['id']}", body)
         assert status == 204
 
-    timed("patch +100 members", len(chunks), add_members, results, pid)
+    timed("patch +100 members", len(chunks), add_members, pid)
 
     pages = max(1, users // 100)
 
@@ -174,8 +177,8 @@ def client_run(args: tuple[str, int, int, str, int, int]) -> Results:
         assert status == 200
         assert listing["itemsPerPage"] == 100
 
-    timed("list page of 100", pages, page, results, pid)
-    return results
+    timed("list page of 100", pages, page, pid)
+    out.put(results)
 
 
 def main() -> int:
@@ -190,10 +193,20 @@ def main() -> int:
         db = None if args.memory else (args.db or str(Path(scratch) / "bench.db"))
         with emulator_process(db, page_size_cap=100) as (host, port, pid):
             token = fetch_token(host, port)
-            jobs = [(host, port, pid, token, worker, args.users) for worker in range(args.clients)]
+            barrier = multiprocessing.Barrier(args.clients)
+            out: multiprocessing.Queue[Results] = multiprocessing.Queue()
+            workers = [
+                multiprocessing.Process(
+                    target=client_run, args=(host, port, pid, token, worker, args.users, barrier, out)
+                )
+                for worker in range(args.clients)
+            ]
             started = time.perf_counter()
-            with multiprocessing.Pool(args.clients) as pool:
-                per_client = pool.map(client_run, jobs)
+            for process in workers:
+                process.start()
+            per_client = [out.get() for _ in workers]
+            for process in workers:
+                process.join()
             wall = time.perf_counter() - started
 
     state = "memory" if db is None else "SQLite file (WAL)"
@@ -201,7 +214,7 @@ def main() -> int:
     print(f"  {'operation':<20} {'seen by client':>16} {'emulator CPU/request':>22} {'capacity of one core':>22}")
     for label in per_client[0]:
         rate = sum(results[label][0] for results in per_client)
-        cpu = sum(results[label][1] for results in per_client) / len(per_client)
+        cpu = per_client[0][label][1]
         capacity = f"{1 / cpu:13.0f} req/s" if cpu > 0 else f"{'n/a':>19}"
         print(f"  {label:<20} {rate:10.0f} req/s {cpu * 1000:17.2f} ms {capacity:>22}")
     print("  (client-side figures include the client and whatever else the machine runs;")
