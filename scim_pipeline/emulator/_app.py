@@ -321,8 +321,8 @@ class EmulatorApp:
         if not path.startswith(SCIM_PREFIX + "/"):
             fixed = self._fixed_routes.get(path)
             return (None, {}) if fixed is None else (fixed[0], {})
-        parts = path[len(SCIM_PREFIX) + 1 :].split("/")
-        if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
+        parts = path[len(SCIM_PREFIX) + 1 :].rstrip("/").split("/")
+        if len(parts) > 2 or not all(parts):
             return None, {}
         discovery = self._discovery_routes.get(parts[0])
         if discovery is not None:

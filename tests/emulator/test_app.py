@@ -536,3 +536,9 @@ async def test_forced_misbehaviours_hit_the_next_requests_in_order(app: Emulator
     assert statuses == [200, 503, 429, 200]
     with pytest.raises(ValueError, match="unknown"):
         app.emulator.force("teapot")
+
+
+async def test_a_trailing_slash_names_the_same_endpoint(scim: httpx.AsyncClient) -> None:
+    await create_user(scim, "ada")
+    assert (await scim.get("Users/")).json()["totalResults"] == 1
+    assert (await scim.get("Users//x")).status_code == 404
