@@ -542,3 +542,11 @@ async def test_a_trailing_slash_names_the_same_endpoint(scim: httpx.AsyncClient)
     await create_user(scim, "ada")
     assert (await scim.get("Users/")).json()["totalResults"] == 1
     assert (await scim.get("Users//x")).status_code == 404
+
+
+@pytest.mark.parametrize("config", [EmulatorConfig(request_log_size=3)])
+async def test_the_request_log_keeps_only_the_latest_requests(app: EmulatorApp, scim: httpx.AsyncClient) -> None:
+    for index in range(5):
+        await scim.get("Users", params={"startIndex": index + 1})
+    assert [record.query for record in app.emulator.requests] == ["startIndex=3", "startIndex=4", "startIndex=5"]
+    assert app.emulator.counters["Users"][200] == 5
