@@ -137,7 +137,6 @@ def build_sync_assets(shards: int) -> SyncAssets:
         )
 
     @asset(
-        deps=[AssetKey("idp_users"), AssetKey("idp_groups")],
         group_name="target",
         pool=POOL,
         kinds={"scim"},
@@ -156,60 +155,59 @@ def build_sync_assets(shards: int) -> SyncAssets:
     def target_snapshot(
         context: AssetExecutionContext,
         config: SnapshotConfig,
+        idp_users: pd.DataFrame,
+        idp_groups: pd.DataFrame,
+        idp_memberships: pd.DataFrame,
         scim_target: ScimTargetResource,
         roster: RosterSourceResource,
         provisioning_state: ProvisioningStateResource,
     ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
         from scim_pipeline.sync import reconcile
 
-        state = provisioning_state.open(context.instance)
-        first_run = state.is_empty()
-        if not (first_run or config.reconcile):
-            yield Output(
-                _empty_snapshot(),
-                metadata={
-                    "read": False,
-                    "reason": "state store not empty and reconciliation not requested",
-                },
-            )
-            yield AssetCheckResult(
-                check_name="target_matches_managed_state",
-                passed=True,
-                description="not checked in this run (run with reconcile: true, or the scim_reconcile job)",
-                metadata={"checked": False},
-            )
-            return
+        with provisioning_state.open(context.instance) as state:
+            first_run = state.is_empty()
+            if not (first_run or config.reconcile):
+                yield Output(
+                    _empty_snapshot(),
+                    metadata={"read": False, "reason": "state store not empty and reconciliation not requested"},
+                )
+                yield AssetCheckResult(
+                    check_name="target_matches_managed_state",
+                    passed=True,
+                    description="not checked in this run (run with reconcile: true, or the scim_reconcile job)",
+                    metadata={"checked": False},
+                )
+                return
 
-        loaded = roster.load(shards)
+            async def read_target() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                async with scim_target.get_client() as client:
+                    return await client.search("Users"), await client.search("Groups")
 
-        async def read_target() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            async with scim_target.get_client() as client:
-                return await client.search("Users"), await client.search("Groups")
-
-        target_users, target_groups = asyncio.run(read_target())
-        adoption_counts: dict[str, int] = {}
-        drift = pd.DataFrame(columns=list(reconcile.DRIFT_COLUMNS))
-        if first_run:
-            adoption = reconcile.adopt_existing(
-                state,
-                loaded,
-                target_users,
-                target_groups,
-                loaded.user_match,
-                group_match_attribute=loaded.group_match,
-            )
-            adoption_counts = {
-                "users_adopted": adoption.users_adopted,
-                "groups_adopted": adoption.groups_adopted,
-                "memberships_adopted": adoption.memberships_adopted,
-                "ambiguous_matches": len(adoption.ambiguous),
-            }
-            for resource_type, key in adoption.ambiguous[:20]:
-                context.log.warning(f"{resource_type} {key!r}: several target objects match; none was adopted")
-        else:
-            drift = reconcile.detect_drift(state, target_users, target_groups)
-            reconcile.apply_drift(state, drift)
-        snapshot = _snapshot_frame(state, target_users, target_groups)
+            target_users, target_groups = asyncio.run(read_target())
+            adoption_counts: dict[str, int] = {}
+            drift = pd.DataFrame(columns=list(reconcile.DRIFT_COLUMNS))
+            if first_run:
+                user_match, group_match = roster.match_attributes()
+                adoption = reconcile.adopt_existing(
+                    state,
+                    _RosterFrames(users=idp_users, groups=idp_groups, memberships=idp_memberships),
+                    target_users,
+                    target_groups,
+                    user_match,
+                    group_match_attribute=group_match,
+                )
+                adoption_counts = {
+                    "users_adopted": adoption.users_adopted,
+                    "groups_adopted": adoption.groups_adopted,
+                    "memberships_adopted": adoption.memberships_adopted,
+                    "ambiguous_matches": len(adoption.ambiguous),
+                }
+                for resource_type, key in adoption.ambiguous[:20]:
+                    context.log.warning(f"{resource_type} {key!r}: several target objects match; none was adopted")
+            else:
+                drift = reconcile.detect_drift(state, target_users, target_groups)
+                reconcile.apply_drift(state, drift)
+            snapshot = _snapshot_frame(state, target_users, target_groups)
         yield Output(
             snapshot,
             metadata={
@@ -276,9 +274,10 @@ def build_sync_assets(shards: int) -> SyncAssets:
         from scim_pipeline.sync import changes, guards
 
         run_shards = frozenset(shards_of(context.partition_keys))
-        state = provisioning_state.open(context.instance)
         settings = changes.PlanSettings(deprovision=sync_policy.deprovision, shards=run_shards, include_groups=False)
-        planned = changes.plan_users(idp_users, state.snapshot(run_shards), settings)
+        with provisioning_state.open(context.instance) as state:
+            planned = changes.plan_users(idp_users, state.snapshot(run_shards), settings)
+            managed_counts = state.counts(run_shards)
         planned = hold_rejected(planned, roster_rejections, table="users")
         change_set = changes.ChangeSet.empty().replace(users=planned)
         yield Output(
@@ -292,7 +291,7 @@ def build_sync_assets(shards: int) -> SyncAssets:
         results = guards.evaluate_guards(
             change_set,
             _RosterFrames(users=idp_users),
-            state.counts(run_shards),
+            managed_counts,
             settings=sync_policy.guard_settings(),
             shards=run_shards,
         )
@@ -322,12 +321,12 @@ def build_sync_assets(shards: int) -> SyncAssets:
     ) -> Output[pd.DataFrame]:
         from scim_pipeline.sync import changes
 
-        state = provisioning_state.open(context.instance)
         settings = changes.PlanSettings(
             deprovision=sync_policy.deprovision,
             group_deprovision=scim_target.group_deprovision(sync_policy.deprovision),
         )
-        planned = changes.plan_groups(idp_groups, state.snapshot(), settings)
+        with provisioning_state.open(context.instance) as state:
+            planned = changes.plan_groups(idp_groups, state.snapshot(), settings)
         planned = hold_rejected(planned, roster_rejections, table="groups")
         summary = changes.ChangeSet.empty().replace(groups=planned).summary()
         return Output(
@@ -352,8 +351,9 @@ def build_sync_assets(shards: int) -> SyncAssets:
         user_changes: pd.DataFrame,
         scim_target: ScimTargetResource,
         provisioning_state: ProvisioningStateResource,
+        roster: RosterSourceResource,
     ) -> Output[pd.DataFrame]:
-        return _execute(context, "users", user_changes, scim_target, provisioning_state)
+        return _execute(context, "users", user_changes, scim_target, provisioning_state, roster)
 
     @asset(
         group_name="provisioning",
@@ -366,8 +366,9 @@ def build_sync_assets(shards: int) -> SyncAssets:
         group_changes: pd.DataFrame,
         scim_target: ScimTargetResource,
         provisioning_state: ProvisioningStateResource,
+        roster: RosterSourceResource,
     ) -> Output[pd.DataFrame]:
-        return _execute(context, "groups", group_changes, scim_target, provisioning_state)
+        return _execute(context, "groups", group_changes, scim_target, provisioning_state, roster)
 
     @asset(
         deps=[AssetDep("group_provisioning"), AssetDep("user_provisioning")],
@@ -386,10 +387,10 @@ def build_sync_assets(shards: int) -> SyncAssets:
     ) -> Output[pd.DataFrame]:
         from scim_pipeline.sync import changes
 
-        state = provisioning_state.open(context.instance)
         settings = changes.PlanSettings(member_chunk=scim_target.member_chunk)
         roster_frames = _RosterFrames(users=idp_users, groups=idp_groups, memberships=idp_memberships)
-        planned, deferred = changes.plan_memberships(roster_frames, state.snapshot(), settings)
+        with provisioning_state.open(context.instance) as state:
+            planned, deferred = changes.plan_memberships(roster_frames, state.snapshot(), settings)
         summary = changes.ChangeSet.empty().replace(memberships=planned, deferred=deferred).summary()
         return Output(
             planned,
@@ -410,8 +411,9 @@ def build_sync_assets(shards: int) -> SyncAssets:
         membership_changes: pd.DataFrame,
         scim_target: ScimTargetResource,
         provisioning_state: ProvisioningStateResource,
+        roster: RosterSourceResource,
     ) -> Output[pd.DataFrame]:
-        return _execute(context, "memberships", membership_changes, scim_target, provisioning_state)
+        return _execute(context, "memberships", membership_changes, scim_target, provisioning_state, roster)
 
     @asset(
         deps=[
@@ -428,8 +430,8 @@ def build_sync_assets(shards: int) -> SyncAssets:
     def provisioning_audit(
         context: AssetExecutionContext, provisioning_state: ProvisioningStateResource
     ) -> Iterator[Output[pd.DataFrame]]:
-        state = provisioning_state.open(context.instance)
-        audit = state.audit(run_id=context.run.run_id)
+        with provisioning_state.open(context.instance) as state:
+            audit = state.audit(run_id=context.run.run_id)
         failed = int((audit["outcome"] == "failed").sum()) if len(audit) else 0
         outcomes = audit["outcome"].value_counts().to_dict() if len(audit) else {}
         yield Output(
@@ -505,11 +507,11 @@ def _execute(
     planned: pd.DataFrame,
     scim_target: ScimTargetResource,
     provisioning_state: ProvisioningStateResource,
+    roster: RosterSourceResource,
 ) -> Output[pd.DataFrame]:
     """Run one change set through the SCIM client; every outcome is already in the state store when this returns."""
     from scim_pipeline.sync import changes, executor
 
-    state = provisioning_state.open(context.instance)
     partition = (
         ",".join(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else None
     )
@@ -523,14 +525,24 @@ def _execute(
     reporter = _ProgressReporter(context, kind)
     run_id = context.run.run_id
 
-    async def run() -> executor.ExecutionReport:
+    user_match, group_match = roster.match_attributes()
+
+    async def run(state: Any) -> executor.ExecutionReport:
         async with scim_target.get_client() as client:
             return await executor.execute(
-                client, state, change_set, run_id=run_id, partition=partition, progress=reporter
+                client,
+                state,
+                change_set,
+                run_id=run_id,
+                partition=partition,
+                progress=reporter,
+                user_match_attribute=user_match,
+                group_match_attribute=group_match,
             )
 
-    report = asyncio.run(run())
-    outcomes = _outcomes_of(state.audit(run_id=run_id), planned, kind)
+    with provisioning_state.open(context.instance) as state:
+        report = asyncio.run(run(state))
+        outcomes = _outcomes_of(state.audit(run_id=run_id), planned, kind)
     if report.failed:
         for failure in report.failures[:50]:
             context.log.error(

@@ -35,14 +35,24 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
             raise ConfigurationError(f"SCIM_ROSTER={folder} is not a folder")
         return folder
 
+    def mapping_model(self) -> Any:
+        """The mapping in effect (the default one when no file is configured)."""
+        from scim_pipeline.sync.mapping import Mapping, load_mapping
+
+        return load_mapping(Path(self.mapping)) if self.mapping else Mapping()
+
+    def match_attributes(self) -> tuple[str, str]:
+        """The SCIM attributes users and groups are matched on (`userName`/`externalId`, `displayName`/…)."""
+        mapping = self.mapping_model()
+        return str(mapping.users.match), str(mapping.groups.match)
+
     def load(self, shards: int) -> Any:
         """Read, validate, map and scope the roster into the normalized `Roster`."""
         from scim_pipeline.sources import FolderRosterSource
-        from scim_pipeline.sync.mapping import build_roster, load_mapping
+        from scim_pipeline.sync.mapping import build_roster
 
-        mapping = load_mapping(Path(self.mapping)) if self.mapping else None
         raw = FolderRosterSource(self.folder()).read()
-        return build_roster(raw, mapping, shards=shards)
+        return build_roster(raw, self.mapping_model(), shards=shards)
 
 
 class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
