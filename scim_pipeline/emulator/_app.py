@@ -406,12 +406,14 @@ class EmulatorApp:
                 client_id, _, client_secret = decoded.partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 client_id = client_secret = None
-        if form.get("grant_type") != "client_credentials":
-            return _json(
-                {"error": "unsupported_grant_type", "error_description": "only client_credentials is supported"},
-                400,
-                media_type="application/json",
+        grant_type = form.get("grant_type")
+        if grant_type != "client_credentials":
+            error = (
+                ("invalid_request", "a form-encoded grant_type=client_credentials is required")
+                if grant_type is None
+                else ("unsupported_grant_type", "only client_credentials is supported")
             )
+            return _json({"error": error[0], "error_description": error[1]}, 400, media_type="application/json")
         if not client_id or client_secret is None or not self.emulator.check_client(client_id, client_secret):
             return _json(
                 {"error": "invalid_client", "error_description": "client authentication failed"},

@@ -550,3 +550,13 @@ async def test_the_request_log_keeps_only_the_latest_requests(app: EmulatorApp, 
         await scim.get("Users", params={"startIndex": index + 1})
     assert [record.query for record in app.emulator.requests] == ["startIndex=3", "startIndex=4", "startIndex=5"]
     assert app.emulator.counters["Users"][200] == 5
+
+
+async def test_a_json_token_request_is_an_invalid_request(app: EmulatorApp) -> None:
+    async with plain_client(app) as http:
+        response = await http.post(
+            TOKEN_PATH,
+            json={"grant_type": "client_credentials", "client_id": "scim-demo", "client_secret": "demo-secret"},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
