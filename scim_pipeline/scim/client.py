@@ -12,9 +12,11 @@ request was not applied, so they are retried like any other. /Bulk is never used
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -33,6 +35,7 @@ from .errors import (
     AmbiguousMatchError,
     AuthenticationError,
     ConfigurationError,
+    FilterRefused,
     PaginationError,
     ScimHTTPError,
     ScimPipelineError,
@@ -50,6 +53,22 @@ __all__ = ["ClientStats", "RateLimiter", "ScimClient", "ScimResult", "parse_retr
 
 logger = logging.getLogger("scim_pipeline.scim")
 install_httpx_log_redaction()
+
+
+def _skip_absent_sniffio_import() -> None:
+    """Make httpcore's per-request ``import sniffio`` fail cheaply when sniffio is not installed.
+
+    httpcore imports the optional ``sniffio`` inside every lock and semaphore it sets up (several per request)
+    and falls back to asyncio on ImportError. anyio ≥ 4.11 no longer installs sniffio, and Python does not cache
+    a failed import, so each request paid a full ``sys.path`` scan: about a third of the client's CPU
+    (encode/httpcore#1103). A ``None`` entry in ``sys.modules`` makes that import fail at once; httpcore then
+    picks asyncio exactly as before. An installed sniffio is left alone.
+    """
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+_skip_absent_sniffio_import()
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -524,6 +543,30 @@ class ScimClient:
             raise AmbiguousMatchError(f"{len(matches)} {resource_type} match on {attribute}; refusing to pick one")
         return matches[0] if matches else None
 
+    async def _find_created(
+        self,
+        resource_type: str,
+        rules: ResourceTypeRules,
+        payload: Mapping[str, Any],
+        attribute: str,
+        value: str,
+    ) -> dict[str, Any] | None:
+        """Look up what a create may have made. When the profile refuses a filter on the matching attribute
+        (Delinea has no ``externalId eq``), look up by the profile's own matching attribute instead and adopt
+        only a resource whose matching attribute is the one we sent."""
+        try:
+            check_filter(self.profile, resource_type, str(eq_filter(attribute, value)))
+        except FilterRefused:
+            fallback = rules.match_attribute
+            fallback_value = _raw_value_of(payload, fallback) if fallback else None
+            if not fallback or fallback == attribute or not isinstance(fallback_value, str) or not fallback_value:
+                raise
+            found = await self.find_one(resource_type, fallback, fallback_value)
+            if found is None or _raw_value_of(found, attribute) != value:
+                return None
+            return found
+        return await self.find_one(resource_type, attribute, value)
+
     async def get_json(self, path: str) -> dict[str, Any] | None:
         """GET a discovery endpoint (e.g. ``/ServiceProviderConfig``); ``None`` on 404/501 or an
         answer that is not a JSON object (a bare list is wrapped as ``{"Resources": [...]}``)."""
@@ -563,7 +606,7 @@ class ScimClient:
         async def adopt() -> ScimResult | None:
             if attribute is None or match_value is None:
                 return None
-            found = await self.find_one(resource_type, attribute, match_value)
+            found = await self._find_created(resource_type, rules, payload, attribute, match_value)
             if found is None:
                 return None
             self._stats.adoptions += 1

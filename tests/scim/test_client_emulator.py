@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scim_pipeline.scim import ConnectionSettings, FilterRefused, ScimClient, run_check
+from scim_pipeline.scim import ConnectionSettings, FilterRefused, ScimClient, ScimConflict, run_check
 
 emulator = pytest.importorskip("scim_pipeline.emulator")
 
@@ -99,3 +99,21 @@ async def test_the_connection_check_passes_against_the_emulator(delinea: Any) ->
         "PrivilegedData",
     ]
     assert "bulk: no" in report.render()
+
+
+async def test_a_conflict_matched_on_external_id_is_adopted_through_a_filter_delinea_allows(delinea: Any) -> None:
+    existing = delinea.emulator.store.create("Users", {"userName": "ann@example.com", "externalId": "E-1"})
+    async with ScimClient(_settings(delinea)) as client:
+        result = await client.create(
+            "Users", {"userName": "ann@example.com", "externalId": "E-1"}, match_attribute="externalId"
+        )
+        assert result.adopted
+        assert result.scim_id == existing["id"]
+        # Same userName, another person: never adopted on the userName alone.
+        delinea.emulator.store.create("Users", {"userName": "bob@example.com", "externalId": "E-2"})
+        with pytest.raises(ScimConflict):
+            await client.create(
+                "Users", {"userName": "bob@example.com", "externalId": "E-3"}, match_attribute="externalId"
+            )
+    sent = [r.query for r in delinea.emulator.requests if r.method == "GET"]
+    assert all("externalId" not in query for query in sent)
