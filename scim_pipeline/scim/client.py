@@ -543,17 +543,15 @@ class ScimClient:
             raise AmbiguousMatchError(f"{len(matches)} {resource_type} match on {attribute}; refusing to pick one")
         return matches[0] if matches else None
 
-    async def _find_created(
-        self,
-        resource_type: str,
-        rules: ResourceTypeRules,
-        payload: Mapping[str, Any],
-        attribute: str,
-        value: str,
+    async def find_existing(
+        self, resource_type: str, payload: Mapping[str, Any], attribute: str, value: str
     ) -> dict[str, Any] | None:
-        """Look up what a create may have made. When the profile refuses a filter on the matching attribute
-        (Delinea has no ``externalId eq``), look up by the profile's own matching attribute instead and adopt
-        only a resource whose matching attribute is the one we sent."""
+        """The resource a create of ``payload`` may already have made, matched on ``attribute`` = ``value``.
+
+        When the profile refuses a filter on that attribute (Delinea has no ``externalId eq``), the lookup goes
+        by the profile's own matching attribute (``userName`` / ``displayName``) and only a resource whose
+        ``attribute`` is ``value`` is returned."""
+        rules = self.profile.rules(resource_type)
         try:
             check_filter(self.profile, resource_type, str(eq_filter(attribute, value)))
         except FilterRefused:
@@ -606,7 +604,7 @@ class ScimClient:
         async def adopt() -> ScimResult | None:
             if attribute is None or match_value is None:
                 return None
-            found = await self._find_created(resource_type, rules, payload, attribute, match_value)
+            found = await self.find_existing(resource_type, payload, attribute, match_value)
             if found is None:
                 return None
             self._stats.adoptions += 1

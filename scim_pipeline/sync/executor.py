@@ -537,7 +537,7 @@ async def _create_or_resolve(
     found: Mapping[str, Any] | None = None
     if bool(row.lookup_first):
         calls += 1
-        found = await run.client.find_one(resource_type, match_attribute, key)
+        found = await run.client.find_existing(resource_type, _json(row.payload), match_attribute, key)
     if found is None and op == "resolve":
         (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
         outcome = _Outcome("ok", calls=calls)
