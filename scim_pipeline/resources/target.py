@@ -10,7 +10,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from scim_pipeline.resources.home import pipeline_home
-from scim_pipeline.scim import ConnectionSettings, ScimClient
+from scim_pipeline.scim import ConfigurationError, ConnectionSettings, ScimClient
 
 if TYPE_CHECKING:
     from scim_pipeline.emulator import EmulatorServer
@@ -41,6 +41,7 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
     client_secret: str | None = Field(
         default=None,
         description="OAuth client secret (SCIM_CLIENT_SECRET). Give it as EnvVar, never as a literal.",
+        repr=False,
     )
     scope: str = Field(default="xpm.platform", description="OAuth scope (SCIM_SCOPE).")
     profile: str = Field(default="delinea", description="Service-provider profile (SCIM_PROFILE): delinea | rfc7644.")
@@ -146,7 +147,7 @@ def target_from_env(env: os._Environ[str] | dict[str, str] = os.environ) -> Scim
         try:
             return kind(value)
         except ValueError:
-            raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+            raise ConfigurationError(f"{name}={value!r} is not a valid {kind.__name__}") from None
 
     kwargs: dict[str, Any] = {
         "base_url": opt("SCIM_BASE_URL"),
