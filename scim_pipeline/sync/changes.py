@@ -350,7 +350,7 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
             attrs = ["{}"] * len(rows)
             op = "delete"
         else:
-            old = [json.loads(a) for a in rows["attrs"].to_numpy(dtype=object)]
+            old = [json.loads(a) for a in managed.attrs_of("Users", rows)]
             payloads = [_dumps([{"op": "replace", "path": "active", "value": False}])] * len(rows)
             attrs = [_dumps({**o, "active": False}) for o in old]
             op = "disable"
@@ -396,7 +396,7 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
         new_rows = roster.iloc[r_pos[update_mask]]
         old_rows = current.iloc[m_pos[update_mask]]
         new_records = _records(new_rows, attr_cols)
-        old_records = [json.loads(a) for a in old_rows["attrs"].to_numpy(dtype=object)]
+        old_records = [json.loads(a) for a in managed.attrs_of("Users", old_rows)]
         diffs = [
             patch_operations(old, new, paths=attr_cols, resolve_manager=resolve_manager)
             for old, new in zip(old_records, new_records, strict=True)
@@ -514,7 +514,7 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
         new_rows = roster_groups.iloc[r_pos[update_mask]]
         old_rows = current.iloc[m_pos[update_mask]]
         new_records = _records(new_rows, attr_cols)
-        old_records = [json.loads(a) for a in old_rows["attrs"].to_numpy(dtype=object)]
+        old_records = [json.loads(a) for a in managed.attrs_of("Groups", old_rows)]
         diffs = [patch_operations(old, new, paths=attr_cols) for old, new in zip(old_records, new_records, strict=True)]
         changed = np.array([bool(ops) for ops, _ in diffs], dtype=bool)
         if changed.any():

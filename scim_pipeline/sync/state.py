@@ -22,7 +22,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +132,8 @@ GROUP_SNAPSHOT_COLUMNS = (
     "fail_count",
     "next_attempt_at",
 )
+PLAN_USER_COLUMNS = ("key_norm", "key", "scim_id", "shard", "attrs_hash", "active")
+"""The user columns a plan reads for every managed user (attributes are loaded for changed users only)."""
 AUDIT_COLUMNS = (
     "id",
     "at",
@@ -354,18 +356,25 @@ def _active_flag(attrs: Mapping[str, Any]) -> int | None:
     return 1 if bool(value) else 0
 
 
+AttrsLoader = Callable[[ResourceKind, Sequence[str]], Mapping[str, str]]
+"""Loads the recorded attribute JSON of some managed objects by key_norm."""
+
+
 @dataclass(frozen=True)
 class ManagedSnapshot:
     """What we manage, as DataFrames: the input of a plan.
 
-    ``users``: key_norm, key, scim_id, shard, origin, attrs (JSON), attrs_hash (int64), active (boolean),
-    status, fail_count, next_attempt_at. ``groups``: the same without shard/active.
-    ``memberships``: group_key_norm, user_key_norm.
+    ``users``: key_norm, key, scim_id, shard, attrs_hash (int64), active (boolean) — and attrs (JSON), origin,
+    status, fail_count, next_attempt_at when read in full. ``groups``: key_norm, key, scim_id, origin, attrs,
+    attrs_hash, status, fail_count, next_attempt_at. ``memberships``: group_key_norm, user_key_norm.
+    When a frame has no ``attrs`` column, ``attrs_loader`` fetches the JSON of just the rows a plan needs (the
+    changed ones), which keeps reading a million managed users cheap.
     """
 
     users: pd.DataFrame
     groups: pd.DataFrame
     memberships: pd.DataFrame
+    attrs_loader: AttrsLoader | None = None
 
     @classmethod
     def empty(cls) -> ManagedSnapshot:
@@ -374,6 +383,16 @@ class ManagedSnapshot:
             groups=_frame([], GROUP_SNAPSHOT_COLUMNS),
             memberships=_frame([], ("group_key_norm", "user_key_norm")),
         )
+
+    def attrs_of(self, kind: ResourceKind, rows: pd.DataFrame) -> list[str]:
+        """The recorded attribute JSON of ``rows`` (a subset of ``users`` or ``groups``), in order."""
+        if "attrs" in rows.columns:
+            return [str(a) for a in rows["attrs"].to_numpy(dtype=object)]
+        if self.attrs_loader is None:
+            raise ValueError("this snapshot has neither an attrs column nor an attrs loader")
+        keys = [str(k) for k in rows["key_norm"].to_numpy(dtype=object)]
+        found = self.attrs_loader(kind, keys)
+        return [found.get(k, "{}") for k in keys]
 
 
 @dataclass(frozen=True)
@@ -395,6 +414,29 @@ class HeldIdentity:
     fail_count: int
     next_attempt_at: float
     last_error: str | None
+
+
+def _json_column(name: str) -> str:
+    # SQLite aggregates a whole column into one JSON array in C: far cheaper than a Python tuple per row.
+    if name == "active":
+        return "json_group_array(coalesce(active, -1))"
+    return f"json_group_array({name})"
+
+
+def _frame_from_json(texts: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    data: dict[str, Any] = {}
+    for name, text in zip(columns, texts, strict=True):
+        values = json.loads(text)
+        if name in {"shard", "fail_count", "attrs_hash"}:
+            data[name] = np.asarray(values, dtype=np.int64)
+        elif name == "next_attempt_at":
+            data[name] = np.asarray(values, dtype=float)
+        elif name == "active":
+            flags = np.asarray(values, dtype=np.int8)
+            data[name] = pd.arrays.BooleanArray(flags == 1, flags < 0)
+        else:
+            data[name] = pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string()))
+    return pd.DataFrame(data, columns=list(columns))
 
 
 def _frame(rows: list[tuple[Any, ...]], columns: Sequence[str]) -> pd.DataFrame:
@@ -484,23 +526,29 @@ class ProvisioningState:
             groups = self._conn.execute("SELECT 1 FROM managed_groups LIMIT 1").fetchone()
         return users is None and groups is None
 
-    def managed_users(self, shards: Iterable[int] | None = None) -> pd.DataFrame:
+    def managed_users(
+        self, shards: Iterable[int] | None = None, *, columns: Sequence[str] = USER_SNAPSHOT_COLUMNS
+    ) -> pd.DataFrame:
         """Managed users (optionally only those in ``shards``) as a DataFrame; see :class:`ManagedSnapshot`."""
-        sql = f"SELECT {', '.join(USER_SNAPSHOT_COLUMNS)} FROM managed_users"
+        unknown = set(columns) - set(USER_SNAPSHOT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown managed-user columns: {sorted(unknown)}")
+        sql = "SELECT " + ", ".join(_json_column(c) for c in columns) + " FROM managed_users"
         params: tuple[Any, ...] = ()
         if shards is not None:
             shard_list = sorted({int(s) for s in shards})
             sql += f" WHERE shard IN ({', '.join('?' * len(shard_list))})"
             params = tuple(shard_list)
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return _frame(rows, USER_SNAPSHOT_COLUMNS)
+            texts = self._conn.execute(sql, params).fetchone()
+        return _frame_from_json(texts, columns)
 
     def managed_groups(self) -> pd.DataFrame:
         """Managed groups as a DataFrame; see :class:`ManagedSnapshot`."""
+        sql = "SELECT " + ", ".join(_json_column(c) for c in GROUP_SNAPSHOT_COLUMNS) + " FROM managed_groups"
         with self._lock:
-            rows = self._conn.execute(f"SELECT {', '.join(GROUP_SNAPSHOT_COLUMNS)} FROM managed_groups").fetchall()
-        return _frame(rows, GROUP_SNAPSHOT_COLUMNS)
+            texts = self._conn.execute(sql).fetchone()
+        return _frame_from_json(texts, GROUP_SNAPSHOT_COLUMNS)
 
     def managed_memberships(self) -> pd.DataFrame:
         """The (group_key_norm, user_key_norm) pairs we added or adopted."""
@@ -511,10 +559,26 @@ class ProvisioningState:
     def snapshot(self, shards: Iterable[int] | None = None) -> ManagedSnapshot:
         """Everything a plan needs. With ``shards``, users are limited to them (groups and memberships are not)."""
         return ManagedSnapshot(
-            users=self.managed_users(shards),
+            users=self.managed_users(shards, columns=PLAN_USER_COLUMNS),
             groups=self.managed_groups(),
             memberships=self.managed_memberships(),
+            attrs_loader=self.load_attrs,
         )
+
+    def load_attrs(self, kind: ResourceKind, key_norms: Sequence[str]) -> dict[str, str]:
+        """key_norm → recorded attribute JSON, for the given managed users or groups."""
+        table = "managed_users" if kind == "Users" else "managed_groups"
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(key_norms), 500):
+                chunk = list(key_norms[start : start + 500])
+                found.update(
+                    self._conn.execute(
+                        f"SELECT key_norm, attrs FROM {table} WHERE key_norm IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
+        return found
 
     def counts(self, shards: Iterable[int] | None = None) -> ManagedCounts:
         """Counts of what we manage, for the guards (users limited to ``shards`` when given)."""
