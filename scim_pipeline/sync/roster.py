@@ -670,7 +670,7 @@ def _memberships(
     pair_ids = user_at[accepted].astype(np.int64) * (len(groups.out) + 1 if groups else 1) + group_at[accepted]
     repeated = pd.Series(pair_ids, index=pairs.index).duplicated()
     pairs = pairs[~repeated].reset_index(drop=True)
-    key = group_name.fillna("") + " / " + user_name.fillna("")
+    key = (group_name.fillna("") + " / " + user_name.fillna("")).mask(group_name.isna() & user_name.isna())
     rejected_rows = _table_rows(
         "memberships",
         pd.Series(flagged, dtype="int64"),

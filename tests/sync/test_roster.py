@@ -307,7 +307,14 @@ def test_memberships_naming_unknown_or_rejected_identities_are_rejected() -> Non
         6: "group_name is empty",
     }
     keys = roster.rejected.loc[roster.rejected["table"] == "memberships", "key"].tolist()
-    assert keys[:2] == ["Users / ghost", "Users / bob"]
+    assert keys == ["Users / ghost", "Users / bob", "Nowhere / ann", "Admins / ann", " / ann"]
+
+
+def test_an_empty_membership_row_has_no_key() -> None:
+    roster = build({"user_name": ["ann"]}, {"group_name": ["G"]}, {"group_name": [""], "user_name": [""]})
+
+    assert roster.rejected["key"].isna().all()
+    assert reasons(roster, "memberships") == {2: "group_name is empty; user_name is empty"}
 
 
 def test_memberships_without_a_groups_table_are_rejected() -> None:
