@@ -2,7 +2,7 @@
 
     python benchmarks/roster_read.py                 # 1,000,000 users, 1,000 groups, 1,000,000 memberships
     python benchmarks/roster_read.py --users 100000  # a quick run
-    python benchmarks/roster_read.py --jsonl         # also time JSON Lines (the slow, careful reader)
+    python benchmarks/roster_read.py --jsonl         # also time JSON Lines
 
 The roster is generated into a temporary folder (realistic values, every default column, 0.1 % bad rows so
 validation has work to do), written once per format, then read back and normalized. Figures are wall-clock seconds

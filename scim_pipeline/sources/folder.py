@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from scim_pipeline.sources._raw import (
@@ -322,7 +323,47 @@ def _is_valid_unicode(value: str) -> bool:
 
 
 def _read_jsonl(path: Path, table: str) -> RawTable:
-    text = _decode_utf8(path.read_bytes(), path)
+    data = path.read_bytes()
+    text = _decode_utf8(data, path)  # also what pyarrow's JSON reader does not check
+    fast = _read_jsonl_fast(data[len(_UTF8_BOM) :] if data.startswith(_UTF8_BOM) else data)
+    if fast is not None:
+        return RawTable(table, str(path), fast)
+    return _read_jsonl_careful(text, path, table)
+
+
+_JSON_SCALARS: Final = (pa.types.is_string, pa.types.is_int64, pa.types.is_boolean, pa.types.is_null)
+
+
+def _read_jsonl_fast(body: bytes) -> pd.DataFrame | None:
+    """pyarrow's JSON reader, for files the careful reader would read the same way; else `None`.
+
+    pyarrow refuses what the careful reader sets aside row by row (invalid JSON, a key given twice, a lone
+    surrogate, a value changing type), so any error means "read carefully". Floats are left to the careful reader
+    too (pyarrow writes 100.0 as "100"), as are nested values and column names with surrounding spaces.
+    """
+    end = len(body)
+    while end and body[end - 1] in b"\r\n":
+        end -= 1
+    if not end:
+        return None
+    try:
+        arrow = pa_json.read_json(pa.BufferReader(body))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if arrow.num_rows != body.count(b"\n", 0, end) + 1:
+        return None  # blank lines were skipped: the row numbers would shift
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name, column in zip(arrow.column_names, arrow.columns, strict=True):
+        if not name or name != name.strip() or not any(is_kind(column.type) for is_kind in _JSON_SCALARS):
+            return None
+        if pa.types.is_boolean(column.type):
+            columns[name] = pc.if_else(column, "true", "false")
+        else:
+            columns[name] = column.cast(pa.string())
+    return _text_frame(columns, range(1, arrow.num_rows + 1))
+
+
+def _read_jsonl_careful(text: str, path: Path, table: str) -> RawTable:
     records: list[dict[str, str | None]] = []
     rows: list[int] = []
     bad_rows: list[int] = []

@@ -12,7 +12,7 @@ import pytest
 
 from scim_pipeline.sample_roster import SAMPLE_ROSTER
 from scim_pipeline.sources import TEXT, FolderRosterSource, RawRoster, RosterError, RosterSource
-from scim_pipeline.sources.folder import _read_csv_careful, _read_csv_fast
+from scim_pipeline.sources.folder import _read_csv_careful, _read_csv_fast, _read_jsonl_careful, _read_jsonl_fast
 
 DATA = Path(__file__).parent / "data"
 TRICKY = ["00123", "NA", "null", "None", "nan", "true", "1.5e3", "#N/A", "-", "=1+1"]
@@ -225,6 +225,30 @@ def test_the_fast_and_careful_csv_readers_agree(tmp_path: Path) -> None:
 
     assert fast is not None
     pd.testing.assert_frame_equal(fast, careful)
+
+
+def test_the_fast_and_careful_jsonl_readers_agree(tmp_path: Path) -> None:
+    lines = [
+        '{"user_name": "ann", "active": true, "employee_number": 7, "title": null}',
+        '{"user_name": "NA", "active": false, "nick": "\\u00e9\\u2028\\u0000"}',
+        '{"user_name": "00123", "employee_number": -12}',
+    ]
+    text = "\n".join(lines) + "\n"
+    path = write(tmp_path, "users.jsonl", text)
+
+    fast = _read_jsonl_fast(text.encode())
+    careful = _read_jsonl_careful(text, path, "users")
+
+    assert fast is not None
+    assert careful.unreadable.empty
+    pd.testing.assert_frame_equal(fast, careful.frame, check_like=True)
+
+
+@pytest.mark.parametrize(
+    "line", ['{"x": 1.0}', '{"x": [1]}', '{" x": "a"}', '{"x": "a", "x": "b"}', '{"x": "\\ud800"}', "{bad"]
+)
+def test_jsonl_the_fast_reader_would_change_is_left_to_the_careful_one(line: str) -> None:
+    assert _read_jsonl_fast(f'{{"user_name": "ann"}}\n{line}\n'.encode()) is None
 
 
 def test_jsonl_lines_that_cannot_be_read_are_set_aside(tmp_path: Path) -> None:
