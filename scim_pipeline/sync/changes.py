@@ -31,7 +31,7 @@ Memberships
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from scim_pipeline.sync.payloads import MANAGER_PATH, group_body, is_missing, patch_operations, user_body
-from scim_pipeline.sync.state import ManagedSnapshot, attrs_hashes
+from scim_pipeline.sync.state import UNKNOWN_HASH, ManagedSnapshot, attrs_hashes
 
 __all__ = [
     "CHANGE_COLUMNS",
@@ -66,6 +66,7 @@ CHANGE_COLUMNS = (
     "lookup_first",
     "reason",
     "manager_key",
+    "attrs_hash",
 )
 MEMBERSHIP_COLUMNS = (
     "op",
@@ -140,7 +141,9 @@ class ChangeSet:
 
     @property
     def is_empty(self) -> bool:
-        return self.users.empty and self.groups.empty and self.memberships.empty
+        """True when the plan calls the target for nothing (state-only ``refresh`` rows aside)."""
+        only_refresh = self.users["op"].eq("refresh").all() and self.groups["op"].eq("refresh").all()
+        return bool(only_refresh) and self.memberships.empty
 
     def replace(
         self,
@@ -188,6 +191,7 @@ class ChangeSet:
             "group_releases": count(group_ops, "release"),
             "group_deletes": count(group_ops, "delete"),
             "membership_requests": len(self.memberships),
+            "refreshes": count(user_ops, "refresh") + count(group_ops, "refresh"),
         }
 
 
@@ -196,7 +200,7 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _dtype(name: str) -> Any:
-    if name in {"shard", "member_count"}:
+    if name in {"shard", "member_count", "attrs_hash"}:
         return "int64"
     if name == "lookup_first":
         return "bool"
@@ -209,7 +213,13 @@ def _frame(columns: tuple[str, ...], data: dict[str, Any]) -> pd.DataFrame:
     for name in columns:
         value = data.get(name)
         if value is None:
-            value = [False] * length if name == "lookup_first" else [None] * length
+            value = (
+                [False] * length
+                if name == "lookup_first"
+                else [UNKNOWN_HASH] * length
+                if name == "attrs_hash"
+                else [None] * length
+            )
         out[name] = (
             pd.Series(np.asarray(value, dtype=object), dtype=_dtype(name))
             if length
@@ -335,6 +345,13 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
                         rec.get(MANAGER_PATH) if MANAGER_PATH not in written else None
                         for rec, (_, written) in zip(records, built, strict=True)
                     ],
+                    # Stored once the create succeeds in full (a manager filled in at send time included).
+                    "attrs_hash": [
+                        int(h)
+                        if _recorded_in_full({**written, MANAGER_PATH: rec.get(MANAGER_PATH)}, rec, attr_cols)
+                        else UNKNOWN_HASH
+                        for h, rec, (_, written) in zip(r_hash[create_mask], records, built, strict=True)
+                    ],
                 },
             )
         )
@@ -401,12 +418,17 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
             patch_operations(old, new, paths=attr_cols, resolve_manager=resolve_manager)
             for old, new in zip(old_records, new_records, strict=True)
         ]
+        update_hashes = r_hash[update_mask]
+        complete = [
+            _recorded_in_full(written, new, attr_cols) for (_, written), new in zip(diffs, new_records, strict=True)
+        ]
         changed = np.array([bool(ops) for ops, _ in diffs], dtype=bool)
         if changed.any():
-            ops_list = [diffs[i] for i in np.flatnonzero(changed)]
-            old_active = [old_records[i].get("active", True) for i in np.flatnonzero(changed)]
+            chosen = np.flatnonzero(changed)
+            ops_list = [diffs[i] for i in chosen]
+            old_active = [old_records[i].get("active", True) for i in chosen]
             labels = [_update_label(ops, was_active) for (ops, _), was_active in zip(ops_list, old_active, strict=True)]
-            picked = new_rows.iloc[np.flatnonzero(changed)]
+            picked = new_rows.iloc[chosen]
             frames.append(
                 _frame(
                     CHANGE_COLUMNS,
@@ -419,13 +441,50 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
                         "payload": [_dumps(ops) for ops, _ in ops_list],
                         "attrs": [_dumps(written) for _, written in ops_list],
                         "reason": ["roster_changed"] * len(picked),
+                        "attrs_hash": [int(update_hashes[i]) if complete[i] else UNKNOWN_HASH for i in chosen],
                     },
                 )
             )
+        frames.append(_refreshes(new_rows, old_rows, changed, complete, update_hashes))
 
     if not frames:
         return _empty(CHANGE_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+def _refreshes(
+    new_rows: pd.DataFrame,
+    old_rows: pd.DataFrame,
+    changed: np.ndarray[Any, Any],
+    complete: list[bool],
+    hashes: np.ndarray[Any, Any],
+) -> pd.DataFrame:
+    """State-only ``refresh`` rows: the recorded values already equal the roster's (an adopted or drift-repaired
+    object, a mapping that added an empty attribute) — store the roster hash so later plans skip them cheaply."""
+    refresh = ~changed & np.asarray(complete, dtype=bool)
+    if not refresh.any():
+        return _empty(CHANGE_COLUMNS)
+    picked = new_rows.iloc[np.flatnonzero(refresh)]
+    return _frame(
+        CHANGE_COLUMNS,
+        {
+            "op": ["refresh"] * len(picked),
+            "key_norm": picked["key_norm"].to_numpy(dtype=object),
+            "key": picked["key"].to_numpy(dtype=object),
+            "scim_id": old_rows["scim_id"].to_numpy(dtype=object)[refresh],
+            "shard": picked["shard"].to_numpy() if "shard" in picked.columns else [0] * len(picked),
+            "payload": [""] * len(picked),
+            "attrs": ["{}"] * len(picked),
+            "reason": ["state_only"] * len(picked),
+            "attrs_hash": [int(h) for h in hashes[refresh]],
+        },
+    )
+
+
+def _recorded_in_full(written: Mapping[str, Any], record: Mapping[str, Any], columns: list[str]) -> bool:
+    """Whether the values recorded after a call are the roster row's on every mapped column (then the roster's
+    hash may be stored with them)."""
+    return all(written.get(c) == record.get(c) for c in columns)
 
 
 def _update_label(operations: list[dict[str, Any]], was_active: Any) -> str:
@@ -463,6 +522,7 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
                     "shard": [0] * len(rows),
                     "payload": [_dumps(group_body(rec)) for rec in records],
                     "attrs": [_dumps(rec) for rec in records],
+                    "attrs_hash": [int(h) for h in r_hash[create_mask]],
                     "lookup_first": in_state[create_mask],
                     "reason": ["new"] * len(rows),
                 },
@@ -516,6 +576,10 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
         new_records = _records(new_rows, attr_cols)
         old_records = [json.loads(a) for a in managed.attrs_of("Groups", old_rows)]
         diffs = [patch_operations(old, new, paths=attr_cols) for old, new in zip(old_records, new_records, strict=True)]
+        update_hashes = r_hash[update_mask]
+        complete = [
+            _recorded_in_full(written, new, attr_cols) for (_, written), new in zip(diffs, new_records, strict=True)
+        ]
         changed = np.array([bool(ops) for ops, _ in diffs], dtype=bool)
         if changed.any():
             chosen = np.flatnonzero(changed)
@@ -536,9 +600,11 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
                         "payload": [_dumps(ops) for ops, _ in ops_list],
                         "attrs": [_dumps(written) for _, written in ops_list],
                         "reason": ["roster_changed"] * len(picked),
+                        "attrs_hash": [int(update_hashes[i]) if complete[i] else UNKNOWN_HASH for i in chosen],
                     },
                 )
             )
+        frames.append(_refreshes(new_rows, old_rows, changed, complete, update_hashes))
 
     if not frames:
         return _empty(CHANGE_COLUMNS)

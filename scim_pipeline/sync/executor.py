@@ -36,7 +36,7 @@ from scim_pipeline.scim.errors import (
 )
 from scim_pipeline.sync.changes import ChangeSet
 from scim_pipeline.sync.payloads import ENTERPRISE_USER_SCHEMA, MANAGER_PATH, resource_attrs
-from scim_pipeline.sync.state import AuditRecord, EscrowPolicy, ProvisioningState, StateBatch
+from scim_pipeline.sync.state import UNKNOWN_HASH, AuditRecord, EscrowPolicy, ProvisioningState, StateBatch
 
 __all__ = [
     "CircuitBreaker",
@@ -413,6 +413,19 @@ async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], ro
     if rows.empty or run.breaker.is_open:
         run.report.not_attempted += 0 if rows.empty else len(rows)
         return
+    refresh = rows["op"].eq("refresh")
+    if refresh.any():
+        # State only: the recorded values already equal the roster's; remember its hash.
+        pairs = list(
+            zip(rows.loc[refresh, "attrs_hash"].astype(int), rows.loc[refresh, "key_norm"].astype(str), strict=True)
+        )
+        batch = run.recorder.batch
+        (batch.user_hash_refreshes if resource_type == "Users" else batch.group_hash_refreshes).extend(pairs)
+        run.report.counts[(resource_type, "refresh", "ok")] += len(pairs)
+        run.done += len(pairs)
+        rows = rows[~refresh]
+        if rows.empty:
+            return
     rows = _hold(run, resource_type, rows)
     creates = rows[rows["op"] == "create"]
     if not creates.empty:
@@ -481,6 +494,18 @@ def _with_manager(run: _Run, row: Any, body: dict[str, Any], desired: dict[str, 
     desired[MANAGER_PATH] = str(manager_key)
 
 
+def _planned_hash(row: Any, written: Mapping[str, Any] | None = None) -> int:
+    """The roster hash the plan attached to a change, or UNKNOWN_HASH when what was written falls short of the
+    roster row (a manager that could not be filled in yet), so the next plan compares that object in detail."""
+    planned = getattr(row, "attrs_hash", UNKNOWN_HASH)
+    if planned is None or pd.isna(planned):
+        return UNKNOWN_HASH
+    manager_key = getattr(row, "manager_key", None)
+    if written is not None and manager_key is not None and not pd.isna(manager_key) and MANAGER_PATH not in written:
+        return UNKNOWN_HASH
+    return int(planned)
+
+
 async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], row: Any) -> None:
     op = str(row.op)
     key, key_norm = str(row.key), str(row.key_norm)
@@ -508,10 +533,13 @@ async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], ro
             return
         result = await run.client.patch(resource_type, scim_id, _json(row.payload))
         attrs = _json(row.attrs)
+        recorded_hash = _planned_hash(row)
         if is_user:
-            run.recorder.batch.upsert_user(key_norm, key=key, scim_id=scim_id, shard=shard, attrs=attrs)
+            run.recorder.batch.upsert_user(
+                key_norm, key=key, scim_id=scim_id, shard=shard, attrs=attrs, attrs_hash=recorded_hash
+            )
         else:
-            run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs)
+            run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, attrs_hash=recorded_hash)
         run.audit(resource_type, op, key, _Outcome("ok", result), scim_id)
     except ScimNotFound as error:
         # Deleted on the target behind our back: forget it, so the next cycle re-creates it if still wanted.
@@ -571,14 +599,24 @@ async def _create_or_resolve(
     else:
         attrs = desired
     origin: Literal["created", "adopted"] = "adopted" if adopted else "created"
+    # Values read back from the target (adopted, resolved) are compared in detail by the next plan.
+    recorded_hash = UNKNOWN_HASH if adopted or op == "resolve" else _planned_hash(row, desired)
     if is_user:
         run.recorder.batch.upsert_user(
-            key_norm, key=key, scim_id=scim_id, shard=int(row.shard), attrs=attrs, origin=origin
+            key_norm,
+            key=key,
+            scim_id=scim_id,
+            shard=int(row.shard),
+            attrs=attrs,
+            origin=origin,
+            attrs_hash=recorded_hash,
         )
         run.user_keys_by_id[scim_id] = key_norm
         run.user_ids_by_key[key_norm] = scim_id
     else:
-        run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, origin=origin)
+        run.recorder.batch.upsert_group(
+            key_norm, key=key, scim_id=scim_id, attrs=attrs, origin=origin, attrs_hash=recorded_hash
+        )
     outcome = _Outcome("adopted" if adopted else "ok", result, calls=max(calls, 1))
     run.audit(resource_type, op, key, outcome, scim_id)
     return outcome

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from scim_pipeline.scim.errors import ConfigurationError
 
 __all__ = [
+    "UNKNOWN_HASH",
     "AuditRecord",
     "EscrowPolicy",
     "HeldIdentity",
@@ -43,9 +44,7 @@ __all__ = [
     "ManagedSnapshot",
     "ProvisioningState",
     "StateBatch",
-    "attrs_hash",
     "attrs_hashes",
-    "canonical_attrs",
 ]
 
 Origin = Literal["created", "adopted"]
@@ -152,14 +151,6 @@ AUDIT_COLUMNS = (
 )
 
 
-def _canonical_value(value: Any) -> str:
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value)
-
-
 def _is_missing(value: Any) -> bool:
     if value is None or value is pd.NA:
         return True
@@ -168,58 +159,41 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and value == ""
 
 
-_FIELD_SEP = "\x1f"
-_RECORD_SEP = "\x1e"
+UNKNOWN_HASH = 0
+"""The attribute hash of a managed object whose recorded values did not come from the roster (adopted, drifted,
+partly written): the next plan compares its attributes in detail."""
 
-
-def canonical_attrs(attrs: Mapping[str, Any]) -> str:
-    """The canonical text of an attribute mapping: sorted paths, absent or empty values left out.
-
-    Leaving absent values out keeps the text (and the hash) unchanged when a mapping adds an attribute that
-    nobody has yet.
-    """
-    return "".join(
-        f"{path}{_FIELD_SEP}{_canonical_value(value)}{_RECORD_SEP}"
-        for path, value in sorted(attrs.items())
-        if not _is_missing(value)
-    )
-
-
-def _hash_texts(texts: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    return pd.util.hash_array(texts, categorize=False).view(np.int64)
-
-
-def attrs_hash(attrs: Mapping[str, Any]) -> int:
-    """The 64-bit change-detection hash of one attribute mapping (same value as :func:`attrs_hashes`)."""
-    return int(_hash_texts(np.asarray([canonical_attrs(attrs)], dtype=object))[0])
+_COLUMN_SEP = "\x1f"
+_ABSENT = "\x00"
 
 
 def _arrow_text(column: pd.Series) -> pa.Array:
     if pd.api.types.is_bool_dtype(column.dtype):
         flags = pa.array(column.astype("boolean"))
-        text = pc.if_else(flags, pa.scalar("true", pa.large_string()), pa.scalar("false", pa.large_string()))
-    else:
-        if not pd.api.types.is_string_dtype(column.dtype) or column.dtype == object:
-            column = column.astype("string")
-        text = pa.array(column).cast(pa.large_string())
-        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
-    return text
+        return pc.if_else(flags, pa.scalar("true", pa.large_string()), pa.scalar("false", pa.large_string()))
+    if not pd.api.types.is_string_dtype(column.dtype) or column.dtype == object:
+        column = column.astype("string")
+    text = pa.array(column).cast(pa.large_string())
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
 
 
 def attrs_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Vectorized :func:`attrs_hash` over the attribute columns of a roster frame (Arrow string kernels)."""
+    """A 64-bit change-detection hash per row of a roster frame, over ``columns`` (in sorted order).
+
+    One Arrow join of the values (absent and empty values alike) and one hash pass. The plan records this hash with
+    every object it writes in full; a stored hash equal to the roster's means nothing changed. Never
+    :data:`UNKNOWN_HASH`.
+    """
     if len(frame) == 0:
         return np.zeros(0, dtype=np.int64)
-    empty = pa.scalar("", pa.large_string())
-    record_sep = pa.scalar(_RECORD_SEP, pa.large_string())
-    pieces = []
-    for path in sorted(columns):
-        prefix = pa.scalar(f"{path}{_FIELD_SEP}", pa.large_string())
-        # A null value nulls the whole piece, which then contributes nothing.
-        piece = pc.binary_join_element_wise(prefix, _arrow_text(frame[path]), record_sep, empty)
-        pieces.append(pc.fill_null(piece, empty))
-    canonical = pc.binary_join_element_wise(*pieces, empty) if pieces else pa.array([""] * len(frame))
-    return _hash_texts(canonical.to_numpy(zero_copy_only=False).astype(object, copy=False))
+    texts = [_arrow_text(frame[path]) for path in sorted(columns)]
+    names = pa.scalar(_COLUMN_SEP.join(sorted(columns)), pa.large_string())
+    joined = pc.binary_join_element_wise(
+        names, *texts, pa.scalar(_COLUMN_SEP, pa.large_string()), null_handling="replace", null_replacement=_ABSENT
+    )
+    hashed = pd.util.hash_array(joined.to_numpy(zero_copy_only=False), categorize=False).view(np.int64)
+    hashed[hashed == UNKNOWN_HASH] = 1
+    return hashed
 
 
 @dataclass(frozen=True)
@@ -261,6 +235,8 @@ class StateBatch:
     group_failures: list[tuple[str, str, str]] = field(default_factory=list)
     user_deletes: list[str] = field(default_factory=list)
     group_deletes: list[str] = field(default_factory=list)
+    user_hash_refreshes: list[tuple[int, str]] = field(default_factory=list)
+    group_hash_refreshes: list[tuple[int, str]] = field(default_factory=list)
     membership_adds: list[tuple[str, str]] = field(default_factory=list)
     membership_removes: list[tuple[str, str]] = field(default_factory=list)
     audit: list[AuditRecord] = field(default_factory=list)
@@ -273,6 +249,8 @@ class StateBatch:
             + len(self.group_failures)
             + len(self.user_deletes)
             + len(self.group_deletes)
+            + len(self.user_hash_refreshes)
+            + len(self.group_hash_refreshes)
             + len(self.membership_adds)
             + len(self.membership_removes)
             + len(self.audit)
@@ -288,8 +266,10 @@ class StateBatch:
         attrs: Mapping[str, Any],
         origin: Origin | None = None,
         status: Literal["ok", "pending_create"] = "ok",
+        attrs_hash: int = UNKNOWN_HASH,
     ) -> None:
-        """Record a user we manage (after a successful call). ``origin=None`` keeps the stored origin."""
+        """Record a user we manage (after a successful call). ``origin=None`` keeps the stored origin;
+        ``attrs_hash`` is the roster hash when ``attrs`` are exactly the roster's values (see :func:`attrs_hashes`)."""
         self.user_upserts.append(
             {
                 "key_norm": key_norm,
@@ -298,7 +278,7 @@ class StateBatch:
                 "shard": int(shard),
                 "origin": origin,
                 "attrs": _dump_attrs(attrs),
-                "attrs_hash": attrs_hash(attrs),
+                "attrs_hash": int(attrs_hash),
                 "active": _active_flag(attrs),
                 "status": status,
             }
@@ -313,8 +293,9 @@ class StateBatch:
         attrs: Mapping[str, Any],
         origin: Origin | None = None,
         status: Literal["ok", "pending_create"] = "ok",
+        attrs_hash: int = UNKNOWN_HASH,
     ) -> None:
-        """Record a group we manage (after a successful call). ``origin=None`` keeps the stored origin."""
+        """Record a group we manage (after a successful call); see :meth:`upsert_user`."""
         self.group_upserts.append(
             {
                 "key_norm": key_norm,
@@ -322,7 +303,7 @@ class StateBatch:
                 "scim_id": scim_id,
                 "origin": origin,
                 "attrs": _dump_attrs(attrs),
-                "attrs_hash": attrs_hash(attrs),
+                "attrs_hash": int(attrs_hash),
                 "status": status,
             }
         )
@@ -789,6 +770,14 @@ class ProvisioningState:
                     "DELETE FROM managed_memberships WHERE group_key_norm = ?",
                     ((kn,) for kn in batch.group_deletes),
                 )
+            if batch.user_hash_refreshes:
+                conn.executemany(
+                    "UPDATE managed_users SET attrs_hash = ? WHERE key_norm = ?", batch.user_hash_refreshes
+                )
+            if batch.group_hash_refreshes:
+                conn.executemany(
+                    "UPDATE managed_groups SET attrs_hash = ? WHERE key_norm = ?", batch.group_hash_refreshes
+                )
             if batch.membership_adds:
                 conn.executemany(
                     "INSERT OR IGNORE INTO managed_memberships (group_key_norm, user_key_norm) VALUES (?, ?)",
@@ -832,12 +821,12 @@ class ProvisioningState:
             if kind == "Users":
                 conn.executemany(
                     f"UPDATE {table} SET attrs = ?, attrs_hash = ?, active = ?, updated_at = ? WHERE key_norm = ?",
-                    ((_dump_attrs(a), attrs_hash(a), _active_flag(a), now, kn) for kn, a in updates.items()),
+                    ((_dump_attrs(a), UNKNOWN_HASH, _active_flag(a), now, kn) for kn, a in updates.items()),
                 )
             else:
                 conn.executemany(
                     f"UPDATE {table} SET attrs = ?, attrs_hash = ?, updated_at = ? WHERE key_norm = ?",
-                    ((_dump_attrs(a), attrs_hash(a), now, kn) for kn, a in updates.items()),
+                    ((_dump_attrs(a), UNKNOWN_HASH, now, kn) for kn, a in updates.items()),
                 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from scim_pipeline.sync.changes import ChangeSet, PlanSettings, plan_changes, plan_memberships
-from scim_pipeline.sync.state import ProvisioningState, StateBatch
+from scim_pipeline.sync.state import UNKNOWN_HASH, ProvisioningState, StateBatch
 
 from .conftest import ENTERPRISE, HandRoster, make_roster, user
 
@@ -20,14 +20,29 @@ def _apply_plan_as_if_successful(state: ProvisioningState, plan: ChangeSet) -> N
         if row.op == "delete":
             batch.user_deletes.append(row.key_norm)
             continue
+        if row.op == "refresh":
+            batch.user_hash_refreshes.append((row.attrs_hash, row.key_norm))
+            continue
         scim_id = row.scim_id if not pd.isna(row.scim_id) else f"id-{row.key_norm}"
-        batch.upsert_user(row.key_norm, key=row.key, scim_id=scim_id, shard=row.shard, attrs=json.loads(row.attrs))
+        batch.upsert_user(
+            row.key_norm,
+            key=row.key,
+            scim_id=scim_id,
+            shard=row.shard,
+            attrs=json.loads(row.attrs),
+            attrs_hash=row.attrs_hash if pd.isna(row.manager_key) else UNKNOWN_HASH,
+        )
     for row in plan.groups.itertuples(index=False):
         if row.op in {"release", "delete"}:
             batch.group_deletes.append(row.key_norm)
             continue
+        if row.op == "refresh":
+            batch.group_hash_refreshes.append((row.attrs_hash, row.key_norm))
+            continue
         scim_id = row.scim_id if not pd.isna(row.scim_id) else f"gid-{row.key_norm}"
-        batch.upsert_group(row.key_norm, key=row.key, scim_id=scim_id, attrs=json.loads(row.attrs))
+        batch.upsert_group(
+            row.key_norm, key=row.key, scim_id=scim_id, attrs=json.loads(row.attrs), attrs_hash=row.attrs_hash
+        )
     state.apply(batch)
     memberships, _ = plan_memberships(_ROSTER[0], state.snapshot(), PlanSettings())
     batch = StateBatch()

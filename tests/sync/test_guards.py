@@ -18,7 +18,12 @@ def _manage(state: ProvisioningState, roster: HandRoster) -> None:
     batch = StateBatch()
     for row in plan.users.itertuples(index=False):
         batch.upsert_user(
-            row.key_norm, key=row.key, scim_id=f"id-{row.key_norm}", shard=row.shard, attrs=json.loads(row.attrs)
+            row.key_norm,
+            key=row.key,
+            scim_id=f"id-{row.key_norm}",
+            shard=row.shard,
+            attrs=json.loads(row.attrs),
+            attrs_hash=row.attrs_hash,
         )
     state.apply(batch)
 

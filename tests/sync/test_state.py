@@ -11,11 +11,11 @@ import pytest
 
 from scim_pipeline.scim import ConfigurationError
 from scim_pipeline.sync.state import (
+    UNKNOWN_HASH,
     AuditRecord,
     EscrowPolicy,
     ProvisioningState,
     StateBatch,
-    attrs_hash,
     attrs_hashes,
 )
 
@@ -129,22 +129,19 @@ def test_audit_holds_the_matching_key_but_no_attribute_value(state: Provisioning
     ]
 
 
-def test_vectorized_hash_equals_the_per_row_hash() -> None:
+def test_roster_hash_changes_with_any_value_and_ignores_empty_versus_missing() -> None:
     frame = pd.DataFrame(
         {
-            "userName": pd.array(["a", "b", None, ""], dtype="string"),
-            "active": pd.array([True, False, True, True], dtype="bool"),
-            "title": pd.array(["x", None, "y", "z"], dtype="string"),
+            "userName": pd.array(["a", "a", "a", "a", "a"], dtype="string"),
+            "active": pd.array([True, False, True, True, True], dtype="bool"),
+            "title": pd.array(["x", "x", "y", None, ""], dtype="string"),
         }
     )
-    rows = [
-        {"userName": "a", "active": True, "title": "x"},
-        {"userName": "b", "active": False},
-        {"active": True, "title": "y"},
-        {"active": True, "title": "z", "department": None},
-    ]
-    assert list(attrs_hashes(frame, ["userName", "active", "title"])) == [attrs_hash(r) for r in rows]
-    assert attrs_hash({"title": "x", "active": True}) != attrs_hash({"title": "x", "active": False})
+    hashes = list(attrs_hashes(frame, ["userName", "active", "title"]))
+    assert len(set(hashes[:4])) == 4, "active and title changes are seen"
+    assert hashes[3] == hashes[4], "an empty value counts as no value"
+    assert UNKNOWN_HASH not in hashes
+    assert list(attrs_hashes(frame, ["title", "active", "userName"])) == hashes, "column order does not matter"
 
 
 def test_ten_thousand_outcomes_are_recorded_quickly(tmp_path: Path) -> None:
