@@ -164,6 +164,7 @@ UNKNOWN_HASH = 0
 partly written): the next plan compares its attributes in detail."""
 
 _COLUMN_SEP = "\x1f"
+_HASH_SLICE = 65_536
 _ABSENT = "\x00"
 
 
@@ -191,7 +192,11 @@ def attrs_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray[Any,
     joined = pc.binary_join_element_wise(
         names, *texts, pa.scalar(_COLUMN_SEP, pa.large_string()), null_handling="replace", null_replacement=_ABSENT
     )
-    hashed = pd.util.hash_array(joined.to_numpy(zero_copy_only=False), categorize=False).view(np.int64)
+    hashed = np.empty(len(frame), dtype=np.int64)
+    # In slices: the hash needs Python strings, and a million of them at once would double the plan's memory.
+    for start in range(0, len(frame), _HASH_SLICE):
+        texts_slice = joined.slice(start, _HASH_SLICE).to_numpy(zero_copy_only=False)
+        hashed[start : start + len(texts_slice)] = pd.util.hash_array(texts_slice, categorize=False).view(np.int64)
     hashed[hashed == UNKNOWN_HASH] = 1
     return hashed
 
