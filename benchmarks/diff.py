@@ -21,6 +21,7 @@ These machines have 2 noisy cores: compare the ratios, not the absolute figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -61,10 +62,8 @@ def _peak_kib() -> int:
 
 
 def _reset_peak() -> None:
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _roster(names: list[str], title_of: np.ndarray[Any, Any], seed_offset: int = 0) -> pd.DataFrame:
@@ -201,46 +200,43 @@ def diff_with_dicts(roster: pd.DataFrame, managed: pd.DataFrame) -> dict[str, in
 
 def state_writes(users: int) -> dict[str, float]:
     figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        with ProvisioningState.open(Path(folder) / "state.db") as store:
-            started = time.perf_counter()
-            for start in range(0, 10_000, 200):
-                batch = StateBatch()
-                for i in range(start, start + 200):
-                    attrs = {"userName": f"user{i}", "title": "Engineer", "active": True}
-                    batch.upsert_user(f"user{i}", key=f"user{i}", scim_id=f"id-{i}", shard=i % 16, attrs=attrs)
-                    batch.audit.append(
-                        AuditRecord("Users", "create", f"user{i}", "ok", scim_id=f"id-{i}", http_status=201)
-                    )
-                store.apply(batch)
-            figures["10k_outcomes_batched_s"] = time.perf_counter() - started
-            started = time.perf_counter()
-            for i in range(10_000, 20_000):
-                batch = StateBatch()
-                batch.upsert_user(
-                    f"user{i}", key=f"user{i}", scim_id=f"id-{i}", shard=i % 16, attrs={"userName": f"user{i}"}
-                )
+    with tempfile.TemporaryDirectory() as folder, ProvisioningState.open(Path(folder) / "state.db") as store:
+        started = time.perf_counter()
+        for start in range(0, 10_000, 200):
+            batch = StateBatch()
+            for i in range(start, start + 200):
+                attrs = {"userName": f"user{i}", "title": "Engineer", "active": True}
+                batch.upsert_user(f"user{i}", key=f"user{i}", scim_id=f"id-{i}", shard=i % 16, attrs=attrs)
                 batch.audit.append(AuditRecord("Users", "create", f"user{i}", "ok", scim_id=f"id-{i}", http_status=201))
-                store.apply(batch)
-            figures["10k_outcomes_one_tx_each_s"] = time.perf_counter() - started
-            rest = max(0, users - 20_000)
-            for start in range(0, rest, 50_000):
-                batch = StateBatch()
-                for i in range(20_000 + start, 20_000 + min(rest, start + 50_000)):
-                    batch.upsert_user(
-                        f"user{i}",
-                        key=f"user{i}",
-                        scim_id=f"id-{i}",
-                        shard=i % 16,
-                        attrs={"userName": f"user{i}", "active": True},
-                    )
-                store.apply(batch)
-            started = time.perf_counter()
-            frame = store.managed_users(columns=PLAN_USER_COLUMNS)
-            figures[f"read_{len(frame)}_managed_for_a_plan_s"] = time.perf_counter() - started
-            started = time.perf_counter()
-            frame = store.managed_users()
-            figures[f"read_{len(frame)}_managed_in_full_s"] = time.perf_counter() - started
+            store.apply(batch)
+        figures["10k_outcomes_batched_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for i in range(10_000, 20_000):
+            batch = StateBatch()
+            batch.upsert_user(
+                f"user{i}", key=f"user{i}", scim_id=f"id-{i}", shard=i % 16, attrs={"userName": f"user{i}"}
+            )
+            batch.audit.append(AuditRecord("Users", "create", f"user{i}", "ok", scim_id=f"id-{i}", http_status=201))
+            store.apply(batch)
+        figures["10k_outcomes_one_tx_each_s"] = time.perf_counter() - started
+        rest = max(0, users - 20_000)
+        for start in range(0, rest, 50_000):
+            batch = StateBatch()
+            for i in range(20_000 + start, 20_000 + min(rest, start + 50_000)):
+                batch.upsert_user(
+                    f"user{i}",
+                    key=f"user{i}",
+                    scim_id=f"id-{i}",
+                    shard=i % 16,
+                    attrs={"userName": f"user{i}", "active": True},
+                )
+            store.apply(batch)
+        started = time.perf_counter()
+        frame = store.managed_users(columns=PLAN_USER_COLUMNS)
+        figures[f"read_{len(frame)}_managed_for_a_plan_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        frame = store.managed_users()
+        figures[f"read_{len(frame)}_managed_in_full_s"] = time.perf_counter() - started
     return figures
 
 
@@ -303,9 +299,8 @@ def main() -> None:
     print(f"{'variant':<10}{'seconds':>10}{'peak MiB (process)':>20}{'MiB used by the diff':>22}  ops")
     for run in (pandas_run, dict_run):
         ops = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
-        print(
-            f"{run['variant']:<10}{run['seconds']:>10.2f}{run['peak_mib']:>20.0f}{run['diff_over_inputs_mib']:>22.0f}  {ops}"
-        )
+        figures = f"{run['seconds']:>10.2f}{run['peak_mib']:>20.0f}{run['diff_over_inputs_mib']:>22.0f}"
+        print(f"{run['variant']:<10}{figures}  {ops}")
     ratio = dict_run["seconds"] / pandas_run["seconds"]
     same = "same" if pandas_run["counts"] == dict_run["counts"] else "DIFFERENT"
     print(f"pandas is {ratio:.1f}x faster than the dict diff ({same} change counts)")
