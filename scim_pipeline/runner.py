@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,60 @@ def ensure_dagster_home() -> Path:
     return Path(home)
 
 
+_PID_TAG = "scim_pipeline/pid"
+_HOST_TAG = "scim_pipeline/host"
+
+
+def _process_tags() -> dict[str, str]:
+    """Tags naming the process that executes a run, so a later process can tell when it died mid-run."""
+    return {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def release_abandoned_runs(instance: Any) -> list[str]:
+    """Fail the runs a `scim-pipeline` process on this host left unfinished when it died (SIGKILL, OOM, power),
+    and free the concurrency slots they held.
+
+    The provisioning steps share the pool `scim_target` (limit 1); a run killed mid-step never gives its slot back,
+    and with no Dagster daemon to notice, every later run would wait for it forever. Returns the released run ids.
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    unfinished = instance.get_runs(
+        filters=RunsFilter(
+            statuses=[DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED],
+            tags={_HOST_TAG: socket.gethostname()},
+        )
+    )
+    released: list[str] = []
+    for run in unfinished:
+        pid = run.tags.get(_PID_TAG, "")
+        if not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, f"the scim-pipeline process {pid} ended without finishing this run (killed?); slots released"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+        print(
+            f"run {run.run_id} was left unfinished by a scim-pipeline process that no longer exists (pid {pid}): "
+            "marked failed and its pool slot released; this cycle resumes its work",
+            file=sys.stderr,
+        )
+    return released
+
+
 def run_sync_cycle(
     *,
     shards: list[int] | None,
@@ -117,11 +172,12 @@ def run_sync_cycle(
 
     summary = CycleSummary()
     instance = DagsterInstance.get()
+    release_abandoned_runs(instance)
     with _progress_to_stderr():
         for first, last in contiguous_ranges(wanted):
             result = job.execute_in_process(
                 instance=instance,
-                tags=range_tags(first, last),
+                tags={**range_tags(first, last), **_process_tags()},
                 run_config=run_config,
                 raise_on_error=False,
             )
