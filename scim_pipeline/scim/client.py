@@ -18,6 +18,7 @@ import logging
 import ssl
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import stamina
 from scim2_models import Resource
 
 from ._logging import install_httpx_log_redaction
+from ._transport import Http11Transport
 from .auth import ClientCredentialsAuth
 from .errors import (
     AmbiguousMatchError,
@@ -213,9 +215,15 @@ class ScimClient:
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._limiter = RateLimiter(settings.rate_limit_per_s) if settings.rate_limit_per_s else None
         pool = settings.max_concurrency + 4  # room for the token request and lookups
+        verify = _tls_context(settings) if transport is None else True
+        if transport is None and not _proxies_configured():
+            transport = Http11Transport(
+                ssl_context=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify),
+                max_connections=pool,
+            )
         self._http = httpx.AsyncClient(
             transport=transport,
-            verify=_tls_context(settings) if transport is None else True,
+            verify=verify,
             timeout=httpx.Timeout(settings.timeout_s),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
@@ -729,6 +737,11 @@ class ScimClient:
             attempts=answer.attempts,
             latency_s=answer.latency_s,
         )
+
+
+def _proxies_configured() -> bool:
+    """Whether the environment names an HTTP(S) proxy: then httpx's own transport (which honours it) is used."""
+    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
 
 
 def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:

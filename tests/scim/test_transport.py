@@ -1,0 +1,219 @@
+"""The SCIM client's HTTP/1.1 transport, against raw loopback servers that misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from scim_pipeline.scim import ConnectionSettings, ScimClient
+from scim_pipeline.scim._transport import Http11Transport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A loopback TCP server that counts connections and runs ``handler`` on each."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.open_now = 0
+        self.most_open = 0
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
+    state = RawServer(handler)
+    server = await asyncio.start_server(state.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    state.url = f"http://127.0.0.1:{port}"
+    try:
+        yield state
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return (await reader.readexactly(length)) if length else b""
+
+
+def answer(body: bytes = b'{"ok": true}', *, status: bytes = b"200 OK", extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + extra
+        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+
+
+async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await read_request(reader)
+        writer.write(answer())
+        await writer.drain()
+
+
+@asynccontextmanager
+async def client(**options: float | int) -> AsyncIterator[httpx.AsyncClient]:
+    transport = Http11Transport(**options)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, timeout=2.0) as http:
+        yield http
+
+
+async def test_sequential_requests_share_one_connection() -> None:
+    async with raw_server(keep_alive) as server, client() as http:
+        for _ in range(5):
+            response = await http.post(f"{server.url}/scim/v2/Users", json={"userName": "a"})
+            assert response.status_code == 200
+            assert response.json() == {"ok": True}
+    assert server.connections == 1
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_not_used() -> None:
+    async def one_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer())  # keep-alive promised, then closed anyway
+        await writer.drain()
+
+    async with raw_server(one_per_connection) as server, client() as http:
+        for _ in range(3):
+            assert (await http.get(f"{server.url}/x")).status_code == 200
+            await asyncio.sleep(0.05)  # let the server's FIN arrive
+    assert server.connections == 3
+
+
+async def test_connection_close_answer_is_not_reused() -> None:
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(extra=b"Connection: close\r\n"))
+        await writer.drain()
+        await asyncio.sleep(1.0)  # even if the server lingers, the client must not send on this connection
+
+    async with raw_server(closing) as server, client() as http:
+        for _ in range(2):
+            assert (await http.get(f"{server.url}/x")).status_code == 200
+    assert server.connections == 2
+
+
+async def test_no_answer_after_the_request_left_is_a_remote_protocol_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    async with raw_server(hang_up) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(f"{server.url}/scim/v2/Users", json={"userName": "a"})
+
+
+async def test_an_answer_cut_short_is_a_remote_protocol_error() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b'{"id": "12345"}')[:-5])
+        await writer.drain()
+
+    async with raw_server(cut) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(f"{server.url}/x")
+
+
+async def test_a_slow_answer_is_a_read_timeout() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(2.0)
+
+    async with raw_server(slow) as server:
+        transport = Http11Transport()
+        async with httpx.AsyncClient(transport=transport, timeout=0.2) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(f"{server.url}/x")
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with raw_server(keep_alive) as server:
+        url = server.url
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"{url}/x")
+
+
+async def test_chunked_and_gzip_answers_arrive_whole_and_decoded() -> None:
+    payload = b'{"Resources": [' + b",".join(b'{"id": "%d"}' % i for i in range(500)) + b"]}"
+    packed = gzip.compress(payload)
+
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(packed), 700):
+            part = packed[start : start + 700]
+            writer.write(b"%x\r\n" % len(part) + part + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(chunked) as server, client() as http:
+        response = await http.get(f"{server.url}/x")
+    assert response.content == payload
+    assert len(response.json()["Resources"]) == 500
+
+
+async def test_at_most_max_connections_are_open_at_once() -> None:
+    async def slow_keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await asyncio.sleep(0.05)
+            writer.write(answer())
+            await writer.drain()
+
+    async with raw_server(slow_keep_alive) as server, client(max_connections=2) as http:
+        responses = await asyncio.gather(*(http.get(f"{server.url}/x") for _ in range(8)))
+    assert all(r.status_code == 200 for r in responses)
+    assert server.most_open == 2
+
+
+async def test_waiting_longer_than_the_pool_timeout_is_a_pool_timeout() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(1.0)
+        writer.write(answer())
+        await writer.drain()
+
+    async with raw_server(slow) as server:
+        transport = Http11Transport(max_connections=1)
+        timeout = httpx.Timeout(5.0, pool=0.1)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+            first = asyncio.create_task(http.get(f"{server.url}/x"))
+            await asyncio.sleep(0.05)
+            with pytest.raises(httpx.PoolTimeout):
+                await http.get(f"{server.url}/x")
+            assert (await first).status_code == 200
+
+
+async def test_the_client_uses_it_unless_a_proxy_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings = ConnectionSettings(base_url="http://127.0.0.1:9/scim/v2", profile="rfc7644")
+    async with ScimClient(settings) as plain:
+        assert isinstance(plain._http._transport, Http11Transport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    async with ScimClient(settings) as proxied:
+        assert not isinstance(proxied._http._transport, Http11Transport)
