@@ -119,7 +119,8 @@ class SyncModel(RuleBasedStateMachine):
         assert "Foreign" in {g["displayName"] for g in dump["Groups"]}
         for name, person in self.people.items():
             if name not in users:
-                assert not person["active"] and name not in self.ever_synced
+                assert not person["active"]
+                assert name not in self.ever_synced
                 continue
             assert users[name]["active"] is person["active"]
             assert users[name].get("title") == person["title"]
@@ -141,4 +142,3 @@ TestSyncModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-
