@@ -155,4 +155,4 @@ def test_ten_thousand_outcomes_are_recorded_quickly(tmp_path: Path) -> None:
             store.apply(batch)
         elapsed = time.perf_counter() - started
         assert len(store.managed_users()) == 10_000
-    assert elapsed < 2.0
+    assert elapsed < 5.0, "10,000 outcomes take ~0.6 s on an idle 2-core machine"
