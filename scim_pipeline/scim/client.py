@@ -12,6 +12,7 @@ request was not applied, so they are retried like any other. /Bulk is never used
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import importlib.util
 import json
 import logging
@@ -227,6 +228,7 @@ class ScimClient:
             timeout=httpx.Timeout(settings.timeout_s),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
+            cookies=_CookieJarSkippingAnswersWithoutCookies(),
             event_hooks={"response": [self._count_response]},
         )
         self._auth: ClientCredentialsAuth | None = None
@@ -737,6 +739,21 @@ class ScimClient:
             attempts=answer.attempts,
             latency_s=answer.latency_s,
         )
+
+
+class _CookieJarSkippingAnswersWithoutCookies(http.cookiejar.CookieJar):
+    """A cookie jar that returns at once for an answer with no ``Set-Cookie`` header (nearly every SCIM answer).
+
+    The standard jar rebuilds every answer's headers as an ``email.message.Message`` (twice: once only for a debug
+    log line) before finding no cookie in them: about a tenth of the client's CPU per request. Answers that do set
+    cookies are handled exactly as before.
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        headers = getattr(getattr(response, "response", None), "headers", None)
+        if isinstance(headers, httpx.Headers) and "set-cookie" not in headers and "set-cookie2" not in headers:
+            return
+        super().extract_cookies(response, request)
 
 
 def _proxies_configured() -> bool:

@@ -217,3 +217,25 @@ async def test_the_client_uses_it_unless_a_proxy_is_configured(monkeypatch: pyte
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     async with ScimClient(settings) as proxied:
         assert not isinstance(proxied._http._transport, Http11Transport)
+
+
+async def test_the_client_sends_back_a_cookie_the_server_set_and_only_then() -> None:
+    seen: list[bytes | None] = []
+
+    async def sticky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answers = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            cookie = [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
+            seen.append(cookie[0].split(b":", 1)[1].strip() if cookie else None)
+            answers += 1
+            extra = b"Set-Cookie: lb=node-2; Path=/\r\n" if answers == 2 else b""
+            writer.write(answer(b'{"id": "1", "userName": "a"}', extra=extra))
+            await writer.drain()
+
+    async with raw_server(sticky) as server:
+        settings = ConnectionSettings(base_url=f"{server.url}/scim/v2", profile="rfc7644")
+        async with ScimClient(settings) as scim:
+            for _ in range(3):
+                await scim.get("Users", "1")
+    assert seen == [None, None, b"lb=node-2"]
