@@ -56,7 +56,7 @@ _FLUSH_SIZE = 200
 _FLUSH_INTERVAL_S = 0.05
 _OBSERVED_USER_PATHS = ("userName", "externalId", "displayName", "active")
 _OBSERVED_GROUP_PATHS = ("displayName", "externalId")
-_GROUP_UPSERT_OPS = frozenset({"create", "rename", "update", "resolve"})
+_GROUP_UPSERT_OPS = frozenset({"create", "rename", "update", "resolve", "refresh"})
 _GROUP_REMOVAL_OPS = frozenset({"release", "delete"})
 
 
@@ -421,6 +421,19 @@ async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], ro
         )
         batch = run.recorder.batch
         (batch.user_hash_refreshes if resource_type == "Users" else batch.group_hash_refreshes).extend(pairs)
+        # Every planned change has its outcome in the audit trail, state-only ones included (no HTTP status).
+        batch.audit.extend(
+            AuditRecord(
+                resource_type=resource_type,
+                operation="refresh",
+                key=str(key),
+                outcome="ok",
+                scim_id=None if pd.isna(scim_id) else str(scim_id),
+                run_id=run.run_id,
+                partition=run.partition,
+            )
+            for key, scim_id in zip(rows.loc[refresh, "key"], rows.loc[refresh, "scim_id"], strict=True)
+        )
         run.report.counts[(resource_type, "refresh", "ok")] += len(pairs)
         run.done += len(pairs)
         rows = rows[~refresh]

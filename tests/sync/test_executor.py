@@ -9,6 +9,7 @@ from scim_pipeline.sync.changes import PlanSettings, plan_changes
 from scim_pipeline.sync.cycle import run_cycle
 from scim_pipeline.sync.executor import CircuitBreaker, execute
 from scim_pipeline.sync.guards import GuardSettings
+from scim_pipeline.sync.payloads import user_body
 from scim_pipeline.sync.state import EscrowPolicy, ProvisioningState
 
 from .conftest import Target, emulated_target, make_roster, user
@@ -149,3 +150,24 @@ async def test_deletes_only_users_we_manage(target: Target, state: ProvisioningS
     )
     assert report.execution.count(op="delete", outcome="ok") == 1
     assert list(target.users()) == ["stranger"]
+
+
+async def test_adopted_user_already_equal_is_refreshed_once_then_skipped(
+    target: Target, state: ProvisioningState
+) -> None:
+    roster = make_roster([user("alice")])
+    body, _ = user_body(
+        {k: v for k, v in roster.users.iloc[0].to_dict().items() if k not in {"key", "key_norm", "shard", "row"}}
+    )
+    target.emulator.store.insert("Users", body)
+    first = await run_cycle(target.client, state, roster, run_id="r1")
+    assert first.adoption is not None
+    assert first.adoption.users_adopted == 1
+    assert list(first.plan.users["op"]) == ["refresh"], "the adopted values already equal the roster's"
+    assert first.plan.is_empty
+    audit = state.audit("r1")
+    assert audit[["operation", "key", "outcome"]].to_dict("records") == [
+        {"operation": "refresh", "key": "alice", "outcome": "ok"}
+    ]
+    second = plan_changes(roster, state.snapshot())
+    assert second.users.empty
