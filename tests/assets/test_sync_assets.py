@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from dagster import AssetKey
@@ -214,5 +215,5 @@ def test_a_backfill_shard_by_shard_onboards_everyone(pipeline: Pipeline, roster:
         if shard == 0:
             assert 0 < len(created) < len(roster.users)  # only shard 0's users, nobody else's
     assert by_shard[-1] == {user["user_name"] for user in roster.users}
-    assert all(earlier <= later for earlier, later in zip(by_shard, by_shard[1:], strict=False))
+    assert all(earlier <= later for earlier, later in itertools.pairwise(by_shard))
     assert target.members_by_group() == expected_members(roster)  # memberships follow their users in
