@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -166,7 +167,8 @@ def run_sync_cycle(
     if not env.get("SCIM_BASE_URL"):
         print(DEMO_BANNER, file=sys.stderr)
     job = defs.resolve_job_def(PLAN_JOB if dry_run else SYNC_JOB)
-    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # Dagster's console logger would print whole tracebacks; the summary below names each failure in one line.
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if reconcile:
         run_config.update(RECONCILE_RUN_CONFIG)
 
@@ -205,6 +207,12 @@ def _collect(result: Any, summary: CycleSummary) -> None:
         if asset in ("user_provisioning", "group_provisioning", "membership_provisioning"):
             summary.calls += int(metadata["calls"].value) if "calls" in metadata else 0
             summary.failures += int(metadata["failed"].value) if "failed" in metadata else 0
+            if "circuit_breaker" in metadata:
+                summary.errors.append(f"{asset}: {metadata['circuit_breaker'].value}")
+            if "failure_examples" in metadata:
+                summary.errors.extend(
+                    f"{asset}: {line}" for line in str(metadata["failure_examples"].value).splitlines() if line
+                )
         if asset == "roster_rejections" and "dagster/row_count" in metadata:
             summary.rejected_rows = int(metadata["dagster/row_count"].value)
     for evaluation in result.get_asset_check_evaluations():
@@ -212,9 +220,18 @@ def _collect(result: Any, summary: CycleSummary) -> None:
             summary.failed_checks.append(f"{evaluation.check_name}: {evaluation.description or 'failed'}")
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            message = error.message.strip() if error is not None else "step failed"
-            summary.errors.append(f"{event.step_key}: {message.splitlines()[0] if message else 'failed'}")
+            summary.errors.append(f"{event.step_key}: {_root_cause(event.step_failure_data.error)}")
+
+
+def _root_cause(error: Any) -> str:
+    """The first line of the innermost error, without its module path: what went wrong, not where."""
+    if error is None:
+        return "step failed"
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = str(error.message or "").strip().splitlines()
+    first = lines[0] if lines else "failed"
+    return re.sub(r"^[\w.]+\.(\w+(Error|Exception|Failure)):", r"\1:", first)
 
 
 def render_summary(summary: CycleSummary, *, dry_run: bool) -> str:

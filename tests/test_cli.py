@@ -143,3 +143,27 @@ def test_sync_stops_on_a_guard_and_exits_non_zero(
     allowed = run_cli("sync", "--allow-mass-changes", env=env)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert summary_value(allowed.stdout, "user_changes.disables") == 28
+
+
+def test_a_refused_token_fails_the_sync_in_one_line_without_a_traceback(
+    emulator_process: dict[str, str], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    roster = tmp_path / "roster"
+    roster.mkdir()
+    (roster / "users.csv").write_text("user_name\nann@example.com\n", encoding="utf-8")
+    env = {
+        **clean_env,
+        **emulator_process,
+        "SCIM_CLIENT_ID": CLIENT,
+        "SCIM_CLIENT_SECRET": "not-the-secret-5d1e",
+        "SCIM_ROSTER": str(roster),
+    }
+
+    result = run_cli("sync", env=env)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in output
+    assert emulator_process["SCIM_TOKEN_URL"] in result.stdout
+    assert "401" in result.stdout
+    assert "not-the-secret-5d1e" not in output

@@ -560,8 +560,20 @@ def _execute(
             **counts_metadata(report.summary()),
             "target": scim_target.describe(),
             **({"circuit_breaker": report.circuit_message} if report.circuit_message else {}),
+            **({"failure_examples": MetadataValue.text(_failure_lines(report))} if report.failures else {}),
         },
     )
+
+
+def _failure_lines(report: Any, limit: int = 10) -> str:
+    """The first failures, one line each, for the UI and the CLI summary (the audit has them all)."""
+    lines = [
+        f"{failure.resource_type} {failure.op} {failure.key!r}: {failure.message}"
+        for failure in report.failures[:limit]
+    ]
+    if len(report.failures) > limit:
+        lines.append(f"… and {len(report.failures) - limit} more (see provisioning_audit)")
+    return "\n".join(lines)
 
 
 def _outcomes_of(audit: pd.DataFrame, planned: pd.DataFrame, kind: str) -> pd.DataFrame:
