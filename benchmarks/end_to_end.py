@@ -421,7 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         "requests = every HTTP request the emulator logged (token included); ideal = requests x latency / "
         "concurrency; emu CPU = the emulator's CPU time / wall time (near 100 % = the emulator is the bottleneck)"
     )
-    print(f"total wall time {time.perf_counter() - started:.1f} s")
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"total wall time {time.perf_counter() - started:.1f} s; load average (1/5/15 min) {load} on "
+        f"{os.cpu_count()} CPUs (other work on the machine slows every figure)"
+    )
     return 0 if all(row.cli.returncode == 0 for row in rows) else 1
 
 

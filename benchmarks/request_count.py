@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 import tempfile
 import time
@@ -156,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         f"groups, {args.memberships:,} memberships; member chunk 100; counts from the emulator's request log"
     )
     print(_render(cycles))
-    print(f"total wall time {time.perf_counter() - started:.1f} s")
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"total wall time {time.perf_counter() - started:.1f} s; load average (1/5/15 min) {load} on "
+        f"{os.cpu_count()} CPUs (other work on the machine slows every figure)"
+    )
     return 0 if all(c.met for c in cycles) else 1
 
 

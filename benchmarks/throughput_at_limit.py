@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -57,7 +58,6 @@ def _settings(emulator: EmulatorProcess, concurrency: int, rate: float | None) -
         client_secret=env["SCIM_CLIENT_SECRET"],
         max_concurrency=concurrency,
         rate_limit_per_s=rate,
-        max_attempts=20,
     )
 
 
@@ -210,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"(target ≥ 95 %, none lost: {'met' if met else 'MISSED'})"
             )
     print("emu CPU = the emulator's CPU time / wall time (near 100 % = the emulator is the bottleneck)")
-    print(f"total wall time {time.perf_counter() - started:.1f} s")
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"total wall time {time.perf_counter() - started:.1f} s; load average (1/5/15 min) {load} on "
+        f"{os.cpu_count()} CPUs (other work on the machine slows every figure)"
+    )
     return 0 if ok else 1
 
 
