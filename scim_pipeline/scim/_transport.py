@@ -15,6 +15,7 @@ own transport whenever a proxy is configured in the environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import deque
@@ -119,13 +120,16 @@ class Http11Transport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
-            idle.clear()
-        for connection in list(self._busy):
-            connection.close()
+        connections = [connection for idle in self._idle.values() for connection in idle] + list(self._busy)
+        self._idle.clear()
         self._busy.clear()
+        for connection in connections:
+            connection.close()
+        # Let TLS close-notify and socket shutdown finish before the event loop may end; a peer that is already gone
+        # makes no difference here.
+        for connection in connections:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await connection.writer.wait_closed()
 
     async def _acquire_slot(self, request: httpx.Request, pool_timeout: float | None) -> None:
         if not self._slots.locked():
