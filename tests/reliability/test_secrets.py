@@ -175,7 +175,7 @@ def test_no_secret_or_token_in_anything_written(
         captured = capsys.readouterr()
         texts.append(("in-process sync output", captured.out + captured.err))
         assert "result: FAILED" in captured.out
-        assert "401" in captured.err, "the failing run says the token endpoint refused the client"
+        assert "401" in captured.out, "the failing run's summary says the token endpoint refused the client"
 
         # 4. The errors themselves, and the objects that hold the secret.
         async def refused() -> BaseException:
