@@ -267,7 +267,6 @@ class _ServiceProviderConfig(BaseHTTPRequestHandler):
 @pytest.fixture
 def https_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A loopback https server with a self-signed certificate: (base URL, the certificate as a CA bundle)."""
-    pytest.importorskip("cryptography", reason="the cryptography package generates the self-signed certificate")
     cert, key = _self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
