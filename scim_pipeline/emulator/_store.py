@@ -126,6 +126,18 @@ class _Prepared:
     group_ref: str | None
     members: dict[str, str | None] | None
 
+    def indexed_columns(self) -> tuple[str | None, ...]:
+        """unique_key, display, key_a, key_b, container_ref, user_ref, group_ref: the order the SQL names them in."""
+        return (
+            self.unique_key,
+            self.display,
+            self.key_a,
+            self.key_b,
+            self.container_ref,
+            self.user_ref,
+            self.group_ref,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
@@ -228,20 +240,7 @@ class ResourceStore:
                     "INSERT INTO resources (id, type, unique_key, display, key_a, key_b, container_ref,"
                     " user_ref, group_ref, body, created, last_modified, version)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                    (
-                        resource_id,
-                        resource_type,
-                        prepared.unique_key,
-                        prepared.display,
-                        prepared.key_a,
-                        prepared.key_b,
-                        prepared.container_ref,
-                        prepared.user_ref,
-                        prepared.group_ref,
-                        body_json,
-                        now,
-                        now,
-                    ),
+                    (resource_id, resource_type, *prepared.indexed_columns(), body_json, now, now),
                 )
             except sqlite3.IntegrityError:
                 raise self._duplicate(rules) from None
@@ -489,18 +488,7 @@ class ResourceStore:
                 "UPDATE resources SET unique_key = ?, display = ?, key_a = ?, key_b = ?,"
                 " container_ref = ?, user_ref = ?, group_ref = ?, body = ?, last_modified = ?,"
                 " version = version + 1 WHERE id = ?",
-                (
-                    prepared.unique_key,
-                    prepared.display,
-                    prepared.key_a,
-                    prepared.key_b,
-                    prepared.container_ref,
-                    prepared.user_ref,
-                    prepared.group_ref,
-                    body_json,
-                    now,
-                    resource_id,
-                ),
+                (*prepared.indexed_columns(), body_json, now, resource_id),
             )
         except sqlite3.IntegrityError:
             raise self._duplicate(rules) from None

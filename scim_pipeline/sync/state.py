@@ -604,28 +604,24 @@ class ProvisioningState:
 
     def get_user(self, key_norm: str) -> dict[str, Any] | None:
         """One managed user's row (attrs decoded), or None."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "SELECT key_norm, key, scim_id, shard, origin, attrs, attrs_hash, active, status, "
-                "last_error, fail_count, next_attempt_at FROM managed_users WHERE key_norm = ?",
-                (key_norm,),
-            )
-            row = cursor.fetchone()
-            names = [d[0] for d in cursor.description]
-        if row is None:
-            return None
-        record = dict(zip(names, row, strict=True))
-        record["attrs"] = json.loads(record["attrs"])
-        return record
+        return self._get_managed(
+            "managed_users",
+            "key_norm, key, scim_id, shard, origin, attrs, attrs_hash, active, status, last_error, fail_count, "
+            "next_attempt_at",
+            key_norm,
+        )
 
     def get_group(self, key_norm: str) -> dict[str, Any] | None:
         """One managed group's row (attrs decoded), or None."""
+        return self._get_managed(
+            "managed_groups",
+            "key_norm, key, scim_id, origin, attrs, attrs_hash, status, last_error, fail_count, next_attempt_at",
+            key_norm,
+        )
+
+    def _get_managed(self, table: str, columns: str, key_norm: str) -> dict[str, Any] | None:
         with self._lock:
-            cursor = self._conn.execute(
-                "SELECT key_norm, key, scim_id, origin, attrs, attrs_hash, status, last_error, "
-                "fail_count, next_attempt_at FROM managed_groups WHERE key_norm = ?",
-                (key_norm,),
-            )
+            cursor = self._conn.execute(f"SELECT {columns} FROM {table} WHERE key_norm = ?", (key_norm,))
             row = cursor.fetchone()
             names = [d[0] for d in cursor.description]
         if row is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,33 +15,12 @@ from scim_pipeline.assets.jobs import PLAN_JOB, SYNC_JOB
 from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.definitions import build_definitions
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
+from tests.reliability.conftest import USER_COLUMNS, write_csv
 
 CLIENT_ID = "pipeline-tests"
 CLIENT_SECRET = "s3cr3t-for-the-dagster-tests"
 SHARDS = 4
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-
-USER_COLUMNS = [
-    "user_name",
-    "external_id",
-    "given_name",
-    "family_name",
-    "display_name",
-    "email",
-    "active",
-    "department",
-    "title",
-    "employee_number",
-    "manager",
-]
-
-
-def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({column: row.get(column, "") for column in columns})
 
 
 def make_user(index: int, **overrides: str) -> dict[str, str]:
