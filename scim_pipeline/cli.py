@@ -3,6 +3,9 @@
 `demo`, `sync` and `plan` run the code location's own assets in-process against the Dagster instance in
 $DAGSTER_HOME, so every run also shows in `dagster dev`. `check` proves the connection; `emulator` serves the bundled
 Delinea emulator on loopback.
+
+Imports are deferred to the command that needs them: `--help` and `emulator` start without Dagster, pandas or the
+SCIM client (well over a second of CPU), and `check` without Dagster.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from scim_pipeline.scim import ConfigurationError, ConnectionSettings, ScimPipelineError
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -23,19 +24,17 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scim-pipeline` command."""
-    # Dagster marks some parameters we rely on as beta; that is for us to track, not for the person at the terminal.
-    from dagster import BetaWarning, PreviewWarning
-
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(emulator_options=_command_of(arguments) == "emulator")
+    args = parser.parse_args(arguments)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
     try:
         code: int = args.handler(args)
-    except (ScimPipelineError, ValueError) as error:
+    except Exception as error:
+        if not _expected(error):
+            raise
         # Every expected failure is a one-line message naming the setting or row at fault, never a traceback.
         print(f"scim-pipeline {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -45,7 +44,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _expected(error: Exception) -> bool:
+    """A `ScimPipelineError` (a setting, a row, the target) or a `ValueError`: reported in one line."""
+    # Looked up rather than imported: the SCIM package costs the emulator command most of its start-up, and an error
+    # of that class can only have been raised once its module was loaded.
+    errors = sys.modules.get("scim_pipeline.scim.errors")
+    return isinstance(error, ValueError) or (errors is not None and isinstance(error, errors.ScimPipelineError))
+
+
+def _command_of(arguments: Sequence[str]) -> str | None:
+    """The sub-command named on the command line (the first word that is not an option), if any."""
+    return next((word for word in arguments if not word.startswith("-")), None)
+
+
+def _quiet_dagster_warnings() -> None:
+    # Dagster marks some parameters we rely on as beta; that is for us to track, not for the person at the terminal.
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
+
+
+def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; `emulator_options=False` leaves out the emulator's options (listing the command in
+    `--help` needs only its name and help, and its options would import the emulator's web stack)."""
     parser = argparse.ArgumentParser(
         prog="scim-pipeline",
         description="Provision an IdP roster into the Delinea Platform (or any RFC 7644 SCIM service provider).",
@@ -101,15 +123,17 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--ca-bundle", help="overrides SCIM_CA_BUNDLE")
     check.set_defaults(handler=_run_check)
 
-    from scim_pipeline.emulator import cli as emulator_cli
-
     emulator = commands.add_parser("emulator", help="serve the Delinea-compatible emulator on loopback")
-    emulator_cli.add_arguments(emulator)
-    emulator.set_defaults(handler=emulator_cli.run)
+    if emulator_options:
+        from scim_pipeline.emulator import cli as emulator_cli
+
+        emulator_cli.add_arguments(emulator)
+        emulator.set_defaults(handler=emulator_cli.run)
     return parser
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    from scim_pipeline.scim import ConfigurationError, ConnectionSettings
     from scim_pipeline.scim.check import run_check
 
     overrides = {
@@ -136,7 +160,9 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    _quiet_dagster_warnings()
     from scim_pipeline.runner import run_sync_cycle
+    from scim_pipeline.scim import ConfigurationError
 
     for name in ("SCIM_BASE_URL",):
         if os.environ.get(name):
@@ -145,6 +171,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_sync(args: argparse.Namespace) -> int:
+    _quiet_dagster_warnings()
     from scim_pipeline.runner import run_sync_cycle
 
     return run_sync_cycle(
