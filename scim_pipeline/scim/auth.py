@@ -85,7 +85,8 @@ class ClientCredentialsAuth(httpx.Auth):
                 return self._token
             return await self._fetch()
 
-    async def _refetch_after_401(self, rejected: str) -> str:
+    async def refetch_after_401(self, rejected: str) -> str:
+        """A new token after the server refused ``rejected`` (one refetch shared by every caller it refused)."""
         async with self._lock:
             if self._token is not None and self._token != rejected and self._is_fresh():
                 return self._token  # another caller already replaced the rejected token
@@ -141,7 +142,7 @@ class ClientCredentialsAuth(httpx.Auth):
         response = yield request
         if response.status_code == httpx.codes.UNAUTHORIZED:
             logger.info("the SCIM server refused the access token; fetching a new one once")
-            token = await self._refetch_after_401(token)
+            token = await self.refetch_after_401(token)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
 

@@ -30,6 +30,7 @@ from scim_pipeline.scim import (
     ScimServiceUnavailable,
     ScimTransportError,
 )
+from scim_pipeline.scim import client as client_module
 from scim_pipeline.scim.client import RateLimiter, parse_retry_after
 
 from .mock_service import (
@@ -190,6 +191,52 @@ async def test_transient_statuses_are_retried(status: int) -> None:
         result = await client.get("Users", "id-1")
         assert client.stats.retries == 2
     assert (result.status, result.attempts) == (200, 3)
+
+
+async def test_a_call_that_succeeds_at_once_sets_up_no_retry_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry loop is only built after a first failure (it is the costliest part of a call that succeeds)."""
+    loops: list[str] = []
+    original = client_module.stamina.retry_context
+
+    def counting_retry_context(**kwargs: Any) -> Any:
+        loops.append("built")
+        return original(**kwargs)
+
+    monkeypatch.setattr(client_module.stamina, "retry_context", counting_retry_context)
+    service = MockScim(lambda request: scim_json(201 if request.method == "POST" else 200, _user(1)))
+    async with ScimClient(mock_settings(), transport=service.transport) as client:
+        await client.create("Users", user_payload("user1"))
+        await client.get("Users", "id-1")
+        await client.patch("Users", "id-1", [{"op": "replace", "path": "active", "value": False}])
+    assert loops == []
+    flaky = _flaky([scim_error(503)], scim_json(200, _user(1)))
+    async with ScimClient(mock_settings(), transport=flaky.transport) as client:
+        result = await client.get("Users", "id-1")
+    assert loops == ["built"]
+    assert (result.attempts, client.stats.retries) == (2, 1)
+
+
+async def test_a_create_failing_once_is_retried_with_the_same_attempt_numbers() -> None:
+    service = _flaky([scim_error(503), scim_error(429)], scim_json(201, _user(1)))
+    async with ScimClient(mock_settings(), transport=service.transport) as client:
+        result = await client.create("Users", user_payload("user1"))
+    assert (result.status, result.attempts, result.adopted) == (201, 3, False)
+    assert [r.method for r in service.scim_requests] == ["POST", "POST", "POST"]
+
+
+async def test_every_request_carries_the_client_headers_token_and_timeouts() -> None:
+    service = MockScim(lambda request: scim_json(200, _user(1)))
+    async with ScimClient(mock_settings(timeout_s=7.0), transport=service.transport) as client:
+        await client.patch("Users", "id-1", [{"op": "replace", "path": "active", "value": False}])
+        await client.get("Users", "id-1", attributes=["userName"])
+    patch, get = service.scim_requests
+    assert patch.headers["content-type"] == "application/scim+json"
+    assert patch.headers["accept"].startswith("application/scim+json")
+    assert patch.headers["user-agent"].startswith("python-httpx/")
+    assert patch.headers["authorization"] == "Bearer token-1"
+    assert "content-type" not in get.headers
+    assert get.url.params["attributes"] == "userName"
+    assert patch.extensions["timeout"] == {"connect": 7.0, "read": 7.0, "write": 7.0, "pool": 7.0}
 
 
 async def test_retry_after_in_seconds_is_honoured_and_capped() -> None:
