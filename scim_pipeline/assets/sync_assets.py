@@ -276,7 +276,7 @@ def build_sync_assets(shards: int) -> SyncAssets:
         run_shards = frozenset(shards_of(context.partition_keys))
         settings = changes.PlanSettings(deprovision=sync_policy.deprovision, shards=run_shards, include_groups=False)
         with provisioning_state.open(context.instance) as state:
-            planned = changes.plan_users(idp_users, state.snapshot(run_shards), settings)
+            planned = changes.plan_users(idp_users, _managed(state, users=True, user_shards=run_shards), settings)
             managed_counts = state.counts(run_shards)
         planned = hold_rejected(planned, roster_rejections, table="users")
         change_set = changes.ChangeSet.empty().replace(users=planned)
@@ -326,7 +326,7 @@ def build_sync_assets(shards: int) -> SyncAssets:
             group_deprovision=scim_target.group_deprovision(sync_policy.deprovision),
         )
         with provisioning_state.open(context.instance) as state:
-            planned = changes.plan_groups(idp_groups, state.snapshot(), settings)
+            planned = changes.plan_groups(idp_groups, _managed(state, groups=True), settings)
         planned = hold_rejected(planned, roster_rejections, table="groups")
         summary = changes.ChangeSet.empty().replace(groups=planned).summary()
         return Output(
@@ -390,7 +390,8 @@ def build_sync_assets(shards: int) -> SyncAssets:
         settings = changes.PlanSettings(member_chunk=scim_target.member_chunk)
         roster_frames = _RosterFrames(users=idp_users, groups=idp_groups, memberships=idp_memberships)
         with provisioning_state.open(context.instance) as state:
-            planned, deferred = changes.plan_memberships(roster_frames, state.snapshot(), settings)
+            managed = _managed(state, users=True, user_columns=_MEMBERSHIP_USER_COLUMNS, groups=True, memberships=True)
+            planned, deferred = changes.plan_memberships(roster_frames, managed, settings)
         summary = changes.ChangeSet.empty().replace(memberships=planned, deferred=deferred).summary()
         return Output(
             planned,
@@ -607,6 +608,37 @@ class _ProgressReporter:
         message = f"{self._kind}: {done:,}/{total:,} changes done"
         self._context.log.info(message)
         progress_logger.info(message)
+
+
+_MEMBERSHIP_USER_COLUMNS = ("key_norm", "scim_id", "shard")
+"""The managed-user columns a membership plan reads (the SCIM ids members are added by)."""
+
+
+def _managed(
+    state: Any,
+    *,
+    users: bool = False,
+    user_shards: frozenset[int] | None = None,
+    user_columns: tuple[str, ...] | None = None,
+    groups: bool = False,
+    memberships: bool = False,
+) -> Any:
+    """What we manage, limited to what one planning step reads.
+
+    `state.snapshot()` reads every managed user, group and membership; the user, group and membership steps would
+    each pay for all of it (the memberships are the largest read) and use a part. Users are read for `user_shards`
+    (None: all) with `user_columns` (default: the plan's); the parts left out are empty frames with the snapshot's
+    columns.
+    """
+    from scim_pipeline.sync.state import PLAN_USER_COLUMNS, ManagedSnapshot
+
+    empty = ManagedSnapshot.empty()
+    return ManagedSnapshot(
+        users=state.managed_users(user_shards, columns=user_columns or PLAN_USER_COLUMNS) if users else empty.users,
+        groups=state.managed_groups() if groups else empty.groups,
+        memberships=state.managed_memberships() if memberships else empty.memberships,
+        attrs_loader=state.load_attrs,
+    )
 
 
 class _RosterFrames:

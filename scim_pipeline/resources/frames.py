@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from scim_pipeline.resources.home import pipeline_home
 
@@ -28,6 +28,12 @@ class ShardedParquetIOManager(ConfigurableIOManager):
         default=None,
         description="Folder for the Parquet files; defaults to <DAGSTER_HOME>/scim_pipeline/frames.",
     )
+
+    # The roster frames (idp_users, idp_groups, idp_memberships, roster_rejections) are inputs of two or three steps
+    # of the same run; decoding idp_users again for each is the largest share of a cycle's Parquet reads. What was
+    # read is kept for the run (one IO manager per run) and handed out as a copy, so no step sees another's edits;
+    # a copy shares the Arrow string buffers, so the cache costs no second copy of the data.
+    _unpartitioned_reads: dict[Path, tuple[tuple[int, int, int], pd.DataFrame]] = PrivateAttr(default_factory=dict)
 
     def _root(self, context: InputContext | OutputContext) -> Path:
         if self.base_dir:
@@ -63,7 +69,7 @@ class ShardedParquetIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pd.DataFrame:
         folder = self._asset_dir(context)
         if not context.has_asset_partitions:
-            return pd.read_parquet(folder.with_suffix(".parquet"))
+            return self._read_unpartitioned(folder.with_suffix(".parquet"))
         frames = []
         for key in context.asset_partition_keys:
             path = folder / f"{key}.parquet"
@@ -73,6 +79,16 @@ class ShardedParquetIOManager(ConfigurableIOManager):
                 )
             frames.append(pd.read_parquet(path))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _read_unpartitioned(self, path: Path) -> pd.DataFrame:
+        stat = path.stat()
+        # A rewrite replaces the file (write-then-rename): a new inode, so an output written since is never missed.
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._unpartitioned_reads.get(path)
+        if cached is None or cached[0] != version:
+            cached = (version, pd.read_parquet(path))
+            self._unpartitioned_reads[path] = cached
+        return cached[1].copy()
 
 
 def _instance_of(context: InputContext | OutputContext) -> Any:

@@ -33,3 +33,17 @@ def test_an_unpartitioned_frame_round_trips(tmp_path: Path) -> None:
     manager.handle_output(build_output_context(asset_key=AssetKey("idp_groups")), frame)
     loaded = manager.load_input(build_input_context(asset_key=AssetKey("idp_groups")))
     pd.testing.assert_frame_equal(loaded, frame)
+
+
+def test_a_frame_read_twice_is_read_once_as_independent_copies_until_rewritten(tmp_path: Path) -> None:
+    manager = ShardedParquetIOManager(base_dir=str(tmp_path))
+    manager.handle_output(build_output_context(asset_key=AssetKey("idp_users")), pd.DataFrame({"key": ["a", "b"]}))
+    first = manager.load_input(build_input_context(asset_key=AssetKey("idp_users")))
+    first.loc[0, "key"] = "edited by one step"
+    first["added"] = 1
+
+    second = manager.load_input(build_input_context(asset_key=AssetKey("idp_users")))
+    assert second.to_dict("list") == {"key": ["a", "b"]}
+
+    manager.handle_output(build_output_context(asset_key=AssetKey("idp_users")), pd.DataFrame({"key": ["c"]}))
+    assert manager.load_input(build_input_context(asset_key=AssetKey("idp_users")))["key"].tolist() == ["c"]
