@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -238,16 +239,36 @@ def group_attribute_columns(groups: pd.DataFrame) -> list[str]:
     return [c for c in groups.columns if c not in _GROUP_META]
 
 
+# One encoder for every payload: `json.dumps` with options builds a new one per call (two per planned create).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     """Rows as dicts of present values (NA left out), for the changed rows only."""
     if frame.empty:
         return []
-    values = frame[columns].astype(object).to_numpy()
-    return [{c: v for c, v in zip(columns, row, strict=True) if not is_missing(v)} for row in values]
+    values: list[list[Any]] = []
+    present: list[list[bool]] = []
+    for name in columns:
+        column = frame[name]
+        objects = column.astype(object).to_numpy()
+        values.append(objects.tolist())
+        # Which values are present, a column at a time where the dtype says what can be missing (a first onboarding
+        # builds a record per roster user); any other dtype asks `is_missing` value by value.
+        if isinstance(column.dtype, pd.StringDtype):
+            present.append((column.notna() & column.ne("")).fillna(False).to_numpy(dtype=bool).tolist())
+        elif column.dtype == bool:
+            present.append([True] * len(column))
+        else:
+            present.append([not is_missing(value) for value in objects])
+    return [
+        dict(compress(zip(columns, row, strict=True), keep))
+        for row, keep in zip(zip(*values, strict=True), zip(*present, strict=True), strict=True)
+    ]
 
 
 def _manager_resolver(managed_users: pd.DataFrame) -> Callable[[str], str | None]:
@@ -347,9 +368,7 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
                     ],
                     # Stored once the create succeeds in full (a manager filled in at send time included).
                     "attrs_hash": [
-                        int(h)
-                        if _recorded_in_full({**written, MANAGER_PATH: rec.get(MANAGER_PATH)}, rec, attr_cols)
-                        else UNKNOWN_HASH
+                        int(h) if _create_recorded_in_full(written, rec) else UNKNOWN_HASH
                         for h, rec, (_, written) in zip(r_hash[create_mask], records, built, strict=True)
                     ],
                 },
@@ -485,6 +504,17 @@ def _recorded_in_full(written: Mapping[str, Any], record: Mapping[str, Any], col
     """Whether the values recorded after a call are the roster row's on every mapped column (then the roster's
     hash may be stored with them)."""
     return all(written.get(c) == record.get(c) for c in columns)
+
+
+def _create_recorded_in_full(written: dict[str, Any], record: dict[str, Any]) -> bool:
+    """`_recorded_in_full` of a create, a manager filled in at send time counting as written.
+
+    Both dicts hold only present values (never None) of mapped columns, so comparing them whole (in C) answers the
+    same as the column-by-column walk, at a fraction of its cost per planned create.
+    """
+    if MANAGER_PATH in record and MANAGER_PATH not in written:
+        written = {**written, MANAGER_PATH: record[MANAGER_PATH]}
+    return written == record
 
 
 def _update_label(operations: list[dict[str, Any]], was_active: Any) -> str:

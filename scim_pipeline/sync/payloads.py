@@ -103,30 +103,50 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
+def _placement(path: str) -> tuple[str | None, str, str | None, str | None, bool]:
+    """Where a path's value goes: schema, attribute, sub-attribute, `type eq` value, whether it is the manager."""
+    parsed = parse_path(path)
+    return parsed.schema, parsed.attribute, parsed.sub, parsed.type_value, parsed.is_manager
+
+
 def _set_value(
-    body: dict[str, Any], parsed: AttributePath, value: Any, resolve_manager: ManagerResolver | None
+    body: dict[str, Any],
+    path: str,
+    value: Any,
+    resolve_manager: ManagerResolver | None,
+    extensions: list[str] | None = None,
 ) -> bool:
-    """Place one value into a body; False when it was left out (an unresolved manager)."""
-    if parsed.is_manager:
+    """Place one value into a body; False when it was left out (an unresolved manager). The URN of each extension
+    schema container it creates is appended to `extensions`."""
+    schema, attribute, sub, type_value, is_manager = _placement(path)
+    if is_manager:
         manager_id = resolve_manager(str(value)) if resolve_manager else None
         if manager_id is None:
             return False
         value = {"value": manager_id}
-    container = body if parsed.schema is None else body.setdefault(parsed.schema, {})
-    if parsed.type_value is not None:
-        entries: list[dict[str, Any]] = container.setdefault(parsed.attribute, [])
-        entry = next((e for e in entries if e.get("type") == parsed.type_value), None)
+    if schema is None:
+        container = body
+    else:
+        container = body.get(schema)
+        if container is None:
+            container = body[schema] = {}
+            if extensions is not None:
+                extensions.append(schema)
+    if type_value is not None:
+        entries: list[dict[str, Any]] = container.setdefault(attribute, [])
+        entry = next((e for e in entries if e.get("type") == type_value), None)
         if entry is None:
-            entry = {"type": parsed.type_value}
+            entry = {"type": type_value}
             if not entries:
                 entry["primary"] = True
             entries.append(entry)
-        entry[parsed.sub or "value"] = value
+        entry[sub or "value"] = value
         return True
-    if parsed.sub is not None:
-        container.setdefault(parsed.attribute, {})[parsed.sub] = value
+    if sub is not None:
+        container.setdefault(attribute, {})[sub] = value
         return True
-    container[parsed.attribute] = value
+    container[attribute] = value
     return True
 
 
@@ -140,17 +160,26 @@ def user_body(
     """
     body: dict[str, Any] = {"schemas": [CORE_USER_SCHEMA]}
     written: dict[str, Any] = {}
+    # Extension containers in the order they were created: the body's keys that are schema URNs.
+    extensions: list[str] = []
     for path, raw in attrs.items():
-        if is_missing(raw):
+        # Most values are text: test those directly (a first onboarding builds a body per roster user).
+        if raw.__class__ is str:
+            if not raw:
+                continue
+            value = raw
+        elif is_missing(raw):
             continue
-        value = _plain(raw)
-        if _set_value(body, parse_path(path), value, resolve_manager):
+        else:
+            value = _plain(raw)
+        if _set_value(body, path, value, resolve_manager, extensions):
             written[path] = value
+    schemas = body["schemas"]
     if ENTERPRISE_USER_SCHEMA in body:
-        body["schemas"].append(ENTERPRISE_USER_SCHEMA)
-    for schema in list(body):
-        if schema.lower().startswith("urn:") and schema not in body["schemas"]:
-            body["schemas"].append(schema)
+        schemas.append(ENTERPRISE_USER_SCHEMA)
+    for schema in extensions:
+        if schema not in schemas:
+            schemas.append(schema)
     return body, written
 
 
@@ -160,7 +189,7 @@ def group_body(attrs: Mapping[str, Any]) -> dict[str, Any]:
     for path, raw in attrs.items():
         if is_missing(raw) or path == "members":
             continue
-        _set_value(body, parse_path(path), _plain(raw), None)
+        _set_value(body, path, _plain(raw), None)
     return body
 
 
