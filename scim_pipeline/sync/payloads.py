@@ -125,14 +125,12 @@ def _set_value(
         if manager_id is None:
             return False
         value = {"value": manager_id}
-    if schema is None:
-        container = body
-    else:
-        container = body.get(schema)
-        if container is None:
-            container = body[schema] = {}
-            if extensions is not None:
-                extensions.append(schema)
+    container: dict[str, Any] | None = body if schema is None else body.get(schema)
+    if container is None:
+        assert schema is not None
+        container = body[schema] = {}
+        if extensions is not None:
+            extensions.append(schema)
     if type_value is not None:
         entries: list[dict[str, Any]] = container.setdefault(attribute, [])
         entry = next((e for e in entries if e.get("type") == type_value), None)
