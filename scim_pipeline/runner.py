@@ -143,8 +143,8 @@ def run_sync_cycle(
     from dagster import DagsterInstance
 
     from scim_pipeline.assets.jobs import PLAN_JOB, RECONCILE_RUN_CONFIG, SYNC_JOB
+    from scim_pipeline.assets.location import DEMO_BANNER, build_definitions
     from scim_pipeline.assets.partitions import contiguous_ranges, range_tags
-    from scim_pipeline.definitions import DEMO_BANNER, build_definitions
     from scim_pipeline.resources.pipeline import shards_from_env
 
     ensure_dagster_home()

@@ -162,8 +162,6 @@ def build_sync_assets(shards: int) -> SyncAssets:
         roster: RosterSourceResource,
         provisioning_state: ProvisioningStateResource,
     ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
-        from scim_pipeline.sync import reconcile
-
         with provisioning_state.open(context.instance) as state:
             first_run = state.is_empty()
             if not (first_run or config.reconcile):
@@ -182,6 +180,9 @@ def build_sync_assets(shards: int) -> SyncAssets:
             async def read_target() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 async with scim_target.get_client() as client:
                     return await client.search("Users"), await client.search("Groups")
+
+            # Imported only when the target is read: most cycles skip it.
+            from scim_pipeline.sync import reconcile
 
             target_users, target_groups = asyncio.run(read_target())
             adoption_counts: dict[str, int] = {}
