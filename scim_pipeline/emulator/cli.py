@@ -82,9 +82,29 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # The handler goes in before the "Press Ctrl-C" line: whoever reads that line may stop us at once.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
+    try:
+        _print_connection(config, server, args.db)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    return 0
+
+
+def _print_connection(config: EmulatorConfig, server: EmulatorServer, db: str | None) -> None:
     client_id, secret = next(iter(config.clients.items()))
     shown_secret = secret if (client_id, secret) == (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET) else "<your secret>"
-    where = f"state in {args.db}" if args.db else "state in memory"
+    where = f"state in {db}" if db else "state in memory"
     print(f"Delinea SCIM emulator listening ({where})")
     print(f"  SCIM base URL: {server.base_url}")
     print(f"  token URL:     {server.token_url}")
@@ -94,18 +114,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"  export SCIM_CLIENT_ID={client_id}")
     print(f"  export SCIM_CLIENT_SECRET={shown_secret}")
     print("Press Ctrl-C to stop.", flush=True)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        server.stop()
-    return 0
