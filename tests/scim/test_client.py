@@ -14,6 +14,7 @@ from typing import Any
 import certifi
 import httpx
 import pytest
+import stamina
 
 from scim_pipeline.scim import (
     AmbiguousMatchError,
@@ -30,7 +31,6 @@ from scim_pipeline.scim import (
     ScimServiceUnavailable,
     ScimTransportError,
 )
-from scim_pipeline.scim import client as client_module
 from scim_pipeline.scim.client import RateLimiter, parse_retry_after
 
 from .mock_service import (
@@ -196,13 +196,13 @@ async def test_transient_statuses_are_retried(status: int) -> None:
 async def test_a_call_that_succeeds_at_once_sets_up_no_retry_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The retry loop is only built after a first failure (it is the costliest part of a call that succeeds)."""
     loops: list[str] = []
-    original = client_module.stamina.retry_context
+    original = stamina.retry_context
 
     def counting_retry_context(**kwargs: Any) -> Any:
         loops.append("built")
         return original(**kwargs)
 
-    monkeypatch.setattr(client_module.stamina, "retry_context", counting_retry_context)
+    monkeypatch.setattr(stamina, "retry_context", counting_retry_context)
     service = MockScim(lambda request: scim_json(201 if request.method == "POST" else 200, _user(1)))
     async with ScimClient(mock_settings(), transport=service.transport) as client:
         await client.create("Users", user_payload("user1"))
