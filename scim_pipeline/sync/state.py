@@ -538,9 +538,11 @@ class ProvisioningState:
 
     def managed_memberships(self) -> pd.DataFrame:
         """The (group_key_norm, user_key_norm) pairs we added or adopted."""
+        columns = ("group_key_norm", "user_key_norm")
+        sql = "SELECT " + ", ".join(_json_column(c) for c in columns) + " FROM managed_memberships"
         with self._lock:
-            rows = self._conn.execute("SELECT group_key_norm, user_key_norm FROM managed_memberships").fetchall()
-        return _frame(rows, ("group_key_norm", "user_key_norm"))
+            texts = self._conn.execute(sql).fetchone()
+        return _frame_from_json(texts, columns)
 
     def snapshot(self, shards: Iterable[int] | None = None) -> ManagedSnapshot:
         """Everything a plan needs. With ``shards``, users are limited to them (groups and memberships are not)."""
