@@ -46,6 +46,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping
+from typing import cast
 
 import httpx
 
@@ -119,8 +120,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's TCP transports implement asyncio.Transport without subclassing it, and
+        # a code location may run its assets on uvloop.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer

@@ -117,3 +117,19 @@ async def test_a_conflict_matched_on_external_id_is_adopted_through_a_filter_del
             )
     sent = [r.query for r in delinea.emulator.requests if r.method == "GET"]
     assert all("externalId" not in query for query in sent)
+
+
+def test_the_client_runs_on_uvloop_too(delinea: Any) -> None:
+    """A code location may run its assets on uvloop, whose transports do not subclass asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def provision() -> list[str]:
+        async with ScimClient(_settings(delinea, max_concurrency=8)) as client:
+            created = await asyncio.gather(*(client.create("Users", {"userName": f"uv{i}"}) for i in range(40)))
+            found = await client.find_one("Users", "userName", "uv7")
+        assert found is not None
+        return [str(result.scim_id) for result in created]
+
+    ids = uvloop.run(provision())
+    assert len(set(ids)) == 40
+    assert {r.status for r in _requests(delinea, token=False)} == {200, 201}
