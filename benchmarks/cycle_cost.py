@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from end_to_end import EmulatorProcess, count_requests, emulator_process, write_roster
 
 import scim_pipeline.sync.cycle as cycle_module
-from scim_pipeline.scim import ConnectionSettings, ScimClient
+from scim_pipeline.scim import ScimClient
 from scim_pipeline.sources import FolderRosterSource
 from scim_pipeline.sync.cycle import run_cycle
 from scim_pipeline.sync.roster import Roster, build_roster
@@ -93,17 +93,6 @@ class Measured:
     failures: int
 
 
-def _settings(emulator: EmulatorProcess, concurrency: int) -> ConnectionSettings:
-    env = emulator.env()
-    return ConnectionSettings(
-        base_url=emulator.base_url,
-        token_url=emulator.token_url,
-        client_id=env["SCIM_CLIENT_ID"],
-        client_secret=env["SCIM_CLIENT_SECRET"],
-        max_concurrency=concurrency,
-    )
-
-
 async def _cycle(
     emulator: EmulatorProcess, state_path: Path, roster: Roster, concurrency: int
 ) -> tuple[float, float, float, int]:
@@ -123,7 +112,7 @@ async def _cycle(
     state = ProvisioningState.open(state_path)
     cpu, wall = time.process_time(), time.perf_counter()
     try:
-        async with ScimClient(_settings(emulator, concurrency)) as client:
+        async with ScimClient(emulator.settings(concurrency=concurrency)) as client:
             report = await run_cycle(client, state, roster, run_id="cycle-cost", guards=None)
     finally:
         state.close()

@@ -36,6 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client_throughput import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, _wait_for
 
+from scim_pipeline.scim import ConnectionSettings
+
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,6 +68,17 @@ class EmulatorProcess:
         complete = data[: data.rfind(b"\n") + 1]
         self._log_offset += len(complete)
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def settings(self, *, concurrency: int, rate_limit_per_s: float | None = None) -> ConnectionSettings:
+        """Client settings for this emulator (its demo client credentials)."""
+        return ConnectionSettings(
+            base_url=self.base_url,
+            token_url=self.token_url,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+            max_concurrency=concurrency,
+            rate_limit_per_s=rate_limit_per_s,
+        )
 
     def env(self) -> dict[str, str]:
         """The SCIM_* variables pointing the pipeline at this emulator."""

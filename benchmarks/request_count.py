@@ -35,7 +35,7 @@ from end_to_end import (
     write_roster,
 )
 
-from scim_pipeline.scim import ConnectionSettings, ScimClient
+from scim_pipeline.scim import ScimClient
 from scim_pipeline.sources import FolderRosterSource
 from scim_pipeline.sync.cycle import run_cycle
 from scim_pipeline.sync.roster import Roster, build_roster
@@ -61,13 +61,7 @@ def _load(folder: Path) -> Roster:
 async def _run(
     emulator: EmulatorProcess, state_path: Path, roster: Roster, run_id: str, concurrency: int
 ) -> tuple[RequestCounts, float, int]:
-    settings = ConnectionSettings(
-        base_url=emulator.base_url,
-        token_url=emulator.token_url,
-        client_id=emulator.env()["SCIM_CLIENT_ID"],
-        client_secret=emulator.env()["SCIM_CLIENT_SECRET"],
-        max_concurrency=concurrency,
-    )
+    settings = emulator.settings(concurrency=concurrency)
     emulator.take_requests()
     state = ProvisioningState.open(state_path)
     started = time.perf_counter()

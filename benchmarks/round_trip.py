@@ -22,18 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from end_to_end import EmulatorProcess, emulator_process
 
-from scim_pipeline.scim import ConnectionSettings, ScimClient
+from scim_pipeline.scim import ScimClient
 
 
 async def _run(emulator: EmulatorProcess, ops: int, concurrency: int) -> tuple[float, float, list[float]]:
-    env = emulator.env()
-    settings = ConnectionSettings(
-        base_url=emulator.base_url,
-        token_url=emulator.token_url,
-        client_id=env["SCIM_CLIENT_ID"],
-        client_secret=env["SCIM_CLIENT_SECRET"],
-        max_concurrency=concurrency,
-    )
+    settings = emulator.settings(concurrency=concurrency)
     round_trips: list[float] = []
     async with ScimClient(settings) as client:
         await client.get_json("/ServiceProviderConfig")  # token and a first connection before the clock starts

@@ -30,7 +30,7 @@ import stamina.instrumentation
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from end_to_end import EmulatorProcess, count_requests, emulator_process
 
-from scim_pipeline.scim import ConnectionSettings, ScimClient, ScimPipelineError
+from scim_pipeline.scim import ScimClient, ScimPipelineError
 
 
 @dataclass
@@ -50,18 +50,6 @@ class Measure:
         return self.ops / self.wall_s if self.wall_s else 0.0
 
 
-def _settings(emulator: EmulatorProcess, concurrency: int, rate: float | None) -> ConnectionSettings:
-    env = emulator.env()
-    return ConnectionSettings(
-        base_url=emulator.base_url,
-        token_url=emulator.token_url,
-        client_id=env["SCIM_CLIENT_ID"],
-        client_secret=env["SCIM_CLIENT_SECRET"],
-        max_concurrency=concurrency,
-        rate_limit_per_s=rate,
-    )
-
-
 async def _creates(
     emulator: EmulatorProcess,
     label: str,
@@ -76,7 +64,7 @@ async def _creates(
     created: list[str] = []
     failed = 0
     counter = iter(range(10**9))
-    async with ScimClient(_settings(emulator, concurrency, rate)) as client:
+    async with ScimClient(emulator.settings(concurrency=concurrency, rate_limit_per_s=rate)) as client:
         await client.get_json("/ServiceProviderConfig")  # token and first connection
         emulator.take_requests()
         emulator_cpu = emulator.cpu_s()
