@@ -368,8 +368,8 @@ class ScimClient:
         raise AssertionError("unreachable")
 
     def _request_headers(self, headers: dict[str, str], token: str | None) -> list[tuple[str, str]]:
-        merged = [item for item in self._default_headers if item[0].lower() not in _lowered(headers)]
-        merged.extend(headers.items())
+        # The per-call headers (Content-Type, If-Match) are never among the client's defaults: no merging needed.
+        merged = [*self._default_headers, *headers.items()]
         if token is not None:
             merged.append(("Authorization", f"Bearer {token}"))
         return merged
@@ -973,15 +973,6 @@ def _cached_url(url: str) -> httpx.URL:
     """Parsed URLs of the paths the client sends to again and again (the collections, groups being patched):
     httpx validates every character of a URL it parses. ``httpx.URL`` is immutable, so sharing one is safe."""
     return httpx.URL(url)
-
-
-@functools.lru_cache(maxsize=64)
-def _lowered_names(names: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(name.lower() for name in names)
-
-
-def _lowered(headers: Mapping[str, str]) -> frozenset[str]:
-    return _lowered_names(tuple(headers))
 
 
 def _sets_cookies(response: httpx.Response) -> bool:
