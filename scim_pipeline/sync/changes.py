@@ -208,6 +208,33 @@ def _dtype(name: str) -> Any:
     return "string"
 
 
+def _left_roster_frame(
+    rows: pd.DataFrame,
+    op: str,
+    shards: Any,
+    *,
+    payloads: list[str] | None = None,
+    attrs: list[str] | None = None,
+) -> pd.DataFrame:
+    """Changes for managed objects that left the roster: a deprovisioning ``op`` on their SCIM id, or ``resolve`` (a
+    create that may have landed without us learning its id: looked up before it is forgotten)."""
+    count = len(rows)
+    data: dict[str, Any] = {
+        "op": [op] * count,
+        "key_norm": rows["key_norm"].to_numpy(dtype=object),
+        "key": rows["key"].to_numpy(dtype=object),
+        "shard": shards,
+        "payload": [""] * count if payloads is None else payloads,
+        "attrs": ["{}"] * count if attrs is None else attrs,
+        "reason": ["left_roster"] * count,
+    }
+    if op == "resolve":
+        data["lookup_first"] = [True] * count
+    else:
+        data["scim_id"] = rows["scim_id"].to_numpy(dtype=object)
+    return _frame(CHANGE_COLUMNS, data)
+
+
 def _frame(columns: tuple[str, ...], data: dict[str, Any]) -> pd.DataFrame:
     length = max((len(v) for v in data.values() if not np.isscalar(v)), default=0)
     out: dict[str, Any] = {}
@@ -390,41 +417,13 @@ def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: P
             payloads = [_dumps([{"op": "replace", "path": "active", "value": False}])] * len(rows)
             attrs = [_dumps({**o, "active": False}) for o in old]
             op = "disable"
-        frames.append(
-            _frame(
-                CHANGE_COLUMNS,
-                {
-                    "op": [op] * len(rows),
-                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
-                    "key": rows["key"].to_numpy(dtype=object),
-                    "scim_id": rows["scim_id"].to_numpy(dtype=object),
-                    "shard": rows["shard"].to_numpy(),
-                    "payload": payloads,
-                    "attrs": attrs,
-                    "reason": ["left_roster"] * len(rows),
-                },
-            )
-        )
+        frames.append(_left_roster_frame(rows, op, rows["shard"].to_numpy(), payloads=payloads, attrs=attrs))
 
     # A create of someone who left the roster may have landed: look it up before forgetting it.
     resolve_mask = ~in_roster & in_state & ~has_id
     if resolve_mask.any():
         rows = current.iloc[m_pos[resolve_mask]]
-        frames.append(
-            _frame(
-                CHANGE_COLUMNS,
-                {
-                    "op": ["resolve"] * len(rows),
-                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
-                    "key": rows["key"].to_numpy(dtype=object),
-                    "shard": rows["shard"].to_numpy(),
-                    "payload": [""] * len(rows),
-                    "attrs": ["{}"] * len(rows),
-                    "lookup_first": [True] * len(rows),
-                    "reason": ["left_roster"] * len(rows),
-                },
-            )
-        )
+        frames.append(_left_roster_frame(rows, "resolve", rows["shard"].to_numpy()))
 
     # Updates: managed, still in the roster, attribute hash differs.
     update_mask = in_roster & has_id & (r_hash != m_hash)
@@ -564,40 +563,12 @@ def plan_groups(roster_groups: pd.DataFrame, managed: ManagedSnapshot, settings:
     if gone_mask.any():
         rows = current.iloc[m_pos[gone_mask]]
         op = "delete" if settings.group_deprovision == "delete" else "release"
-        frames.append(
-            _frame(
-                CHANGE_COLUMNS,
-                {
-                    "op": [op] * len(rows),
-                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
-                    "key": rows["key"].to_numpy(dtype=object),
-                    "scim_id": rows["scim_id"].to_numpy(dtype=object),
-                    "shard": [0] * len(rows),
-                    "payload": [""] * len(rows),
-                    "attrs": ["{}"] * len(rows),
-                    "reason": ["left_roster"] * len(rows),
-                },
-            )
-        )
+        frames.append(_left_roster_frame(rows, op, [0] * len(rows)))
 
     resolve_mask = ~in_roster & in_state & ~has_id
     if resolve_mask.any():
         rows = current.iloc[m_pos[resolve_mask]]
-        frames.append(
-            _frame(
-                CHANGE_COLUMNS,
-                {
-                    "op": ["resolve"] * len(rows),
-                    "key_norm": rows["key_norm"].to_numpy(dtype=object),
-                    "key": rows["key"].to_numpy(dtype=object),
-                    "shard": [0] * len(rows),
-                    "payload": [""] * len(rows),
-                    "attrs": ["{}"] * len(rows),
-                    "lookup_first": [True] * len(rows),
-                    "reason": ["left_roster"] * len(rows),
-                },
-            )
-        )
+        frames.append(_left_roster_frame(rows, "resolve", [0] * len(rows)))
 
     update_mask = in_roster & has_id & (r_hash != m_hash)
     if update_mask.any():
