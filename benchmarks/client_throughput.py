@@ -46,10 +46,9 @@ class Cell:
     errors: int
 
 
-@contextlib.contextmanager
-def emulator_subprocess(latency_ms: float, page_size_cap: int) -> Iterator[tuple[str, str]]:
-    """Run the emulator in its own process; yield (base URL, token URL)."""
-    command = [
+def emulator_command(latency_ms: float, page_size_cap: int, *options: str) -> list[str]:
+    """``python -m scim_pipeline.emulator`` on an ephemeral loopback port, with the given knobs."""
+    return [
         sys.executable,
         "-u",
         "-m",
@@ -60,10 +59,23 @@ def emulator_subprocess(latency_ms: float, page_size_cap: int) -> Iterator[tuple
         str(latency_ms),
         "--page-size-cap",
         str(page_size_cap),
+        *options,
     ]
-    with _server_process(command) as output:
-        base_url = _wait_for(output, r"SCIM base URL:\s+(\S+)")
-        token_url = _wait_for(output, r"token URL:\s+(\S+)")
+
+
+@contextlib.contextmanager
+def started_emulator(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """Run an emulator command; yield (process, base URL, token URL) once it listens; stop it on exit."""
+    with _server_process(command) as process:
+        base_url = _wait_for(process.stdout, r"SCIM base URL:\s+(\S+)")
+        token_url = _wait_for(process.stdout, r"token URL:\s+(\S+)")
+        yield process, base_url, token_url
+
+
+@contextlib.contextmanager
+def emulator_subprocess(latency_ms: float, page_size_cap: int) -> Iterator[tuple[str, str]]:
+    """Run the emulator in its own process; yield (base URL, token URL)."""
+    with started_emulator(emulator_command(latency_ms, page_size_cap)) as (_, base_url, token_url):
         yield base_url, token_url
 
 
@@ -74,16 +86,16 @@ def scim2_server_subprocess() -> Iterator[tuple[str, str]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = ["scim2-server", "--hostname", "127.0.0.1", "--port", str(port)]
-    with _server_process(command) as output:
-        base_url = _wait_for(output, r"Serving SCIM on\s+(\S+)")
+    with _server_process(command) as process:
+        base_url = _wait_for(process.stdout, r"Serving SCIM on\s+(\S+)")
         yield base_url, ""
 
 
 @contextlib.contextmanager
-def _server_process(command: list[str]) -> Iterator[Any]:
+def _server_process(command: list[str]) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
     try:
-        yield process.stdout
+        yield process
     finally:
         process.terminate()
         try:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client_throughput import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, _wait_for
+from client_throughput import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, emulator_command, started_emulator
 
 from scim_pipeline.scim import ConnectionSettings
 
@@ -102,36 +102,11 @@ def emulator_process(
     """Start the emulator on an ephemeral loopback port; stop it on exit."""
     log_path = workdir / f"requests-{time.monotonic_ns()}.jsonl"
     log_path.touch()
-    command = [
-        sys.executable,
-        "-u",
-        "-m",
-        "scim_pipeline.emulator",
-        "--port",
-        "0",
-        "--latency-ms",
-        str(latency_ms),
-        "--page-size-cap",
-        str(page_size_cap),
-        "--retry-after",
-        str(retry_after_s),
-        "--request-log",
-        str(log_path),
-    ]
+    options = ["--retry-after", str(retry_after_s), "--request-log", str(log_path)]
     if rate_limit_per_s is not None:
-        command += ["--rate-limit", str(rate_limit_per_s)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-    try:
-        base_url = _wait_for(process.stdout, r"SCIM base URL:\s+(\S+)")
-        token_url = _wait_for(process.stdout, r"token URL:\s+(\S+)")
+        options += ["--rate-limit", str(rate_limit_per_s)]
+    with started_emulator(emulator_command(latency_ms, page_size_cap, *options)) as (process, base_url, token_url):
         yield EmulatorProcess(process, base_url, token_url, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
