@@ -75,6 +75,7 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run a full cycle on the embedded emulator and the sample roster")
+    _add_output_options(demo)
     demo.set_defaults(handler=_run_demo)
 
     for name, help_text in (
@@ -107,8 +108,9 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
         sub.add_argument(
             "--allow-mass-changes",
             action="store_true",
-            help="let this one run pass the deletion, empty-roster and mass-change guards",
+            help="let this one run pass the deletion, empty-roster, mass-change and removal guards",
         )
+        _add_output_options(sub)
         sub.set_defaults(handler=_run_sync, dry_run=name == "plan")
 
     check = commands.add_parser("check", help="prove the token and each resource type answer; print a table")
@@ -130,6 +132,12 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
         emulator_cli.add_arguments(emulator)
         emulator.set_defaults(handler=emulator_cli.run)
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", dest="show_all", action="store_true", help="list everyone, not only the first 10")
+    parser.add_argument("--json", dest="as_json", action="store_true", help="print the outcome as JSON")
+    parser.add_argument("--verbose", action="store_true", help="also print retry and pacing lines")
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -167,7 +175,16 @@ def _run_demo(args: argparse.Namespace) -> int:
     for name in ("SCIM_BASE_URL",):
         if os.environ.get(name):
             raise ConfigurationError(f"`demo` always runs on the embedded emulator: unset {name} (or use `sync`)")
-    return run_sync_cycle(shards=None, dry_run=False, reconcile=False, allow_mass_changes=False, demo=True)
+    return run_sync_cycle(
+        shards=None,
+        dry_run=False,
+        reconcile=False,
+        allow_mass_changes=False,
+        demo=True,
+        show_all=args.show_all,
+        as_json=args.as_json,
+        verbose=args.verbose,
+    )
 
 
 def _run_sync(args: argparse.Namespace) -> int:
@@ -180,6 +197,9 @@ def _run_sync(args: argparse.Namespace) -> int:
         reconcile=args.reconcile,
         allow_mass_changes=args.allow_mass_changes,
         demo=False,
+        show_all=args.show_all,
+        as_json=args.as_json,
+        verbose=args.verbose,
     )
 
 

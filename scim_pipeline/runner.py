@@ -6,46 +6,22 @@ lineage, checks and audit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import socket
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scim_pipeline.scim import ConfigurationError
+from scim_pipeline.settings import PipelineSettings, default_dagster_home
 
-SUMMARY_COUNTS = (
-    ("user_changes", "creates"),
-    ("user_changes", "updates"),
-    ("user_changes", "disables"),
-    ("user_changes", "deletes"),
-    ("group_changes", "creates"),
-    ("group_changes", "renames"),
-    ("membership_changes", "member_adds"),
-    ("membership_changes", "member_removes"),
-    ("membership_changes", "deferred"),
-)
-
-
-@dataclass
-class CycleSummary:
-    """What one CLI cycle did, gathered from the runs' materializations and checks."""
-
-    runs: list[str] = field(default_factory=list)
-    counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    calls: int = 0
-    failures: int = 0
-    rejected_rows: int = 0
-    failed_checks: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    success: bool = True
-
-    def add_count(self, asset: str, name: str, value: int) -> None:
-        self.counts[(asset, name)] = self.counts.get((asset, name), 0) + value
-
+if TYPE_CHECKING:
+    from scim_pipeline.sync.outcome import CycleOutcome
 
 INSTANCE_YAML = """\
 # Written by scim-pipeline for a Dagster home it created.
@@ -60,10 +36,11 @@ concurrency:
 
 
 def ensure_dagster_home() -> Path:
-    """Use $DAGSTER_HOME, or `./.dagster_home` when it is unset (so a fresh machine needs no setup)."""
+    """Use $DAGSTER_HOME, or the per-user default when it is unset (so a fresh machine needs no setup, and a sync
+    started from another folder finds the same state and run history)."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        home = str(Path.cwd() / ".dagster_home")
+        home = str(default_dagster_home())
         os.environ["DAGSTER_HOME"] = home
         print(
             f"DAGSTER_HOME is not set: using {home} (export DAGSTER_HOME={home} before `dagster dev` to see these "
@@ -138,44 +115,49 @@ def run_sync_cycle(
     reconcile: bool,
     allow_mass_changes: bool,
     demo: bool,
+    show_all: bool = False,
+    as_json: bool = False,
+    verbose: bool = False,
 ) -> int:
-    """Run one cycle (or a plan) over the given shards; print a summary; return the process exit code."""
+    """Run one cycle (or a plan) over the given shards through the code location's own job; print what it did (or
+    would do) to whom; return the process exit code."""
     from dagster import DagsterInstance
 
-    from scim_pipeline.assets.jobs import PLAN_JOB, RECONCILE_RUN_CONFIG, SYNC_JOB
-    from scim_pipeline.assets.location import DEMO_BANNER, build_definitions
+    from scim_pipeline.assets.component import DEMO_BANNER, ScimProvisioningComponent
+    from scim_pipeline.assets.cycle import report_path
+    from scim_pipeline.assets.jobs import JobNames, cycle_run_config
     from scim_pipeline.assets.partitions import contiguous_ranges, range_tags
-    from scim_pipeline.resources.pipeline import shards_from_env
+    from scim_pipeline.sync.outcome import CycleOutcome
 
-    ensure_dagster_home()
     env = dict(os.environ)
-    if allow_mass_changes:
-        env["SCIM_ALLOW_MASS_CHANGES"] = "1"
     if demo:
-        env.pop("SCIM_BASE_URL", None)
-        env.pop("SCIM_ROSTER", None)
-        env.pop("SCIM_MAPPING", None)
-    shard_count = shards_from_env(env)
-    wanted = sorted(set(shards)) if shards else list(range(shard_count))
+        for name in ("SCIM_BASE_URL", "SCIM_ROSTER", "SCIM_MAPPING"):
+            env.pop(name, None)
+    settings = PipelineSettings.from_env(env)
+    wanted = sorted(set(shards)) if shards else list(range(settings.shards))
     for shard in wanted:
-        if not 0 <= shard < shard_count:
+        if not 0 <= shard < settings.shards:
             raise ConfigurationError(
-                f"--shard {shard} is out of range: SCIM_SHARDS={shard_count} (0 to {shard_count - 1})"
+                f"--shard {shard} is out of range: SCIM_SHARDS={settings.shards} (0 to {settings.shards - 1})"
             )
-
-    defs = build_definitions(env)
-    if not env.get("SCIM_BASE_URL"):
+    ensure_dagster_home()
+    defs = ScimProvisioningComponent.from_settings(settings).definitions()
+    if settings.demo_mode:
         print(DEMO_BANNER, file=sys.stderr)
-    job = defs.resolve_job_def(PLAN_JOB if dry_run else SYNC_JOB)
+    names = JobNames()
+    job = defs.resolve_job_def(names.sync)
+    op_name = "scim_cycle"
     # Dagster's console logger would print whole tracebacks; the summary below names each failure in one line.
-    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    if reconcile:
-        run_config.update(RECONCILE_RUN_CONFIG)
+    run_config: dict[str, Any] = {
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        **cycle_run_config(op_name, dry_run=dry_run, reconcile=reconcile, allow_mass_changes=allow_mass_changes),
+    }
 
-    summary = CycleSummary()
     instance = DagsterInstance.get()
     release_abandoned_runs(instance)
-    with _progress_to_stderr():
+    outcomes: list[CycleOutcome] = []
+    errors: list[str] = []
+    with _progress_to_stderr(), _retry_chatter(verbose=verbose):
         for first, last in contiguous_ranges(wanted):
             result = job.execute_in_process(
                 instance=instance,
@@ -183,44 +165,34 @@ def run_sync_cycle(
                 run_config=run_config,
                 raise_on_error=False,
             )
-            _collect(result, summary)
+            path = report_path(instance, result.run_id)
+            if path.exists():
+                outcomes.append(CycleOutcome.read(path))
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data is not None:
+                    message = _root_cause(event.step_failure_data.error)
+                    # A guard stop and failed calls are in the outcome already, told in its own words.
+                    if not path.exists():
+                        errors.append(message)
+    outcome = CycleOutcome.merged(outcomes) if outcomes else CycleOutcome(dry_run=dry_run)
+    if as_json:
+        document = outcome.model_dump(mode="json")
+        document["errors"] = errors
+        document["result"] = _result_word(outcome, errors)
+        print(json.dumps(document, indent=2))
+    else:
+        print(render_outcome(outcome, errors=errors, show_all=show_all))
+    return 0 if not (errors or outcome.failed) else 1
 
-    print(render_summary(summary, dry_run=dry_run))
-    return 0 if summary.success else 1
 
-
-def _collect(result: Any, summary: CycleSummary) -> None:
-    summary.runs.append(result.run_id)
-    summary.success = summary.success and result.success
-    seen: set[str] = set()
-    for event in result.get_asset_materialization_events():
-        asset = event.asset_key.to_user_string()
-        # A run over a range of shards records one materialization per shard, each carrying the whole step's
-        # counts: read each asset's figures once.
-        if asset in seen:
-            continue
-        seen.add(asset)
-        metadata = event.materialization.metadata
-        for wanted_asset, name in SUMMARY_COUNTS:
-            if asset == wanted_asset and name in metadata:
-                summary.add_count(asset, name, int(metadata[name].value))
-        if asset in ("user_provisioning", "group_provisioning", "membership_provisioning"):
-            summary.calls += int(metadata["calls"].value) if "calls" in metadata else 0
-            summary.failures += int(metadata["failed"].value) if "failed" in metadata else 0
-            if "circuit_breaker" in metadata:
-                summary.errors.append(f"{asset}: {metadata['circuit_breaker'].value}")
-            if "failure_examples" in metadata:
-                summary.errors.extend(
-                    f"{asset}: {line}" for line in str(metadata["failure_examples"].value).splitlines() if line
-                )
-        if asset == "roster_rejections" and "dagster/row_count" in metadata:
-            summary.rejected_rows = int(metadata["dagster/row_count"].value)
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed:
-            summary.failed_checks.append(f"{evaluation.check_name}: {evaluation.description or 'failed'}")
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            summary.errors.append(f"{event.step_key}: {_root_cause(event.step_failure_data.error)}")
+def _result_word(outcome: CycleOutcome, errors: list[str]) -> str:
+    if errors:
+        return "error"
+    if outcome.stopped_by_guard:
+        return "stopped_by_guard"
+    if outcome.failed:
+        return "failed"
+    return "ok"
 
 
 def _root_cause(error: Any) -> str:
@@ -234,32 +206,129 @@ def _root_cause(error: Any) -> str:
     return re.sub(r"^[\w.]+\.(\w+(Error|Exception|Failure)):", r"\1:", first)
 
 
-def render_summary(summary: CycleSummary, *, dry_run: bool) -> str:
-    """The table printed at the end of `sync`, `plan` and `demo`."""
-    lines = ["", "plan (nothing executed)" if dry_run else "sync summary", ""]
-    width = max(len(f"{asset}.{name}") for asset, name in SUMMARY_COUNTS) + 2
-    for asset, name in SUMMARY_COUNTS:
-        lines.append(f"  {f'{asset}.{name}':<{width}}{summary.counts.get((asset, name), 0):>10,}")
-    if not dry_run:
-        lines.append(f"  {'SCIM calls':<{width}}{summary.calls:>10,}")
-        lines.append(f"  {'failed calls':<{width}}{summary.failures:>10,}")
-    lines.append(f"  {'rejected roster rows':<{width}}{summary.rejected_rows:>10,}")
-    lines.append(f"  {'runs':<{width}}{', '.join(summary.runs)}")
-    if summary.failed_checks:
+_WHO = (
+    ("user", "create", "users created"),
+    ("user", "update", "users updated"),
+    ("user", "enable", "users re-enabled"),
+    ("user", "disable", "users disabled"),
+    ("user", "delete", "users deleted"),
+    ("user", "resolve", "earlier creates looked up"),
+    ("group", "create", "groups created"),
+    ("group", "rename", "groups renamed"),
+    ("group", "update", "groups updated"),
+    ("group", "release", "groups released (our members removed)"),
+    ("group", "delete", "groups deleted"),
+    ("group", "resolve", "earlier group creates looked up"),
+    ("membership", "add", "members added"),
+    ("membership", "remove", "members removed"),
+)
+SHOWN = 10
+
+
+def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, show_all: bool = False) -> str:
+    """What `plan`, `sync` and `demo` print: the counts, then who — first the changes, then what was set aside."""
+    from scim_pipeline.sync.outcome import PLAN_COUNTS
+
+    errors = errors or []
+    limit = None if show_all else SHOWN
+    lines = ["", "plan (nothing executed)" if outcome.dry_run else "sync summary"]
+    if outcome.target:
+        lines.append(f"target: {outcome.target}")
+    lines.append("")
+    width = max(len(label) for _, label in PLAN_COUNTS) + 4
+    for name, label in PLAN_COUNTS:
+        lines.append(f"  {label:<{width}}{outcome.counts.get(name, 0):>10,}")
+    lines.append(f"  {'memberships deferred':<{width}}{outcome.counts.get('deferred', 0):>10,}")
+    lines.append(f"  {'rejected roster rows':<{width}}{outcome.counts.get('rejected_rows', 0):>10,}")
+    if not outcome.dry_run:
+        lines.append(f"  {'SCIM calls':<{width}}{outcome.calls:>10,}")
+        lines.append(f"  {'failed changes':<{width}}{len(outcome.failures):>10,}")
+        if outcome.retries:
+            lines.append(f"  {'retries':<{width}}{outcome.retries:>10,}")
+        if outcome.adopted_users or outcome.adopted_groups:
+            lines.append(f"  {'adopted from the target':<{width}}{outcome.adopted_users + outcome.adopted_groups:>10,}")
+
+    for kind, op, label in _WHO:
+        rows = [row for row in outcome.changes if row.kind == kind and row.op == op]
+        if not rows:
+            continue
         lines.append("")
-        lines.append("stopped by a guard or check:")
-        lines.extend(f"  - {text}" for text in summary.failed_checks)
-    if summary.errors:
+        lines.append(f"{label} ({len(rows):,}):")
+        for row in rows[:limit]:
+            lines.append(f"  {row.key}" + (f" — {row.detail}" if row.detail else ""))
+        lines.extend(_more(len(rows), limit))
+    if outcome.rejected:
+        lines.append("")
+        lines.append(f"rejected roster rows ({len(outcome.rejected):,}) — set aside, the rest proceeds:")
+        for rejected in outcome.rejected[:limit]:
+            where = rejected.file or rejected.table
+            row_number = f" row {rejected.row}" if rejected.row is not None else ""
+            field = f", {rejected.field}" if rejected.field else ""
+            lines.append(f"  {where}{row_number}{field}: {rejected.reason}")
+        lines.extend(_more(len(outcome.rejected), limit))
+    if outcome.deferred:
+        lines.append("")
+        lines.append(f"memberships deferred ({len(outcome.deferred):,}) — not written in this cycle:")
+        for deferred in outcome.deferred[:limit]:
+            lines.append(f"  {deferred.user} in {deferred.group}: {deferred.reason}")
+        lines.extend(_more(len(outcome.deferred), limit))
+    if outcome.drift:
+        lines.append("")
+        lines.append(f"drift on the target ({len(outcome.drift):,}) — restored to the roster's values next cycle:")
+        for drift in outcome.drift[:limit]:
+            lines.append(f"  {drift.resource_type} {drift.key}: {drift.attribute}")
+        lines.extend(_more(len(outcome.drift), limit))
+    if outcome.failures:
+        lines.append("")
+        lines.append(f"failed changes ({len(outcome.failures):,}):")
+        for failure in outcome.failures[:limit]:
+            status = f" (HTTP {failure.status})" if failure.status else ""
+            lines.append(f"  {failure.resource_type} {failure.op} {failure.key}: {failure.message}{status}")
+        lines.extend(_more(len(outcome.failures), limit))
+    if outcome.held:
+        lines.append("")
+        lines.append(f"held back after repeated failures ({len(outcome.held):,}):")
+        lines.extend(f"  {text}" for text in outcome.held[:limit])
+    failed_guards = [guard for guard in outcome.guards if not guard.passed]
+    if failed_guards:
+        lines.append("")
+        lines.append("stopped by a guard — nothing was sent and nothing was recorded:")
+        lines.extend(f"  {guard.name}: {guard.message}" for guard in failed_guards)
+    if outcome.notes:
+        lines.append("")
+        lines.extend(f"note: {note}" for note in outcome.notes)
+    if errors:
         lines.append("")
         lines.append("errors:")
-        lines.extend(f"  - {text}" for text in summary.errors)
+        lines.extend(f"  {text}" for text in errors)
+    if outcome.run_ids:
+        lines.append("")
+        lines.append(f"runs: {', '.join(outcome.run_ids)}")
     lines.append("")
-    lines.append("result: " + ("OK" if summary.success else "FAILED (see above; the next cycle retries)"))
+    lines.append("result: " + _result_line(outcome, errors))
     return "\n".join(lines)
 
 
+def _more(total: int, limit: int | None) -> list[str]:
+    if limit is None or total <= limit:
+        return []
+    return [f"  … and {total - limit:,} more (--all shows everyone)"]
+
+
+def _result_line(outcome: CycleOutcome, errors: list[str]) -> str:
+    if errors:
+        return "FAILED — fix the error above and run again"
+    if outcome.stopped_by_guard:
+        return "STOPPED by a guard (the target and the state store are unchanged)"
+    if outcome.circuit_message:
+        return f"FAILED — {outcome.circuit_message}"
+    if outcome.failures:
+        return f"FAILED — {len(outcome.failures)} change(s) failed; the next cycle retries them"
+    return "OK (dry run: nothing was executed)" if outcome.dry_run else "OK"
+
+
 class _progress_to_stderr:
-    """Show the executor's progress lines on stderr while a CLI run is going."""
+    """Show the engine's progress lines (done, rate, ETA) on stderr while a CLI run is going."""
 
     def __enter__(self) -> None:
         self._handler = logging.StreamHandler(sys.stderr)
@@ -271,3 +340,36 @@ class _progress_to_stderr:
 
     def __exit__(self, *exc_info: object) -> None:
         logging.getLogger("scim_pipeline.progress").removeHandler(self._handler)
+
+
+@contextmanager
+def _retry_chatter(*, verbose: bool) -> Iterator[None]:
+    """Retry and pacing lines only with --verbose: the summary counts the retries."""
+    loggers = [logging.getLogger(name) for name in ("stamina", "scim_pipeline.scim", "httpx")]
+    before = [logger.level for logger in loggers]
+    hooks: Any = None
+    try:
+        from stamina import instrumentation
+
+        hooks = instrumentation.get_on_retry_hooks()
+        if not verbose:
+            instrumentation.set_on_retry_hooks([])
+    except ImportError:  # stamina replaced by the client's own retry loop
+        pass
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        for logger in loggers:
+            logger.setLevel(logging.INFO)
+            logger.addHandler(handler)
+    else:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
+        if hooks is not None:
+            from stamina import instrumentation
+
+            instrumentation.set_on_retry_hooks(hooks)

@@ -41,14 +41,14 @@ def test_demo_twice_the_second_cycle_changes_nothing(
     assert main(["demo"]) == 0
     first = capsys.readouterr()
     assert "DEMO MODE" in first.err
-    assert summary_value(first.out, "user_changes.creates") > 50
+    assert summary_value(first.out, "users created") > 50
     assert summary_value(first.out, "SCIM calls") > 50
 
     assert main(["demo"]) == 0
     second = capsys.readouterr().out
     assert summary_value(second, "SCIM calls") == 0
-    assert summary_value(second, "user_changes.creates") == 0
-    assert summary_value(second, "user_changes.updates") == 0
+    assert summary_value(second, "users created") == 0
+    assert summary_value(second, "users updated") == 0
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_sync_stops_on_a_guard_and_exits_non_zero(
     assert summary_value(stopped.stdout, "SCIM calls") == 0
     allowed = run_cli("sync", "--allow-mass-changes", env=env)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
-    assert summary_value(allowed.stdout, "user_changes.disables") == 28
+    assert summary_value(allowed.stdout, "users disabled") == 28
 
 
 def test_a_refused_token_fails_the_sync_in_one_line_without_a_traceback(

@@ -52,7 +52,11 @@ def test_user_assets_are_partitioned_by_shard() -> None:
     partitions = graph.get(AssetKey("user_changes")).partitions_def
     assert partitions is not None
     assert partitions.get_partition_keys() == [f"{shard:03d}" for shard in range(8)]
-    assert graph.get(AssetKey("group_changes")).partitions_def is None
+    # One step runs the whole cycle, so its assets share the shards; a backfill over all of them is one run.
+    assert graph.get(AssetKey("group_changes")).partitions_def == partitions
+    policy = graph.get(AssetKey("user_provisioning")).backfill_policy
+    assert policy is not None
+    assert policy.max_partitions_per_run is None
 
 
 def test_lineage_reads_roster_to_changes_to_provisioning_to_audit() -> None:

@@ -1,6 +1,18 @@
-"""Jobs and schedules: the hourly sync over every shard, the daily reconciliation, and the dry-run plan."""
+"""Jobs and schedules, named for the sync tasks Delinea asks customers to run and monitor.
+
+- ``scim_sync`` — the full cycle (users, groups, memberships) in one run; the hourly schedule runs it over every
+  shard. ``scim_user_sync`` / ``scim_group_sync`` — the user sync and the group sync (groups and memberships) alone.
+- ``scim_plan`` — a dry run: the roster, the target read and the change sets with their guards; nothing executed.
+- ``scim_reconcile`` — a cycle that first reads the whole target: orphans adopted, drift reported and repaired.
+
+Every job runs the same single step (see :mod:`scim_pipeline.assets.cycle`), subset to its assets.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetSelection,
@@ -13,43 +25,95 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from scim_pipeline.assets.cycle import (
+    ALL_CYCLE_ASSETS,
+    CHANGE_ASSETS,
+    ROSTER_ASSETS,
+    CycleAssets,
+)
 from scim_pipeline.assets.partitions import range_tags
-from scim_pipeline.assets.sync_assets import SyncAssets
+
+__all__ = ["PLAN_JOB", "RECONCILE_JOB", "SYNC_JOB", "JobNames", "build_jobs", "build_schedules", "cycle_run_config"]
 
 SYNC_JOB = "scim_sync"
 PLAN_JOB = "scim_plan"
 RECONCILE_JOB = "scim_reconcile"
-RECONCILE_RUN_CONFIG = {"ops": {"target_snapshot": {"config": {"reconcile": True}}}}
+USER_SYNC_JOB = "scim_user_sync"
+GROUP_SYNC_JOB = "scim_group_sync"
 
 
-def build_jobs(sync_assets: SyncAssets, *, demo: bool = False) -> list[UnresolvedAssetJobDefinition]:
-    """The sync job (everything), the plan job (change sets only) and the reconciliation job."""
-    label = "[DEMO MODE: embedded emulator + sample roster] " if demo else ""
-    everything = AssetSelection.assets(*sync_assets.change_keys, *sync_assets.provisioning_keys)
+@dataclass(frozen=True)
+class JobNames:
+    """The job names of one target (suffixed per Component instance)."""
+
+    sync: str = SYNC_JOB
+    plan: str = PLAN_JOB
+    reconcile: str = RECONCILE_JOB
+    user_sync: str = USER_SYNC_JOB
+    group_sync: str = GROUP_SYNC_JOB
+
+    @classmethod
+    def for_instance(cls, name: str | None) -> JobNames:
+        if not name:
+            return cls()
+        return cls(*(f"{job}_{name}" for job in (SYNC_JOB, PLAN_JOB, RECONCILE_JOB, USER_SYNC_JOB, GROUP_SYNC_JOB)))
+
+
+def cycle_run_config(op_name: str, **values: Any) -> dict[str, Any]:
+    """Run config for the sync step (``dry_run``, ``reconcile``, ``allow_mass_changes``)."""
+    return {"ops": {op_name: {"config": values}}}
+
+
+def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[UnresolvedAssetJobDefinition]:
+    everything = AssetSelection.assets(*cycle.selection(*ALL_CYCLE_ASSETS))
+    snapshot = ("target_snapshot", "provisioning_audit")
     return [
         define_asset_job(
-            SYNC_JOB,
+            names.sync,
             selection=everything,
             description=label
-            + "One sync cycle: roster → change sets → individual SCIM calls → audit. Launch it for one "
-            "shard, a range, or backfill any set of shards to onboard a population shard by shard.",
+            + "One sync cycle: roster → plan → guards → individual SCIM calls → audit, in one step. Launch it for "
+            "all shards (the schedule does), one shard, or backfill a set of shards to onboard them.",
         ),
         define_asset_job(
-            PLAN_JOB,
-            selection=AssetSelection.assets(*sync_assets.change_keys),
-            description=label + "Dry run: materialize the change sets and the guards, execute nothing.",
+            names.user_sync,
+            selection=AssetSelection.assets(
+                *cycle.selection(*ROSTER_ASSETS, *snapshot, "user_changes", "user_provisioning")
+            ),
+            description=label + "User sync: create, update and deprovision users only.",
         ),
         define_asset_job(
-            RECONCILE_JOB,
+            names.group_sync,
+            selection=AssetSelection.assets(
+                *cycle.selection(
+                    *ROSTER_ASSETS,
+                    *snapshot,
+                    "group_changes",
+                    "membership_changes",
+                    "group_provisioning",
+                    "membership_provisioning",
+                )
+            ),
+            description=label + "Group sync: groups and their memberships only.",
+        ),
+        define_asset_job(
+            names.plan,
+            selection=AssetSelection.assets(*cycle.selection(*ROSTER_ASSETS, "target_snapshot", *CHANGE_ASSETS)),
+            description=label + "Dry run: the roster, the change sets and the guards; nothing is executed.",
+        ),
+        define_asset_job(
+            names.reconcile,
             selection=everything,
-            config=RECONCILE_RUN_CONFIG,
-            description=label + "A sync cycle that first reads the whole target and reports and repairs drift.",
+            config=cycle_run_config(cycle.op_name, reconcile=True),
+            description=label + "A sync cycle that first reads the whole target: orphans adopted, drift repaired.",
         ),
     ]
 
 
-def build_schedules(shards: int, *, cron: str = "0 * * * *") -> list[ScheduleDefinition]:
-    """Hourly: one run over every shard. Daily: a reconciling run over every shard."""
+def build_schedules(
+    names: JobNames, shards: int, *, sync_cron: str = "0 * * * *", reconcile_cron: str = "30 3 * * *"
+) -> list[ScheduleDefinition]:
+    """The sync and the reconciliation, each one run over every shard per tick (stopped until turned on)."""
 
     def every_shard(job_name: str, schedule_cron: str, description: str) -> ScheduleDefinition:
         @schedule(
@@ -60,8 +124,7 @@ def build_schedules(shards: int, *, cron: str = "0 * * * *") -> list[ScheduleDef
             default_status=DefaultScheduleStatus.STOPPED,
         )
         def _schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
-            # One run covering the whole shard range keeps the cycle atomic in the UI: groups before memberships,
-            # one audit, one red or green status.
+            # One run over the whole shard range: the whole cycle in one step, one audit, one status.
             scheduled = context.scheduled_execution_time
             yield RunRequest(
                 run_key=f"{job_name}:{scheduled.isoformat() if scheduled else 'manual'}",
@@ -71,10 +134,6 @@ def build_schedules(shards: int, *, cron: str = "0 * * * *") -> list[ScheduleDef
         return _schedule
 
     return [
-        every_shard(SYNC_JOB, cron, "Sync every shard (hourly by default)."),
-        every_shard(
-            RECONCILE_JOB,
-            "30 3 * * *",
-            "Daily reconciliation: read the target in full, repair drift.",
-        ),
+        every_shard(names.sync, sync_cron, "Sync every shard (hourly by default)."),
+        every_shard(names.reconcile, reconcile_cron, "Daily reconciliation: read the target in full, repair drift."),
     ]

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 
 from dagster import StaticPartitionsDefinition
 
-from scim_pipeline.resources.frames import shard_partition_key
-
 SHARD_RANGE_START_TAG = "dagster/asset_partition_range_start"
 SHARD_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def shard_partition_key(shard: int) -> str:
+    """The partition key of a shard number: zero-padded so the UI sorts shards naturally."""
+    return f"{int(shard):03d}"
 
 
 def shard_partitions(shards: int) -> StaticPartitionsDefinition:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from importlib import resources as package_files
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -13,10 +13,28 @@ from pydantic import Field
 from scim_pipeline.resources.home import pipeline_home
 from scim_pipeline.scim import ConfigurationError
 
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from scim_pipeline.settings import PipelineSettings
+    from scim_pipeline.sync.guards import GuardSettings
+    from scim_pipeline.sync.mapping import Mapping as MappingModel
+    from scim_pipeline.sync.roster import Roster
+    from scim_pipeline.sync.state import ProvisioningState
+
 
 def bundled_sample_roster() -> Path:
     """The sample roster shipped inside the package (the demo's IdP)."""
     return Path(str(package_files.files("scim_pipeline") / "sample_roster"))
+
+
+@dataclass(frozen=True)
+class LoadedRoster:
+    """A roster as one run read it: the normalized frames, where each table came from, and a label for the UI."""
+
+    roster: Roster
+    sources: dict[str, str]
+    description: str
 
 
 class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -24,6 +42,7 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
 
     roster: str | None = Field(default=None, description="Roster folder (SCIM_ROSTER); unset = the bundled sample.")
     mapping: str | None = Field(default=None, description="Mapping file, YAML (SCIM_MAPPING); unset = defaults.")
+    shards: int = Field(default=16, description="Shard partitions users are split into (SCIM_SHARDS).")
 
     @property
     def uses_sample(self) -> bool:
@@ -35,7 +54,7 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
             raise ConfigurationError(f"SCIM_ROSTER={folder} is not a folder")
         return folder
 
-    def mapping_model(self) -> Any:
+    def mapping_model(self) -> MappingModel:
         """The mapping in effect (the default one when no file is configured)."""
         from scim_pipeline.sync.mapping import Mapping, load_mapping
 
@@ -46,13 +65,15 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         mapping = self.mapping_model()
         return str(mapping.users.match), str(mapping.groups.match)
 
-    def load(self, shards: int) -> Any:
+    def load(self) -> LoadedRoster:
         """Read, validate, map and scope the roster into the normalized `Roster`."""
         from scim_pipeline.sources import FolderRosterSource
         from scim_pipeline.sync.mapping import build_roster
 
         raw = FolderRosterSource(self.folder()).read()
-        return build_roster(raw, self.mapping_model(), shards=shards)
+        sources = {table.name: table.source for table in (raw.users, raw.groups, raw.memberships) if table is not None}
+        description = "bundled sample roster (demo)" if self.uses_sample else str(self.folder())
+        return LoadedRoster(build_roster(raw, self.mapping_model(), shards=self.shards), sources, description)
 
 
 class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -60,15 +81,18 @@ class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
 
     state_url: str | None = Field(
         default=None,
-        description="State store (SCIM_STATE_URL); default <DAGSTER_HOME>/scim_pipeline/state.sqlite.",
+        description="State store (SCIM_STATE_URL); default <DAGSTER_HOME>/scim_pipeline/state.sqlite "
+        "(state_<name>.sqlite for a named Component instance).",
     )
+    name: str | None = Field(default=None, description="The Component instance this state store belongs to.")
 
-    def url(self, instance: Any = None) -> str:
+    def url(self, instance: DagsterInstance | None = None) -> str:
         if self.state_url:
             return self.state_url
-        return f"sqlite:///{pipeline_home(instance) / 'state.sqlite'}"
+        file_name = f"state_{self.name}.sqlite" if self.name else "state.sqlite"
+        return f"sqlite:///{pipeline_home(instance) / file_name}"
 
-    def open(self, instance: Any = None) -> Any:
+    def open(self, instance: DagsterInstance | None = None) -> ProvisioningState:
         from scim_pipeline.sync.state import ProvisioningState
 
         return ProvisioningState.open(self.url(instance))
@@ -90,61 +114,28 @@ class SyncPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
         description="SCIM_ALLOW_MASS_CHANGES=1 lets the next run pass the guards (use once, then unset).",
     )
 
-    def guard_settings(self) -> Any:
-        """The guard thresholds of the sync engine."""
+    def guard_settings(self, *, allow_mass_changes: bool = False) -> GuardSettings:
+        """The guard thresholds of the sync engine; ``allow_mass_changes`` lets one run pass them."""
         from scim_pipeline.sync.guards import GuardSettings
 
         return GuardSettings(
             max_deletes=self.max_deletes,
             max_delete_share=self.max_delete_share,
-            allow_mass_changes=self.allow_mass_changes,
+            allow_mass_changes=self.allow_mass_changes or allow_mass_changes,
         )
 
 
-def _env(name: str, env: dict[str, str] | os._Environ[str]) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
+def roster_resource(settings: PipelineSettings) -> RosterSourceResource:
+    return RosterSourceResource(roster=settings.roster, mapping=settings.mapping, shards=settings.shards)
 
 
-def shards_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
-    raw = _env("SCIM_SHARDS", env)
-    if raw is None:
-        return 16
-    try:
-        shards = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"SCIM_SHARDS={raw!r} is not a whole number") from None
-    if not 1 <= shards <= 1024:
-        raise ConfigurationError(f"SCIM_SHARDS={shards} is out of range (1 to 1024)")
-    return shards
+def state_resource(settings: PipelineSettings, *, name: str | None = None) -> ProvisioningStateResource:
+    return ProvisioningStateResource(state_url=settings.state_url, name=name)
 
 
-def roster_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> RosterSourceResource:
-    return RosterSourceResource(roster=_env("SCIM_ROSTER", env), mapping=_env("SCIM_MAPPING", env))
-
-
-def state_from_env(
-    env: dict[str, str] | os._Environ[str] = os.environ,
-) -> ProvisioningStateResource:
-    return ProvisioningStateResource(state_url=_env("SCIM_STATE_URL", env))
-
-
-def policy_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> SyncPolicyResource:
-    deprovision = _env("SCIM_DEPROVISION", env) or "disable"
-    if deprovision not in ("disable", "delete"):
-        raise ConfigurationError(f"SCIM_DEPROVISION={deprovision!r}: use 'disable' or 'delete'")
-    max_deletes_raw = _env("SCIM_MAX_DELETES", env)
-    max_deletes: int | None = None
-    if max_deletes_raw is not None:
-        try:
-            max_deletes = int(max_deletes_raw)
-        except ValueError:
-            raise ConfigurationError(f"SCIM_MAX_DELETES={max_deletes_raw!r} is not a whole number") from None
-        if max_deletes < 0:
-            raise ConfigurationError(f"SCIM_MAX_DELETES={max_deletes} must be 0 or more")
-    allow = (_env("SCIM_ALLOW_MASS_CHANGES", env) or "").lower() in ("1", "true", "yes")
+def policy_resource(settings: PipelineSettings) -> SyncPolicyResource:
     return SyncPolicyResource(
-        deprovision=deprovision,  # type: ignore[arg-type]
-        max_deletes=max_deletes,
-        allow_mass_changes=allow,
+        deprovision=settings.deprovision,
+        max_deletes=settings.max_deletes,
+        allow_mass_changes=settings.allow_mass_changes,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,10 +9,11 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from scim_pipeline.resources.home import pipeline_home
-from scim_pipeline.scim import ConfigurationError, ConnectionSettings, ScimClient
+from scim_pipeline.scim import ConnectionSettings, ScimClient
 
 if TYPE_CHECKING:
     from scim_pipeline.emulator import EmulatorServer
+    from scim_pipeline.settings import PipelineSettings
 
 DEMO_CLIENT_ID = "scim-demo"
 # The emulator's built-in demo credential: it only ever unlocks the local, loopback-only emulator.
@@ -56,6 +56,9 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
         default=None,
         description="Demo mode only: SQLite file of the embedded emulator (default under DAGSTER_HOME).",
     )
+    demo_name: str | None = Field(
+        default=None, description="Demo mode only: the Component instance, so each has its own emulator file."
+    )
 
     _emulator: EmulatorServer | None = PrivateAttr(default=None)
 
@@ -69,7 +72,10 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
             from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
 
             db_path = (
-                Path(self.demo_db_path) if self.demo_db_path else pipeline_home(context.instance) / "demo_target.sqlite"
+                Path(self.demo_db_path)
+                if self.demo_db_path
+                else pipeline_home(context.instance)
+                / (f"demo_target_{self.demo_name}.sqlite" if self.demo_name else "demo_target.sqlite")
             )
             db_path.parent.mkdir(parents=True, exist_ok=True)
             config = EmulatorConfig(db_path=str(db_path), clients={DEMO_CLIENT_ID: DEMO_CLIENT_SECRET})
@@ -127,50 +133,27 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def describe(self) -> str:
         """Where the pipeline provisions to, without any credential."""
-        if self.demo_mode:
-            return "DEMO MODE — embedded Delinea emulator on loopback (set SCIM_BASE_URL to provision a real target)"
-        return f"{self.base_url} (profile {self.profile})"
+        from scim_pipeline.settings import PipelineSettings
+
+        return PipelineSettings.from_env({}, base_url=self.base_url, profile=self.profile).describe_target()
 
 
-def target_from_env(env: os._Environ[str] | dict[str, str] = os.environ) -> ScimTargetResource:
-    """Build the target resource from the documented SCIM_* environment variables; the secret stays an EnvVar."""
+def target_resource(settings: PipelineSettings, *, client_secret_env: str = "SCIM_CLIENT_SECRET") -> ScimTargetResource:  # noqa: S107 - a variable name
+    """The target resource of ``settings``; the secret stays an ``EnvVar`` (Dagster shows only its name)."""
     from dagster import EnvVar
 
-    def opt(name: str) -> str | None:
-        value = env.get(name, "").strip()
-        return value or None
-
-    def opt_number(name: str, kind: type[float] | type[int]) -> Any:
-        value = opt(name)
-        if value is None:
-            return None
-        try:
-            return kind(value)
-        except ValueError:
-            raise ConfigurationError(f"{name}={value!r} is not a valid {kind.__name__}") from None
-
-    kwargs: dict[str, Any] = {
-        "base_url": opt("SCIM_BASE_URL"),
-        "token_url": opt("SCIM_TOKEN_URL"),
-        "client_id": opt("SCIM_CLIENT_ID"),
-        "ca_bundle": opt("SCIM_CA_BUNDLE"),
+    values: dict[str, Any] = {
+        "base_url": settings.base_url,
+        "token_url": settings.token_url,
+        "client_id": settings.client_id,
+        "ca_bundle": settings.ca_bundle,
+        "scope": settings.scope,
+        "profile": settings.profile,
+        "max_concurrency": settings.concurrency,
+        "rate_limit_per_s": settings.rate_limit,
+        "timeout_s": settings.timeout,
+        "member_chunk": settings.member_chunk,
     }
-    if opt("SCIM_CLIENT_SECRET") is not None:
-        # An EnvVar keeps the secret out of the run config and the UI: Dagster shows the variable's name only.
-        kwargs["client_secret"] = EnvVar("SCIM_CLIENT_SECRET")
-    for name, field, kind in (
-        ("SCIM_SCOPE", "scope", str),
-        ("SCIM_PROFILE", "profile", str),
-    ):
-        if opt(name) is not None:
-            kwargs[field] = kind(opt(name))
-    for name, field, number_kind in (
-        ("SCIM_CONCURRENCY", "max_concurrency", int),
-        ("SCIM_RATE_LIMIT", "rate_limit_per_s", float),
-        ("SCIM_TIMEOUT", "timeout_s", float),
-        ("SCIM_MEMBER_CHUNK", "member_chunk", int),
-    ):
-        value = opt_number(name, number_kind)
-        if value is not None:
-            kwargs[field] = value
-    return ScimTargetResource(**{k: v for k, v in kwargs.items() if v is not None})
+    if settings.base_url is not None and settings.client_id is not None:
+        values["client_secret"] = EnvVar(client_secret_env)
+    return ScimTargetResource(**{name: value for name, value in values.items() if value is not None})

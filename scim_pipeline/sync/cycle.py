@@ -1,40 +1,117 @@
-"""One full provisioning cycle in plain Python — for tests, benchmarks, the soak, and as the reference for the
-Dagster assets (which run the same steps as separate assets).
+"""THE sync engine: one provisioning cycle as explicit phases. Every way of running a sync runs this — the Dagster
+assets (and through them the CLI, the schedule and backfills), the tests, the soak and the benchmarks.
 
-Steps: adopt what matches on the target when the state is empty (a paged read of Users and Groups, which
-Delinea allows without a filter) → plan → guards (stop before any call if one fails) → execute groups and users →
-plan memberships again (now that new users and groups have ids) → execute memberships and group deprovisioning.
+Phases, in order (a dry run stops after the guards):
+
+1. **read target** — only when the state store is empty (adopt what matches the roster, never duplicate) or a
+   reconciliation is asked for (adopt orphans whose matching key is a roster identity, report and repair drift).
+2. **plan** — users, groups, and a preview of the memberships (with the ids the creates will produce), against what
+   we manage; removals of identities whose roster row was rejected are held.
+3. **guards** — over the whole plan; a failed guard stops the cycle before any call and any state change.
+4. **group upserts** → 5. **user upserts** (managers before their reports) → 6. **memberships** (planned again now
+   that the new users and groups have ids) → 7. **removals** (users disabled or deleted; groups released — after
+   the members we added were removed in 6 — or deleted).
+
+Each phase is a small object with a name and a ``run`` coroutine over a shared :class:`CycleContext`; new resource
+kinds add phases (see :data:`EXECUTION_PHASES`) without a second orchestration. The result is a typed
+:class:`CycleReport`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
+
+import pandas as pd
 
 from scim_pipeline.scim.client import ScimClient
 from scim_pipeline.scim.profiles import Operation
-from scim_pipeline.sync.changes import ChangeSet, PlanSettings, RosterFrames, plan_changes, plan_memberships
+from scim_pipeline.sync.changes import (
+    ChangeSet,
+    PlanSettings,
+    RosterFrames,
+    plan_groups,
+    plan_memberships,
+    plan_users,
+)
 from scim_pipeline.sync.executor import CircuitBreaker, ExecutionReport, ProgressCallback, execute
 from scim_pipeline.sync.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
-from scim_pipeline.sync.reconcile import AdoptionReport, adopt_existing
-from scim_pipeline.sync.state import EscrowPolicy, ProvisioningState
+from scim_pipeline.sync.holds import hold_rejected
+from scim_pipeline.sync.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
+from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, ProvisioningState
 
-__all__ = ["CycleReport", "run_cycle"]
+__all__ = [
+    "ALL_KINDS",
+    "EXECUTION_PHASES",
+    "CycleContext",
+    "CycleOptions",
+    "CycleReport",
+    "Phase",
+    "run_cycle",
+]
 
 logger = logging.getLogger(__name__)
+
+Kind = Literal["users", "groups", "memberships"]
+ALL_KINDS: frozenset[str] = frozenset({"users", "groups", "memberships"})
+
+USER_UPSERT_OPS = frozenset({"create", "update", "enable", "resolve", "refresh"})
+USER_REMOVAL_OPS = frozenset({"disable", "delete"})
+GROUP_REMOVAL_OPS = frozenset({"release", "delete"})
+PLACEHOLDER_ID = "(created in this cycle)"
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    """How one cycle runs. ``shards=None`` covers every shard; ``kinds`` limits which kinds are planned and
+    executed (the user, group and permission sync jobs)."""
+
+    run_id: str
+    partition: str | None = None
+    shards: frozenset[int] | None = None
+    kinds: frozenset[str] = ALL_KINDS
+    deprovision: Literal["disable", "delete"] = "disable"
+    member_chunk: int = 100
+    dry_run: bool = False
+    reconcile: bool = False
+    adopt: bool = True
+    guards: GuardSettings | None = None
+    user_match_attribute: str = "userName"
+    group_match_attribute: str = "displayName"
+    escrow: EscrowPolicy | None = None
+
+
+@dataclass
+class PhaseTiming:
+    name: str
+    seconds: float
+    calls: int = 0
 
 
 @dataclass
 class CycleReport:
-    """What one cycle did. ``failed`` is true when a guard stopped it, a change failed or the circuit opened."""
+    """What one cycle planned and did. ``failed``: a guard stopped it, a change failed or the circuit opened."""
 
-    plan: ChangeSet
-    guards: list[GuardResult]
+    options: CycleOptions
+    plan: ChangeSet = field(default_factory=ChangeSet.empty)
+    guards: list[GuardResult] = field(default_factory=list)
     execution: ExecutionReport = field(default_factory=ExecutionReport)
     adoption: AdoptionReport | None = None
     membership_plan: ChangeSet | None = None
-    dry_run: bool = False
+    drift: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(DRIFT_COLUMNS)))
+    target_read: ReadVerdict | None = None
+    rejected: pd.DataFrame = field(default_factory=pd.DataFrame)
+    deferred: pd.DataFrame = field(default_factory=lambda: _empty_deferred())  # noqa: PLW0108 - defined below
+    notes: list[str] = field(default_factory=list)
+    phases: list[PhaseTiming] = field(default_factory=list)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
 
     @property
     def stopped_by_guard(self) -> bool:
@@ -44,20 +121,78 @@ class CycleReport:
     def failed(self) -> bool:
         return self.stopped_by_guard or self.execution.failed
 
+    @property
+    def executed_memberships(self) -> ChangeSet:
+        """The membership changes that were (or, in a dry run, would be) executed."""
+        return self.membership_plan if self.membership_plan is not None else self.plan
+
     def summary(self) -> dict[str, float]:
         """The plan's counts and the execution's figures, numeric."""
         figures: dict[str, float] = {f"plan_{k}": v for k, v in self.plan.summary().items()}
-        if self.membership_plan is not None:
-            membership = self.membership_plan.summary()
-            figures["plan_member_adds"] = membership["member_adds"]
-            figures["plan_member_removes"] = membership["member_removes"]
-            figures["plan_deferred"] = membership["deferred"]
+        membership = self.executed_memberships.summary()
+        figures["plan_member_adds"] = membership["member_adds"]
+        figures["plan_member_removes"] = membership["member_removes"]
+        figures["plan_deferred"] = len(self.deferred)
         figures.update(self.execution.summary())
         figures["guards_failed"] = sum(not g.passed for g in self.guards)
         if self.adoption is not None:
             figures["adopted_users"] = self.adoption.users_adopted
             figures["adopted_groups"] = self.adoption.groups_adopted
+        figures["drifted_attributes"] = len(self.drift)
         return figures
+
+
+class Phase(Protocol):
+    """One step of a cycle. ``kind`` names the resource kind it serves (``None``: every cycle runs it)."""
+
+    name: str
+    kind: str | None
+
+    async def run(self, context: CycleContext) -> None: ...
+
+
+@dataclass
+class CycleContext:
+    """What the phases of one cycle share."""
+
+    client: ScimClient
+    state: ProvisioningState
+    roster: RosterFrames
+    options: CycleOptions
+    report: CycleReport
+    breaker: CircuitBreaker
+    progress: ProgressCallback | None = None
+
+    @property
+    def plan_settings(self) -> PlanSettings:
+        return PlanSettings(
+            deprovision=self.options.deprovision,
+            group_deprovision=_group_deprovision(self.client, self.options.deprovision),
+            member_chunk=self.options.member_chunk,
+            shards=self.options.shards,
+        )
+
+    def wants(self, kind: str | None) -> bool:
+        return kind is None or kind in self.options.kinds
+
+    async def execute(self, change_set: ChangeSet) -> ExecutionReport:
+        """Run part of the plan through the executor; each outcome reaches the state store and the audit at once."""
+        if change_set.users.empty and change_set.groups.empty and change_set.memberships.empty:
+            return ExecutionReport()
+        result = await execute(
+            self.client,
+            self.state,
+            change_set,
+            run_id=self.options.run_id,
+            partition=self.options.partition,
+            progress=self.progress,
+            breaker=self.breaker,
+            escrow=self.options.escrow,
+            user_match_attribute=self.options.user_match_attribute,
+            group_match_attribute=self.options.group_match_attribute,
+        )
+        self.report.execution = self.report.execution.merge(result)
+        return result
 
 
 def _group_deprovision(client: ScimClient, deprovision: str) -> Literal["release", "delete"]:
@@ -67,72 +202,318 @@ def _group_deprovision(client: ScimClient, deprovision: str) -> Literal["release
     return "delete" if Operation.DELETE in rules.operations else "release"
 
 
+class ReadTarget:
+    """Read the target in full when the state store is empty (adopt) or a reconciliation is asked for."""
+
+    name = "read target"
+    kind: str | None = None
+
+    async def run(self, context: CycleContext) -> None:
+        options = context.options
+        first_run = context.state.is_empty()
+        if not (options.reconcile or (first_run and options.adopt)) or options.dry_run:
+            if first_run and options.adopt and options.dry_run:
+                context.report.notes.append(
+                    "the state store is empty: a real run first reads the target and adopts objects matching the "
+                    "roster, so some creates shown here may turn out to be adoptions"
+                )
+            return
+        outcome = await reconcile_target(
+            context.client,
+            context.state,
+            context.roster,
+            user_match_attribute=options.user_match_attribute,
+            group_match_attribute=options.group_match_attribute,
+            detect=options.reconcile and not first_run,
+        )
+        context.report.adoption = outcome.adoption
+        context.report.drift = outcome.drift
+        context.report.target_read = outcome.verdict
+        context.report.notes.extend(outcome.notes)
+
+
+class Plan:
+    """Plan users and groups against what we manage, and preview the memberships."""
+
+    name = "plan"
+    kind: str | None = None
+
+    async def run(self, context: CycleContext) -> None:
+        settings = context.plan_settings
+        roster = context.roster
+        snapshot = context.state.snapshot(context.options.shards)
+        rejected = context.report.rejected
+        users = plan_users(roster.users, snapshot, settings) if context.wants("users") else _empty_plan().users
+        groups = plan_groups(roster.groups, snapshot, settings) if context.wants("groups") else _empty_plan().groups
+        if not rejected.empty:
+            users = hold_rejected(users, rejected, table="users")
+            groups = hold_rejected(groups, rejected, table="groups")
+        preview = _with_planned_creates(snapshot, users, groups)
+        memberships = _empty_plan().memberships
+        if context.wants("memberships"):
+            memberships, _ = plan_memberships(roster, preview, settings)
+        context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
+        context.report.deferred = _deferred_memberships(roster, preview, settings, context.options)
+
+
+class Guards:
+    """Every guard over the whole plan; any failure stops the cycle before any call or state change."""
+
+    name = "guards"
+    kind: str | None = None
+
+    async def run(self, context: CycleContext) -> None:
+        shards = context.options.shards
+        context.report.guards = evaluate_guards(
+            context.report.plan,
+            context.roster,
+            context.state.counts(shards),
+            settings=context.options.guards,
+            shards=shards,
+            managed_memberships=len(context.state.managed_memberships()) if context.wants("memberships") else 0,
+        )
+
+
+class GroupUpserts:
+    name = "group upserts"
+    kind: str | None = "groups"
+
+    async def run(self, context: CycleContext) -> None:
+        groups = context.report.plan.groups
+        await context.execute(_only(groups=groups[~groups["op"].isin(GROUP_REMOVAL_OPS)]))
+
+
+class UserUpserts:
+    name = "user upserts"
+    kind: str | None = "users"
+
+    async def run(self, context: CycleContext) -> None:
+        users = context.report.plan.users
+        await context.execute(_only(users=users[users["op"].isin(USER_UPSERT_OPS)]))
+
+
+class Memberships:
+    """Plan the memberships again — the users and groups created above have ids now — and execute them."""
+
+    name = "memberships"
+    kind: str | None = "memberships"
+
+    async def run(self, context: CycleContext) -> None:
+        settings = context.plan_settings
+        snapshot = context.state.snapshot(context.options.shards)
+        memberships, _ = plan_memberships(context.roster, snapshot, settings)
+        context.report.deferred = _deferred_memberships(context.roster, snapshot, settings, context.options)
+        context.report.membership_plan = _only(memberships=memberships)
+        await context.execute(context.report.membership_plan)
+
+
+class Removals:
+    """Users who left the roster are disabled or deleted; groups that left are released or deleted."""
+
+    name = "removals"
+    kind: str | None = None
+
+    async def run(self, context: CycleContext) -> None:
+        plan = context.report.plan
+        users = plan.users[plan.users["op"].isin(USER_REMOVAL_OPS)]
+        groups = plan.groups[plan.groups["op"].isin(GROUP_REMOVAL_OPS)]
+        await context.execute(_only(users=users, groups=groups))
+
+
+PLANNING_PHASES: tuple[Phase, ...] = (ReadTarget(), Plan(), Guards())
+EXECUTION_PHASES: tuple[Phase, ...] = (GroupUpserts(), UserUpserts(), Memberships(), Removals())
+
+
 async def run_cycle(
     client: ScimClient,
     state: ProvisioningState,
     roster: RosterFrames,
     *,
     run_id: str,
-    partition: str | None = None,
-    shards: frozenset[int] | None = None,
-    deprovision: Literal["disable", "delete"] = "disable",
-    member_chunk: int = 100,
-    dry_run: bool = False,
-    guards: GuardSettings | None = None,
-    user_match_attribute: str = "userName",
-    group_match_attribute: str = "displayName",
-    adopt: bool = True,
+    options: CycleOptions | None = None,
+    rejected: pd.DataFrame | None = None,
     breaker: CircuitBreaker | None = None,
-    escrow: EscrowPolicy | None = None,
     progress: ProgressCallback | None = None,
+    phases: Sequence[Phase] | None = None,
+    **option_values: Any,
 ) -> CycleReport:
-    """Run one cycle (see the module docstring). With ``dry_run`` it plans and evaluates guards only."""
-    settings = PlanSettings(
-        deprovision=deprovision,
-        group_deprovision=_group_deprovision(client, deprovision),
-        member_chunk=member_chunk,
-        shards=shards,
+    """Run one cycle (see the module docstring) and return its report.
+
+    Pass ``options`` or the :class:`CycleOptions` fields as keywords. ``rejected`` are the roster's rejected rows
+    (identities whose row was rejected are never deprovisioned for it). ``phases`` replaces the execution phases.
+    """
+    if options is None:
+        options = CycleOptions(run_id=run_id, **option_values)
+    report = CycleReport(options=options, rejected=rejected if rejected is not None else pd.DataFrame())
+    context = CycleContext(
+        client=client,
+        state=state,
+        roster=roster,
+        options=options,
+        report=report,
+        breaker=breaker or CircuitBreaker(),
+        progress=progress,
     )
-    adoption = None
-    if adopt and not dry_run and state.is_empty():
-        target_users = await client.search("Users")
-        target_groups = await client.search("Groups")
-        adoption = adopt_existing(
-            state,
-            roster,
-            target_users,
-            target_groups,
-            user_match_attribute,
-            group_match_attribute=group_match_attribute,
-        )
-        logger.info("adopted %d users and %d groups from the target", adoption.users_adopted, adoption.groups_adopted)
-    plan = plan_changes(roster, state.snapshot(shards), settings)
-    results = evaluate_guards(plan, roster, state.counts(shards), settings=guards, shards=shards)
-    report = CycleReport(plan=plan, guards=results, adoption=adoption, dry_run=dry_run)
-    if dry_run or report.stopped_by_guard:
+    for phase in PLANNING_PHASES:
+        await _timed(phase, context)
+    if options.dry_run or report.stopped_by_guard:
         return report
-
-    shared_breaker = breaker or CircuitBreaker()
-
-    async def run(change_set: ChangeSet) -> ExecutionReport:
-        return await execute(
-            client,
-            state,
-            change_set,
-            run_id=run_id,
-            partition=partition,
-            progress=progress,
-            breaker=shared_breaker,
-            escrow=escrow,
-            user_match_attribute=user_match_attribute,
-            group_match_attribute=group_match_attribute,
-        )
-
-    removals = plan.groups["op"].isin(["release", "delete"])
-    first = await run(plan.replace(groups=plan.groups[~removals], memberships=plan.memberships.iloc[0:0]))
-    memberships, deferred = plan_memberships(roster, state.snapshot(shards), settings)
-    second_plan = ChangeSet.empty().replace(groups=plan.groups[removals], memberships=memberships, deferred=deferred)
-    report.membership_plan = second_plan
-    second = await run(second_plan)
-    report.execution = first.merge(second)
+    for phase in phases if phases is not None else EXECUTION_PHASES:
+        if context.wants(phase.kind) and not context.breaker.is_open:
+            await _timed(phase, context)
     return report
+
+
+async def _timed(phase: Phase, context: CycleContext) -> None:
+    started = time.perf_counter()
+    calls_before = context.report.execution.calls
+    await phase.run(context)
+    context.report.phases.append(
+        PhaseTiming(phase.name, time.perf_counter() - started, context.report.execution.calls - calls_before)
+    )
+    logger.debug("phase %s done in %.3f s", phase.name, time.perf_counter() - started)
+
+
+def _empty_plan() -> ChangeSet:
+    return ChangeSet.empty()
+
+
+def _only(
+    *, users: pd.DataFrame | None = None, groups: pd.DataFrame | None = None, memberships: pd.DataFrame | None = None
+) -> ChangeSet:
+    return ChangeSet.empty().replace(users=users, groups=groups, memberships=memberships)
+
+
+def _with_planned_creates(snapshot: ManagedSnapshot, users: pd.DataFrame, groups: pd.DataFrame) -> ManagedSnapshot:
+    """The snapshot as it will be once the planned creates succeeded: a membership preview then counts the members
+    of users and groups created in this cycle instead of deferring them."""
+    created_users = users[users["op"].eq("create")]
+    created_groups = groups[groups["op"].eq("create")]
+    if created_users.empty and created_groups.empty:
+        return snapshot
+
+    def placeholder(frame: pd.DataFrame, created: pd.DataFrame) -> pd.DataFrame:
+        if created.empty:
+            return frame
+        rows = pd.DataFrame(
+            {
+                "key_norm": created["key_norm"].astype(str).to_numpy(),
+                "key": created["key"].astype(str).to_numpy(),
+                "scim_id": PLACEHOLDER_ID,
+            }
+        )
+        if "shard" in frame.columns:
+            rows["shard"] = created["shard"].to_numpy()
+        without = frame[~frame["key_norm"].astype(str).isin(rows["key_norm"])]
+        return pd.concat([without, rows], ignore_index=True)
+
+    return ManagedSnapshot(
+        users=placeholder(snapshot.users, created_users),
+        groups=placeholder(snapshot.groups, created_groups),
+        memberships=snapshot.memberships,
+        attrs_loader=snapshot.attrs_loader,
+    )
+
+
+def _empty_deferred() -> pd.DataFrame:
+    return pd.DataFrame(
+        {name: pd.Series([], dtype="string") for name in ("group", "user", "reason")},
+    )
+
+
+def _deferred_memberships(
+    roster: RosterFrames, managed: ManagedSnapshot, settings: PlanSettings, options: CycleOptions
+) -> pd.DataFrame:
+    """The roster memberships this cycle cannot write, each with why (shown by `plan` and `sync`)."""
+    if "memberships" not in options.kinds or roster.memberships.empty:
+        return _empty_deferred()
+    wanted = roster.memberships[["group_key_norm", "user_key_norm"]].astype(str)
+    users = roster.users
+    if settings.shards is not None:
+        in_scope = users[users["shard"].isin(sorted(settings.shards))]["key_norm"].astype(str)
+        wanted = wanted[wanted["user_key_norm"].isin(in_scope)]
+    with_id_users = set(managed.users.loc[managed.users["scim_id"].notna(), "key_norm"].astype(str))
+    with_id_groups = set(managed.groups.loc[managed.groups["scim_id"].notna(), "key_norm"].astype(str))
+    missing = wanted[~wanted["user_key_norm"].isin(with_id_users) | ~wanted["group_key_norm"].isin(with_id_groups)]
+    if missing.empty:
+        return _empty_deferred()
+    inactive: set[str] = set()
+    if "active" in users.columns:
+        inactive = set(users.loc[~users["active"].astype("boolean").fillna(True), "key_norm"].astype(str))
+    user_keys = dict(zip(users["key_norm"].astype(str), users["key"].astype(str), strict=False))
+    group_keys = dict(zip(roster.groups["key_norm"].astype(str), roster.groups["key"].astype(str), strict=False))
+    reasons = []
+    for user_key_norm in missing["user_key_norm"]:
+        if user_key_norm not in with_id_users:
+            reasons.append(
+                "the user is inactive in the roster and was never provisioned"
+                if user_key_norm in inactive
+                else "the user is not on the target yet (held, failed or in escrow)"
+            )
+        else:
+            reasons.append("the group is not on the target yet (held, failed or in escrow)")
+    return pd.DataFrame(
+        {
+            "group": pd.array([group_keys.get(g, g) for g in missing["group_key_norm"]], dtype="string"),
+            "user": pd.array([user_keys.get(u, u) for u in missing["user_key_norm"]], dtype="string"),
+            "reason": pd.array(reasons, dtype="string"),
+        }
+    )
+
+
+def change_rows(report: CycleReport) -> list[dict[str, Any]]:
+    """Who changes and how, one row per person, group or membership: kind, op, key, detail. Never a value."""
+    rows: list[dict[str, Any]] = []
+    plan = report.plan
+    for kind, frame in (("user", plan.users), ("group", plan.groups)):
+        for op, key, payload, reason in frame[["op", "key", "payload", "reason"]].itertuples(index=False):
+            if op == "refresh":
+                continue
+            rows.append({"kind": kind, "op": str(op), "key": str(key), "detail": _detail(str(op), payload, reason)})
+    memberships = report.executed_memberships.memberships
+    users_by_norm = _user_keys(report)
+    for op, group, members in memberships[["op", "key", "member_key_norms"]].itertuples(index=False):
+        verb = "add" if op == "add_members" else "remove"
+        for member in json.loads(str(members)) if isinstance(members, str) and members else []:
+            rows.append(
+                {
+                    "kind": "membership",
+                    "op": verb,
+                    "key": users_by_norm.get(str(member), str(member)),
+                    "detail": f"{'to' if verb == 'add' else 'from'} {group}",
+                }
+            )
+    return rows
+
+
+def _user_keys(report: CycleReport) -> dict[str, str]:
+    users = report.plan.users
+    return dict(zip(users["key_norm"].astype(str), users["key"].astype(str), strict=False))
+
+
+def _detail(op: str, payload: Any, reason: Any) -> str:
+    if op in ("update", "enable", "rename") and isinstance(payload, str) and payload:
+        try:
+            operations = json.loads(payload)
+        except ValueError:
+            return ""
+        paths = _paths(operations)
+        return ", ".join(paths)
+    if op in ("disable", "delete", "release"):
+        return "left the roster" if reason == "left_roster" else str(reason or "")
+    if op == "resolve":
+        return "an earlier create's outcome is unknown: look it up"
+    return ""
+
+
+def _paths(operations: Iterable[Any]) -> list[str]:
+    paths: list[str] = []
+    for operation in operations:
+        if not isinstance(operation, dict):
+            continue
+        path = operation.get("path")
+        if isinstance(path, str):
+            paths.append(path)
+        elif isinstance(operation.get("value"), dict):
+            paths.extend(str(name) for name in operation["value"])
+    return paths

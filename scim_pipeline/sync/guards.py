@@ -7,6 +7,10 @@
 - **Shrunken roster** — at least ``shrink_share`` (50 %) of the users we manage left the roster in one cycle.
 - **Mass update** — at least ``mass_update_share`` (90 %) of the users we manage would be updated in one cycle
   (and at least ``mass_update_min``): usually a mapping change that rewrites everyone.
+- **Group removals** — groups released or deleted in one cycle above ``max_delete_share`` of the groups we manage
+  (never below ``min_group_removal_limit``, 5): an emptied or truncated groups file.
+- **Membership removals** — members removed in one cycle above ``max_delete_share`` of the memberships we manage
+  (never below ``min_member_removal_limit``, 100).
 
 Every guard passes when ``allow_mass_changes`` is set (``SCIM_ALLOW_MASS_CHANGES=1`` for one run); the deletion
 threshold also yields to an explicit, larger ``max_deletes``. The environment variables are named in the messages
@@ -37,6 +41,8 @@ class GuardSettings:
     shrink_min_managed: int = 10
     mass_update_share: float = 0.9
     mass_update_min: int = 50
+    min_group_removal_limit: int = 5
+    min_member_removal_limit: int = 100
     allow_mass_changes: bool = False
 
 
@@ -63,8 +69,10 @@ def evaluate_guards(
     *,
     settings: GuardSettings | None = None,
     shards: frozenset[int] | None = None,
+    managed_memberships: int = 0,
 ) -> list[GuardResult]:
-    """Evaluate every guard on a planned cycle. ``managed`` counts what we manage within the run's shards."""
+    """Evaluate every guard on the whole plan of a cycle (users, groups and memberships). ``managed`` counts what we
+    manage within the run's shards; ``managed_memberships`` the memberships we added."""
     config = settings or GuardSettings()
     allow = config.allow_mass_changes
     users = change_set.users
@@ -146,6 +154,48 @@ def evaluate_guards(
                 f"set SCIM_ALLOW_MASS_CHANGES=1 for one run if this is intended"
                 if massive
                 else f"{updates} users updated"
+            ),
+        )
+    )
+
+    groups = change_set.groups
+    group_removals = int(groups["op"].isin(["release", "delete"]).sum())
+    group_limit = max(config.min_group_removal_limit, math.floor(config.max_delete_share * managed.groups))
+    # Every managed group leaving at once because the roster has none is a lost file, whatever the count.
+    emptied = group_removals > 0 and len(roster.groups) == 0
+    results.append(
+        GuardResult(
+            name="group_removals",
+            passed=(group_removals <= group_limit and not emptied) or allow,
+            observed=group_removals,
+            limit=0 if emptied else group_limit,
+            message=(
+                f"{group_removals} groups released or deleted (limit {group_limit})"
+                if group_removals <= group_limit and not emptied
+                else f"the roster has no groups while we manage {managed.groups}: check the groups file; nothing was "
+                f"changed ({_ALLOW_HINT})"
+                if emptied
+                else f"{group_removals} of the {managed.groups} groups we manage would be released or deleted in one "
+                f"cycle, over the limit of {group_limit}: check the groups file; nothing was changed ({_ALLOW_HINT})"
+            ),
+        )
+    )
+
+    memberships = change_set.memberships
+    member_removals = int(memberships.loc[memberships["op"].eq("remove_members"), "member_count"].sum())
+    member_limit = max(config.min_member_removal_limit, math.floor(config.max_delete_share * managed_memberships))
+    results.append(
+        GuardResult(
+            name="membership_removals",
+            passed=member_removals <= member_limit or allow,
+            observed=member_removals,
+            limit=member_limit,
+            message=(
+                f"{member_removals} members removed from groups (limit {member_limit})"
+                if member_removals <= member_limit
+                else f"{member_removals} of the {managed_memberships} memberships we added would be removed in one "
+                f"cycle, over the limit of {member_limit}: check the memberships file; nothing was changed "
+                f"({_ALLOW_HINT})"
             ),
         )
     )

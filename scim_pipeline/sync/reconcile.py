@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,13 +26,19 @@ from scim_pipeline.sync.changes import RosterFrames, group_attribute_columns, us
 from scim_pipeline.sync.payloads import is_missing, resource_attrs
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
 
+if TYPE_CHECKING:
+    from scim_pipeline.scim.client import ScimClient
+
 __all__ = [
     "DRIFT_COLUMNS",
     "MISSING",
     "AdoptionReport",
+    "ReadVerdict",
+    "TargetRead",
     "adopt_existing",
     "apply_drift",
     "detect_drift",
+    "reconcile_target",
 ]
 
 DRIFT_COLUMNS = ("resource_type", "key", "key_norm", "scim_id", "attribute", "managed_value", "target_value")
@@ -240,3 +247,124 @@ def apply_drift(state: ProvisioningState, drift: pd.DataFrame) -> int:
         state.set_observed_attrs("Groups", group_updates)
     state.apply(batch)
     return len(drift)
+
+
+MAX_MISSING_CHECKS = 500
+"""Managed objects missing from a full read are confirmed one by one with a GET, at most this many per cycle."""
+
+
+@dataclass(frozen=True)
+class ReadVerdict:
+    """How far a full read of the target can be trusted."""
+
+    users_read: int
+    groups_read: int
+    missing_reported: int = 0
+    missing_confirmed: int = 0
+    trusted: bool = True
+    reason: str = ""
+
+
+@dataclass
+class TargetRead:
+    """The result of :func:`reconcile_target`."""
+
+    adoption: AdoptionReport
+    drift: pd.DataFrame
+    verdict: ReadVerdict
+    notes: list[str] = field(default_factory=list)
+
+
+async def reconcile_target(
+    client: ScimClient,
+    state: ProvisioningState,
+    roster: RosterFrames,
+    *,
+    user_match_attribute: str = "userName",
+    group_match_attribute: str = "displayName",
+    detect: bool = True,
+) -> TargetRead:
+    """Read the whole target; adopt the unmanaged objects whose matching key is a roster identity (a first run
+    against an existing tenant, and orphans of create answers that were lost); with ``detect``, report and repair
+    drift of what we manage.
+
+    One incomplete or suspicious read never makes us forget a managed object: each object missing from the listing
+    is confirmed with its own GET (a 404), and when too many are missing to confirm, none is forgotten.
+    """
+    target_users = await client.search("Users")
+    target_groups = await client.search("Groups")
+    adoption = adopt_existing(
+        state,
+        roster,
+        target_users,
+        target_groups,
+        user_match_attribute,
+        group_match_attribute=group_match_attribute,
+    )
+    notes: list[str] = []
+    for resource_type, key in adoption.ambiguous[:20]:
+        notes.append(f"{resource_type} {key!r}: several target objects match; none was adopted")
+    if adoption.users_adopted or adoption.groups_adopted:
+        notes.append(
+            f"adopted {adoption.users_adopted} users and {adoption.groups_adopted} groups found on the target that "
+            "match roster identities"
+        )
+    drift = pd.DataFrame(columns=list(DRIFT_COLUMNS))
+    verdict = ReadVerdict(users_read=len(target_users), groups_read=len(target_groups))
+    if detect:
+        drift = detect_drift(state, target_users, target_groups)
+        drift, verdict = await _confirm_missing(client, drift, verdict)
+        if not verdict.trusted:
+            notes.append(verdict.reason)
+        apply_drift(state, drift)
+    return TargetRead(adoption=adoption, drift=drift, verdict=verdict, notes=notes)
+
+
+async def _confirm_missing(
+    client: ScimClient, drift: pd.DataFrame, verdict: ReadVerdict
+) -> tuple[pd.DataFrame, ReadVerdict]:
+    """Keep only the "missing on target" rows a GET confirms (404); drop all of them when there are too many."""
+    from scim_pipeline.scim.errors import ScimNotFound
+
+    missing = drift[drift["attribute"] == MISSING]
+    if missing.empty:
+        return drift, verdict
+    others = drift[drift["attribute"] != MISSING]
+    if len(missing) > MAX_MISSING_CHECKS:
+        return others, ReadVerdict(
+            users_read=verdict.users_read,
+            groups_read=verdict.groups_read,
+            missing_reported=len(missing),
+            trusted=False,
+            reason=f"{len(missing)} managed objects are missing from the target's listing — more than the "
+            f"{MAX_MISSING_CHECKS} this cycle confirms one by one: the read looks incomplete, so none was forgotten",
+        )
+
+    async def gone(resource_type: str, scim_id: str) -> bool:
+        try:
+            await client.get(resource_type, scim_id, attributes=["id"])
+        except ScimNotFound:
+            return True
+        except Exception:  # a failing check proves nothing: keep the object
+            return False
+        return False
+
+    confirmations = await asyncio.gather(
+        *(gone(str(row.resource_type), str(row.scim_id)) for row in missing.itertuples(index=False))
+    )
+    confirmed = missing[list(confirmations)]
+    kept = pd.concat([others, confirmed], ignore_index=True) if not confirmed.empty else others
+    unconfirmed = len(missing) - len(confirmed)
+    return kept.reset_index(drop=True), ReadVerdict(
+        users_read=verdict.users_read,
+        groups_read=verdict.groups_read,
+        missing_reported=len(missing),
+        missing_confirmed=len(confirmed),
+        trusted=unconfirmed == 0,
+        reason=(
+            ""
+            if unconfirmed == 0
+            else f"{unconfirmed} managed objects were missing from the target's listing but still answer a GET: the "
+            "listing is incomplete, so they were kept"
+        ),
+    )

@@ -4,9 +4,12 @@ import os
 
 from dagster import JobDefinition
 
+from scim_pipeline.assets.component import ScimProvisioningComponent
 from scim_pipeline.assets.jobs import SYNC_JOB
-from scim_pipeline.definitions import build_definitions
+from scim_pipeline.settings import PipelineSettings
 
 
 def sync_job() -> JobDefinition:
-    return build_definitions(os.environ).resolve_job_def(SYNC_JOB)
+    settings = PipelineSettings.from_env(os.environ)
+    component = ScimProvisioningComponent.from_settings(settings, executor="multiprocess")
+    return component.definitions().resolve_job_def(SYNC_JOB)

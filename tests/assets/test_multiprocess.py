@@ -22,11 +22,11 @@ def test_the_multiprocess_executor_converges_with_no_shared_memory(
             reconstructable(sync_job),
             instance=instance,
             tags=range_tags(0, SHARDS - 1),
-            run_config={"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}},
+            run_config={"execution": {"config": {"max_concurrent": 2}}},
         )
         assert result.success
 
-    # Every step ran in its own process: state crossed only through the state store and the Parquet frames.
+    # The step ran in its own process: nothing but the state store and the target carried state.
     assert set(target.users_by_name()) == {user["user_name"] for user in roster.users}
     members = target.members_by_group()
     assert members["Vault Admins"] == {roster.users[i]["user_name"] for i in range(3)}

@@ -1,7 +1,12 @@
 import pytest
 
-from scim_pipeline.resources.target import ScimTargetResource, target_from_env
+from scim_pipeline.resources.target import ScimTargetResource, target_resource
 from scim_pipeline.scim import ConfigurationError
+from scim_pipeline.settings import PipelineSettings
+
+
+def target_from_env(env: dict[str, str]) -> ScimTargetResource:
+    return target_resource(PipelineSettings.from_env(env))
 
 
 def test_the_secret_stays_out_of_the_resource_repr() -> None:

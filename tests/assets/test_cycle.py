@@ -7,8 +7,10 @@ from collections import Counter
 
 from dagster import AssetKey
 
-from scim_pipeline.assets.jobs import RECONCILE_RUN_CONFIG
+from scim_pipeline.assets.jobs import cycle_run_config
 from tests.assets.conftest import SHARDS, Pipeline, Roster, Target, make_user
+
+RECONCILE_RUN_CONFIG = cycle_run_config("scim_cycle", reconcile=True)
 
 
 def expected_members(roster: Roster) -> dict[str, set[str]]:

@@ -1,0 +1,200 @@
+"""The pipeline's settings: one pydantic-settings model over the documented ``SCIM_*`` environment variables.
+
+The CLI, the Dagster resources and the Dagster Component all build their configuration from
+:class:`PipelineSettings` (the Component from its ``defs.yaml`` fields, the others from the environment), so each
+variable is parsed, validated and defaulted in exactly one place. A bad value raises ``ConfigurationError`` naming
+the variable — never echoing the value, which may be the secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from scim_pipeline.scim.errors import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "PipelineSettings", "default_dagster_home", "variable_of"]
+
+ENV_PREFIX = "SCIM_"
+
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("scim_pipeline_settings_environment", default=None)
+
+
+def variable_of(field: str) -> str:
+    """The environment variable that feeds ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def default_dagster_home() -> Path:
+    """Where the CLI keeps its Dagster home when ``DAGSTER_HOME`` is unset: one per user, whatever the working
+    directory (a sync started from another folder must not silently start a fresh state store and run history)."""
+    state_root = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_root) / "scim-pipeline" / "dagster_home"
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of ``os.environ`` inside
+    :meth:`PipelineSettings.from_env` (tests and the CLI pass their own environment)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        given = _ENVIRONMENT.get()
+        if given is None:
+            return super()._load_env_vars()
+        return {name.lower(): value for name, value in given.items()}
+
+
+class PipelineSettings(BaseSettings):
+    """Every setting of a scim-pipeline target, with the ``SCIM_*`` variable that sets it (see the README)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # The target
+    base_url: str | None = Field(
+        default=None,
+        description="SCIM base URL, e.g. https://<tenant>.delinea.app/scim/v2. Unset means demo mode: the embedded "
+        "emulator and the bundled sample roster.",
+    )
+    token_url: str | None = Field(
+        default=None,
+        description="OAuth token URL; default <origin of base_url>/identity/api/oauth2/token/xpmplatform.",
+    )
+    client_id: str | None = Field(default=None, description="OAuth client id of the dedicated SCIM service user.")
+    client_secret: SecretStr | None = Field(default=None, description="OAuth client secret (never logged).")
+    scope: str = Field(default="xpm.platform", description="OAuth scope.")
+    profile: Literal["delinea", "rfc7644"] = Field(
+        default="delinea", description="Which operations and filters the target accepts."
+    )
+    ca_bundle: str | None = Field(default=None, description="CA bundle (PEM) for TLS verification; default system.")
+    concurrency: int = Field(default=16, ge=1, le=256, description="Concurrent requests towards the target.")
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Ceiling on requests per second towards the target (default: none; the client paces itself "
+        "on the target's 429 and rate-limit headers).",
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Deadline of one request, seconds.")
+    member_chunk: int = Field(default=100, ge=1, le=10_000, description="Member operations per group PATCH.")
+
+    # The roster
+    roster: str | None = Field(
+        default=None,
+        description="Roster folder (users, optional groups, memberships as .csv, .parquet or .jsonl); default the "
+        "bundled sample (demo).",
+    )
+    mapping: str | None = Field(default=None, description="Mapping file (YAML); default the built-in columns.")
+
+    # State and partitions
+    state_url: str | None = Field(
+        default=None,
+        description="Provisioning state store URL (sqlite:///path); default $DAGSTER_HOME/scim_pipeline/state.sqlite.",
+    )
+    shards: int = Field(default=16, ge=1, le=1024, description="Number of shard partitions users are split into.")
+    shards_per_run: int | None = Field(
+        default=None,
+        ge=1,
+        description="A backfill over many shards launches one run per this many shards (default: all the "
+        "backfill's shards in one run).",
+    )
+
+    # Policy
+    deprovision: Literal["disable", "delete"] = Field(
+        default="disable",
+        description="Users who leave the roster: disable (active=false, Delinea's soft delete) or delete.",
+    )
+    max_deletes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Deletion threshold: disables + deletes allowed in one cycle. Default: 20 % of the active "
+        "users we manage, never less than 10.",
+    )
+    allow_mass_changes: bool = Field(
+        default=False,
+        description="Let one run pass the deletion, empty-roster, shrunken-roster and mass-update guards.",
+    )
+
+    @field_validator("base_url", "token_url", "client_id", "ca_bundle", "roster", "mapping", "state_url")
+    @classmethod
+    def _strip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        stripped = value.strip()
+        return stripped or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit values (the Component's YAML, CLI flags) win over the environment; no .env file is read.
+        return (init_settings, _MappingEnvSource(settings_cls))
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ConfigurationError(_describe(error)) from None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> PipelineSettings:
+        """Read the ``SCIM_*`` variables of ``env`` (default ``os.environ``); ``overrides`` win, ``None`` ignored."""
+        with _reading(env):
+            return cls(**{name: value for name, value in overrides.items() if value is not None})
+
+    @property
+    def demo_mode(self) -> bool:
+        """True when no target is configured: the embedded emulator and the sample roster stand in."""
+        return self.base_url is None
+
+    def describe_target(self) -> str:
+        """Where this pipeline provisions to, without any credential."""
+        if self.demo_mode:
+            return "DEMO MODE — embedded Delinea emulator on loopback (set SCIM_BASE_URL to provision a real target)"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.base_url or "")
+        # Never the userinfo part: a password in the URL is refused by the client, and must not reach metadata.
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path} (profile {self.profile})"
+
+
+@contextmanager
+def _reading(env: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRONMENT.set(env)
+    try:
+        yield
+    finally:
+        _ENVIRONMENT.reset(token)
+
+
+def _describe(error: ValidationError) -> str:
+    """Name each failing setting and its variable; never echo the input (it may be the secret)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        field = str(item["loc"][0]) if item["loc"] else "settings"
+        label = variable_of(field) if field in PipelineSettings.model_fields else field
+        problems.append(f"{label}: {item['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def field_descriptions() -> dict[str, tuple[str, FieldInfo]]:
+    """Each setting's variable and field (for the README's table and the Component's schema)."""
+    return {name: (variable_of(name), info) for name, info in PipelineSettings.model_fields.items()}

@@ -1,0 +1,261 @@
+"""A cycle's outcome as a typed, serializable document: who changes and how, what was set aside and why.
+
+The provisioning step writes it next to the run (``<pipeline home>/reports/<run id>.json``) and shows parts of it in
+the Dagster UI; the CLI reads it back to print who was created, updated, disabled, added or removed — the same
+typed figures the step computed, never numbers re-parsed from metadata strings. It carries keys (the matching
+identity) and attribute *names*, never attribute values, tokens or secrets. It is a report, not a plan: nothing
+executes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from scim_pipeline.sync.cycle import CycleReport, change_rows
+
+__all__ = ["ChangeRow", "CycleOutcome", "RejectedRow"]
+
+PLAN_COUNTS = (
+    ("user_creates", "users created"),
+    ("user_updates", "users updated"),
+    ("user_enables", "users re-enabled"),
+    ("user_disables", "users disabled"),
+    ("user_deletes", "users deleted"),
+    ("group_creates", "groups created"),
+    ("group_renames", "groups renamed"),
+    ("group_updates", "groups updated"),
+    ("group_releases", "groups released"),
+    ("group_deletes", "groups deleted"),
+    ("member_adds", "members added"),
+    ("member_removes", "members removed"),
+)
+"""The plan's counts, in the order the CLI prints them, with their labels."""
+
+
+class ChangeRow(BaseModel):
+    kind: str
+    op: str
+    key: str
+    detail: str = ""
+
+
+class RejectedRow(BaseModel):
+    table: str
+    file: str = ""
+    row: int | None = None
+    key: str | None = None
+    field: str | None = None
+    reason: str
+
+
+class DeferredRow(BaseModel):
+    group: str
+    user: str
+    reason: str
+
+
+class DriftRow(BaseModel):
+    resource_type: str
+    key: str
+    attribute: str
+
+
+class GuardRow(BaseModel):
+    name: str
+    passed: bool
+    message: str
+    observed: int = 0
+    limit: int = 0
+
+
+class FailureRow(BaseModel):
+    resource_type: str
+    op: str
+    key: str
+    status: int | None = None
+    scim_type: str | None = None
+    message: str
+
+
+class CycleOutcome(BaseModel):
+    """Everything the CLI prints about one run (and several runs merged)."""
+
+    run_ids: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+    target: str = ""
+    shards: list[int] | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    calls: int = 0
+    retries: int = 0
+    failed_calls: int = 0
+    adoptions: int = 0
+    adopted_users: int = 0
+    adopted_groups: int = 0
+    changes: list[ChangeRow] = Field(default_factory=list)
+    rejected: list[RejectedRow] = Field(default_factory=list)
+    deferred: list[DeferredRow] = Field(default_factory=list)
+    drift: list[DriftRow] = Field(default_factory=list)
+    guards: list[GuardRow] = Field(default_factory=list)
+    failures: list[FailureRow] = Field(default_factory=list)
+    held: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    circuit_message: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def stopped_by_guard(self) -> bool:
+        return any(not guard.passed for guard in self.guards)
+
+    @property
+    def failed(self) -> bool:
+        return self.stopped_by_guard or bool(self.failures) or self.circuit_message is not None
+
+    @classmethod
+    def from_report(
+        cls,
+        report: CycleReport,
+        *,
+        rejected: pd.DataFrame,
+        sources: Mapping[str, str] | None = None,
+        target: str = "",
+    ) -> CycleOutcome:
+        plan = report.plan.summary()
+        executed = report.executed_memberships.summary()
+        counts = {
+            "user_creates": plan["user_creates"],
+            "user_updates": plan["user_updates"],
+            "user_enables": plan["enables"],
+            "user_disables": plan["disables"],
+            "user_deletes": plan["user_deletes"],
+            "group_creates": plan["group_creates"],
+            "group_renames": plan["renames"],
+            "group_updates": plan["group_updates"],
+            "group_releases": plan["group_releases"],
+            "group_deletes": plan["group_deletes"],
+            "member_adds": executed["member_adds"],
+            "member_removes": executed["member_removes"],
+            "deferred": len(report.deferred),
+            "rejected_rows": len(rejected),
+        }
+        execution = report.execution
+        return cls(
+            run_ids=[report.options.run_id],
+            dry_run=report.dry_run,
+            target=target,
+            shards=sorted(report.options.shards) if report.options.shards is not None else None,
+            counts=counts,
+            calls=execution.calls,
+            retries=execution.retries,
+            failed_calls=len(execution.failures),
+            adoptions=execution.adoptions,
+            adopted_users=report.adoption.users_adopted if report.adoption else 0,
+            adopted_groups=report.adoption.groups_adopted if report.adoption else 0,
+            changes=[ChangeRow(**row) for row in change_rows(report)],
+            rejected=_rejected_rows(rejected, sources or {}),
+            deferred=[
+                DeferredRow(group=str(g), user=str(u), reason=str(r))
+                for g, u, r in report.deferred[["group", "user", "reason"]].itertuples(index=False)
+            ],
+            drift=[
+                DriftRow(resource_type=str(t), key=str(k), attribute=str(a))
+                for t, k, a in report.drift[["resource_type", "key", "attribute"]].itertuples(index=False)
+            ],
+            guards=[
+                GuardRow(name=g.name, passed=g.passed, message=g.message, observed=g.observed, limit=g.limit)
+                for g in report.guards
+            ],
+            failures=[
+                FailureRow(
+                    resource_type=f.resource_type,
+                    op=f.op,
+                    key=f.key,
+                    status=f.status,
+                    scim_type=f.scim_type,
+                    message=f.message,
+                )
+                for f in execution.failures
+            ],
+            held=[f"{h.resource_type} {h.key}: {h.reason or 'repeated failures'}" for h in execution.held],
+            notes=list(report.notes),
+            circuit_message=execution.circuit_message,
+            wall_s=round(execution.wall_s, 3),
+        )
+
+    @classmethod
+    def merged(cls, outcomes: Sequence[CycleOutcome]) -> CycleOutcome:
+        """Several runs of one CLI command (one per contiguous shard range) as one outcome."""
+        if len(outcomes) == 1:
+            return outcomes[0]
+        merged = cls(dry_run=all(o.dry_run for o in outcomes), target=outcomes[0].target if outcomes else "")
+        for outcome in outcomes:
+            merged.run_ids.extend(outcome.run_ids)
+            for name, value in outcome.counts.items():
+                # The roster is read whole by every run: its rejected rows are the same each time.
+                merged.counts[name] = value if name == "rejected_rows" else merged.counts.get(name, 0) + value
+            merged.calls += outcome.calls
+            merged.retries += outcome.retries
+            merged.failed_calls += outcome.failed_calls
+            merged.adoptions += outcome.adoptions
+            merged.adopted_users += outcome.adopted_users
+            merged.adopted_groups += outcome.adopted_groups
+            merged.changes.extend(outcome.changes)
+            merged.deferred.extend(outcome.deferred)
+            merged.drift.extend(outcome.drift)
+            merged.guards.extend(g for g in outcome.guards if not g.passed)
+            merged.failures.extend(outcome.failures)
+            merged.held.extend(outcome.held)
+            merged.notes.extend(n for n in outcome.notes if n not in merged.notes)
+            merged.circuit_message = merged.circuit_message or outcome.circuit_message
+            merged.wall_s += outcome.wall_s
+            merged.shards = sorted({*(merged.shards or []), *(outcome.shards or [])})
+        merged.rejected = outcomes[0].rejected if outcomes else []
+        return merged
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(self.model_dump_json(), encoding="utf-8")
+        temporary.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> CycleOutcome:
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def _rejected_rows(rejected: pd.DataFrame, sources: Mapping[str, str]) -> list[RejectedRow]:
+    if rejected.empty:
+        return []
+    rows: list[RejectedRow] = []
+    for record in rejected.to_dict("records"):
+        table = str(record.get("table") or "")
+        rows.append(
+            RejectedRow(
+                table=table,
+                file=sources.get(table, ""),
+                row=_int(record.get("row")),
+                key=_text(record.get("key")),
+                field=_text(record.get("field")),
+                reason=str(record.get("reason") or ""),
+            )
+        )
+    return rows
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    text = _text(value)
+    try:
+        return int(float(text)) if text is not None else None
+    except ValueError:
+        return None
