@@ -41,6 +41,7 @@ from scim_pipeline.sync.changes import (
 from scim_pipeline.sync.executor import CircuitBreaker, ExecutionReport, ProgressCallback, execute
 from scim_pipeline.sync.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
 from scim_pipeline.sync.holds import hold_rejected
+from scim_pipeline.sync.payloads import MANAGER_PATH
 from scim_pipeline.sync.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
 from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, ProvisioningState
 
@@ -251,7 +252,7 @@ class Plan:
         preview = _with_planned_creates(snapshot, users, groups)
         memberships = _empty_plan().memberships
         if context.wants("memberships"):
-            memberships, _ = plan_memberships(roster, preview, settings)
+            memberships, _ = plan_memberships(_holding_memberships(roster, snapshot, rejected), preview, settings)
         context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
         context.report.deferred = _deferred_memberships(roster, preview, settings, context.options)
 
@@ -284,12 +285,46 @@ class GroupUpserts:
 
 
 class UserUpserts:
+    """Creates and updates, managers before their reports; then, in a run over some shards, the reports in other
+    shards whose manager was just created get their manager now instead of at their own shard's next run."""
+
     name = "user upserts"
     kind: str | None = "users"
 
     async def run(self, context: CycleContext) -> None:
         users = context.report.plan.users
         await context.execute(_only(users=users[users["op"].isin(USER_UPSERT_OPS)]))
+        if context.options.shards is not None:
+            created = set(users.loc[users["op"].eq("create"), "key_norm"].astype(str))
+            if created:
+                await _fix_managers_in_other_shards(context, created)
+
+
+async def _fix_managers_in_other_shards(context: CycleContext, created: set[str]) -> None:
+    roster_users = context.roster.users
+    shards = context.options.shards
+    if MANAGER_PATH not in roster_users.columns or shards is None:
+        return
+    managers = roster_users[MANAGER_PATH].astype("string").str.casefold()
+    reports = roster_users[managers.isin(created).fillna(False) & ~roster_users["shard"].isin(sorted(shards))]
+    if reports.empty:
+        return
+    keys = set(reports["key_norm"].astype(str)) | created
+    # The plan covers exactly these reports and their managers, on both sides, so it can only update them.
+    subset = roster_users[roster_users["key_norm"].astype(str).isin(keys)]
+    snapshot = context.state.snapshot(None)
+    managed = snapshot.users[snapshot.users["key_norm"].astype(str).isin(keys)]
+    partial = ManagedSnapshot(
+        users=managed,
+        groups=snapshot.groups.iloc[0:0],
+        memberships=snapshot.memberships.iloc[0:0],
+        attrs_loader=snapshot.attrs_loader,
+    )
+    settings = PlanSettings(deprovision=context.options.deprovision, member_chunk=context.options.member_chunk)
+    planned = plan_users(subset, partial, settings)
+    fixes = planned[planned["op"].eq("update") & planned["key_norm"].astype(str).isin(set(reports["key_norm"]))]
+    if not fixes.empty:
+        await context.execute(_only(users=fixes))
 
 
 class Memberships:
@@ -301,7 +336,8 @@ class Memberships:
     async def run(self, context: CycleContext) -> None:
         settings = context.plan_settings
         snapshot = context.state.snapshot(context.options.shards)
-        memberships, _ = plan_memberships(context.roster, snapshot, settings)
+        held = _holding_memberships(context.roster, snapshot, context.report.rejected)
+        memberships, _ = plan_memberships(held, snapshot, settings)
         context.report.deferred = _deferred_memberships(context.roster, snapshot, settings, context.options)
         context.report.membership_plan = _only(memberships=memberships)
         await context.execute(context.report.membership_plan)
@@ -372,6 +408,34 @@ async def _timed(phase: Phase, context: CycleContext) -> None:
         PhaseTiming(phase.name, time.perf_counter() - started, context.report.execution.calls - calls_before)
     )
     logger.debug("phase %s done in %.3f s", phase.name, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _RosterView:
+    users: pd.DataFrame
+    groups: pd.DataFrame
+    memberships: pd.DataFrame
+
+
+def _holding_memberships(roster: RosterFrames, managed: ManagedSnapshot, rejected: pd.DataFrame) -> RosterFrames:
+    """The roster with the memberships we manage of users and groups whose row was rejected kept as wanted: a
+    data-entry error in a row never removes that person (or group) from their groups."""
+    if rejected.empty or managed.memberships.empty:
+        return roster
+    keys = rejected.loc[rejected["key"].notna(), ["table", "key"]]
+    held_users = set(keys.loc[keys["table"].eq("users"), "key"].astype(str).str.casefold())
+    held_groups = set(keys.loc[keys["table"].eq("groups"), "key"].astype(str).str.casefold())
+    if not held_users and not held_groups:
+        return roster
+    current = managed.memberships[["group_key_norm", "user_key_norm"]].astype("string")
+    keep = current["user_key_norm"].str.casefold().isin(held_users) | current["group_key_norm"].str.casefold().isin(
+        held_groups
+    )
+    if not keep.any():
+        return roster
+    wanted = roster.memberships[["group_key_norm", "user_key_norm"]].astype("string")
+    memberships = pd.concat([wanted, current[keep.fillna(False)]], ignore_index=True).drop_duplicates()
+    return _RosterView(users=roster.users, groups=roster.groups, memberships=memberships)
 
 
 def _empty_plan() -> ChangeSet:

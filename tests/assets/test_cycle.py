@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from dagster import AssetKey
+from dagster import AssetKey, ExecuteInProcessResult
 
 from scim_pipeline.assets.jobs import cycle_run_config
+from scim_pipeline.assets.partitions import range_tags
+from scim_pipeline.sync.state import ProvisioningState
 from tests.assets.conftest import SHARDS, Pipeline, Roster, Target, make_user
 
 RECONCILE_RUN_CONFIG = cycle_run_config("scim_cycle", reconcile=True)
@@ -219,3 +221,165 @@ def test_a_backfill_shard_by_shard_onboards_everyone(pipeline: Pipeline, roster:
     assert by_shard[-1] == {user["user_name"] for user in roster.users}
     assert all(earlier <= later for earlier, later in itertools.pairwise(by_shard))
     assert target.members_by_group() == expected_members(roster)  # memberships follow their users in
+
+
+def managed_state(pipeline: Pipeline) -> dict[str, list[tuple[str, ...]]]:
+    """What the state store manages, as sorted rows (ids included), to compare before and after a run."""
+    with ProvisioningState.open(pipeline.env["SCIM_STATE_URL"]) as state:
+        users = state.managed_users()
+        groups = state.managed_groups()
+        memberships = state.managed_memberships()
+        return {
+            "users": sorted(
+                tuple(str(v) for v in row)
+                for row in users[["key_norm", "scim_id", "attrs_hash", "active", "status"]].itertuples(index=False)
+            ),
+            "groups": sorted(
+                tuple(str(v) for v in row)
+                for row in groups[["key_norm", "scim_id", "attrs_hash"]].itertuples(index=False)
+            ),
+            "memberships": sorted(tuple(str(v) for v in row) for row in memberships.itertuples(index=False)),
+        }
+
+
+def materialize_only(pipeline: Pipeline, *names: str) -> ExecuteInProcessResult:
+    """What one click on "Materialize selected" does in the UI for these assets, over every shard."""
+    job = pipeline.definitions().resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        instance=pipeline.instance,
+        asset_selection=[AssetKey(name) for name in names],
+        tags=range_tags(0, SHARDS - 1),
+        raise_on_error=False,
+    )
+
+
+def test_a_group_leaving_the_roster_removes_our_members_on_the_target(
+    pipeline: Pipeline, roster: Roster, target: Target
+) -> None:
+    assert pipeline.sync().success
+    assert target.members_by_group()["Auditors"]
+    roster.groups.remove("Auditors")
+    roster.memberships = [(group, user) for group, user in roster.memberships if group != "Auditors"]
+    roster.write()
+
+    result = pipeline.sync()
+
+    assert result.success
+    assert materialized_metadata(result, "group_changes")["releases"] == 1
+    members = target.members_by_group()
+    assert members["Auditors"] == set()  # Delinea has no group DELETE: the group stays, our members are gone
+    assert members == {**expected_members(roster), "Auditors": set()}
+    target.clear_requests()
+    assert pipeline.sync().success
+    assert target.writes() == []  # no longer managed: nothing left to do
+
+
+def test_a_guard_stop_changes_neither_the_target_nor_the_state_and_the_restored_roster_syncs_with_no_write(
+    pipeline: Pipeline, roster: Roster, target: Target
+) -> None:
+    assert pipeline.sync().success
+    state_before = managed_state(pipeline)
+    members_before = target.members_by_group()
+    saved = (list(roster.users), list(roster.groups), list(roster.memberships))
+    roster.users = roster.users[:4]  # a truncated export...
+    roster.groups = []  # ...and an emptied groups file
+    roster.memberships = []
+    roster.write()
+    target.clear_requests()
+
+    stopped = pipeline.sync()
+
+    assert not stopped.success
+    failed = {e.check_name for e in stopped.get_asset_check_evaluations() if not e.passed}
+    assert {"shrunken_roster", "group_removals"} <= failed
+    assert target.writes() == []
+    assert managed_state(pipeline) == state_before
+    assert target.members_by_group() == members_before
+
+    roster.users, roster.groups, roster.memberships = saved
+    roster.write()
+    target.clear_requests()
+    assert pipeline.sync().success
+    assert target.writes() == []
+
+
+def test_provisioning_never_executes_a_plan_made_by_another_run(
+    pipeline: Pipeline, roster: Roster, target: Target
+) -> None:
+    assert pipeline.sync().success
+    leaving = roster.users.pop()
+    roster.write()
+    plan = pipeline.sync(dry_run=True)
+    assert plan.success
+    assert materialized_metadata(plan, "user_changes")["disables"] == 1
+    roster.users.append(leaving)  # the roster is fixed before anyone runs the sync
+    roster.write()
+    target.clear_requests()
+
+    clicked = materialize_only(pipeline, "user_provisioning")
+
+    assert clicked.success
+    assert target.writes() == []
+    assert target.users_by_name()[leaving["user_name"]]["active"] is True
+
+
+def test_a_user_whose_row_was_rejected_is_held_not_disabled(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    assert pipeline.sync().success
+    roster.users[5]["active"] = "maybe"  # a data-entry error, not a departure
+    roster.write()
+    target.clear_requests()
+
+    result = pipeline.sync()
+
+    assert result.success
+    assert target.writes() == []
+    assert target.users_by_name()[roster.users[5]["user_name"]]["active"] is True
+    assert materialized_metadata(result, "roster_rejections")["rejected_users"] == 1
+
+
+def test_the_plan_counts_the_members_the_sync_then_adds(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    plan = pipeline.sync(dry_run=True)
+    planned = materialized_metadata(plan, "membership_changes")
+
+    result = pipeline.sync()
+
+    assert result.success
+    done = materialized_metadata(result, "membership_changes")
+    assert planned["member_adds"] == done["member_adds"] == len(roster.memberships)
+    assert planned["deferred"] == done["deferred"] == 0
+
+
+def test_the_user_sync_job_provisions_users_only(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    job = pipeline.definitions().resolve_job_def("scim_user_sync")
+
+    result = job.execute_in_process(instance=pipeline.instance, tags=range_tags(0, SHARDS - 1), raise_on_error=False)
+
+    assert result.success
+    assert set(target.users_by_name()) == {user["user_name"] for user in roster.users}
+    assert target.groups_by_name() == {}
+    group_sync = pipeline.definitions().resolve_job_def("scim_group_sync")
+    assert group_sync.execute_in_process(
+        instance=pipeline.instance, tags=range_tags(0, SHARDS - 1), raise_on_error=False
+    ).success
+    assert target.members_by_group() == expected_members(roster)
+
+
+def test_a_shard_by_shard_onboarding_sets_every_manager_in_its_own_run(
+    pipeline: Pipeline, roster: Roster, target: Target
+) -> None:
+    boss = roster.users[0]["user_name"]
+    for user in roster.users[1:]:
+        user["manager"] = boss
+    roster.write()
+    job = pipeline.definitions().resolve_job_def("scim_sync")
+
+    for shard in reversed(range(SHARDS)):  # the manager's shard is not necessarily first
+        assert job.execute_in_process(instance=pipeline.instance, partition_key=f"{shard:03d}").success
+
+    users = target.users_by_name()
+    boss_id = users[boss]["id"]
+    enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    assert all(users[u["user_name"]][enterprise]["manager"]["value"] == boss_id for u in roster.users[1:])
+    target.clear_requests()
+    assert pipeline.sync().success
+    assert target.writes() == []
