@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -167,3 +168,122 @@ def test_a_refused_token_fails_the_sync_in_one_line_without_a_traceback(
     assert emulator_process["SCIM_TOKEN_URL"] in result.stdout
     assert "401" in result.stdout
     assert "not-the-secret-5d1e" not in output
+
+
+def write_users(folder: Path, rows: list[str]) -> None:
+    (folder / "users.csv").write_text("\n".join(["user_name,given_name,family_name,active", *rows]) + "\n")
+
+
+@pytest.fixture
+def cli_roster(
+    tmp_path: Path, emulator_process: dict[str, str], clean_env: dict[str, str]
+) -> tuple[Path, dict[str, str]]:
+    roster = tmp_path / "roster"
+    roster.mkdir()
+    write_users(roster, [f"u{i}@example.com,G{i},F{i},true" for i in range(6)])
+    (roster / "groups.csv").write_text("group_name\nVault Admins\nAuditors\n")
+    (roster / "memberships.csv").write_text(
+        "group_name,user_name\nVault Admins,u0@example.com\nVault Admins,u1@example.com\nAuditors,u2@example.com\n"
+    )
+    env = {
+        **clean_env,
+        **emulator_process,
+        "SCIM_CLIENT_ID": CLIENT,
+        "SCIM_CLIENT_SECRET": SECRET,
+        "SCIM_ROSTER": str(roster),
+        "SCIM_SHARDS": "2",
+    }
+    return roster, env
+
+
+def test_plan_names_the_people_and_the_rejected_rows_and_sync_then_does_exactly_that(
+    cli_roster: tuple[Path, dict[str, str]],
+) -> None:
+    roster, env = cli_roster
+    write_users(roster, [*[f"u{i}@example.com,G{i},F{i},true" for i in range(6)], "bad@example.com,B,D,maybe"])
+
+    plan = run_cli("plan", "--all", env=env)
+
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "users created (6):" in plan.stdout
+    assert "  u5@example.com" in plan.stdout
+    assert "u0@example.com — to Vault Admins" in plan.stdout
+    assert re.search(r"users\.csv row 8, active: .*maybe", plan.stdout), plan.stdout
+    assert summary_value(plan.stdout, "members added") == 3
+    sync = run_cli("sync", "--json", env=env)
+    document = json.loads(sync.stdout)
+    assert document["result"] == "ok"
+    assert document["counts"]["user_creates"] == 6
+    assert document["counts"]["member_adds"] == 3
+    assert document["calls"] == 6 + 2 + 2  # 6 users, 2 groups, one member PATCH per group
+    assert {row["key"] for row in document["changes"] if row["kind"] == "user"} == {
+        f"u{i}@example.com" for i in range(6)
+    }
+
+
+def test_a_group_leaving_the_roster_through_the_cli_removes_our_members(
+    cli_roster: tuple[Path, dict[str, str]],
+) -> None:
+    roster, env = cli_roster
+    assert run_cli("sync", env=env).returncode == 0
+    (roster / "groups.csv").write_text("group_name\nVault Admins\n")
+    (roster / "memberships.csv").write_text(
+        "group_name,user_name\nVault Admins,u0@example.com\nVault Admins,u1@example.com\n"
+    )
+
+    result = run_cli("sync", env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "groups released (our members removed) (1):\n  Auditors" in result.stdout
+    assert "u2@example.com — from Auditors" in result.stdout
+    again = run_cli("sync", env=env)
+    assert summary_value(again.stdout, "SCIM calls") == 0
+
+
+def test_a_guard_stop_through_the_cli_says_nothing_changed_and_nothing_did(
+    cli_roster: tuple[Path, dict[str, str]],
+) -> None:
+    roster, env = cli_roster
+    many = [f"u{i}@example.com,G{i},F{i},true" for i in range(30)]
+    write_users(roster, many)
+    assert run_cli("sync", env=env).returncode == 0
+    write_users(roster, many[:2])
+    (roster / "groups.csv").write_text("group_name\n")
+    (roster / "memberships.csv").write_text("group_name,user_name\n")
+
+    stopped = run_cli("sync", env=env)
+
+    assert stopped.returncode == 1
+    assert "result: STOPPED by a guard (the target and the state store are unchanged)" in stopped.stdout
+    assert "result: OK" not in stopped.stdout
+    assert summary_value(stopped.stdout, "SCIM calls") == 0
+    write_users(roster, many)
+    (roster / "groups.csv").write_text("group_name\nVault Admins\nAuditors\n")
+    (roster / "memberships.csv").write_text(
+        "group_name,user_name\nVault Admins,u0@example.com\nVault Admins,u1@example.com\nAuditors,u2@example.com\n"
+    )
+    restored = run_cli("sync", env=env)
+    assert restored.returncode == 0
+    assert summary_value(restored.stdout, "SCIM calls") == 0
+
+
+def test_a_rejected_row_is_held_through_the_cli(cli_roster: tuple[Path, dict[str, str]]) -> None:
+    roster, env = cli_roster
+    assert run_cli("sync", env=env).returncode == 0
+    write_users(roster, [*[f"u{i}@example.com,G{i},F{i},true" for i in range(5)], "u5@example.com,G5,F5,perhaps"])
+
+    result = run_cli("sync", env=env)
+
+    assert result.returncode == 0
+    assert summary_value(result.stdout, "users disabled") == 0
+    assert summary_value(result.stdout, "SCIM calls") == 0
+    assert "rejected roster rows (1)" in result.stdout
+
+
+def test_a_configuration_error_is_one_line_that_does_not_promise_a_retry(clean_env: dict[str, str]) -> None:
+    result = run_cli("sync", env={**clean_env, "SCIM_SHARDS": "lots"})
+
+    assert result.returncode == 1
+    assert "SCIM_SHARDS" in result.stderr
+    assert "retries" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

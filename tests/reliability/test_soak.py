@@ -1,5 +1,6 @@
 """Fault soak: 10,000 users, 200 groups and 30,000 memberships onboarded over real loopback HTTP into an emulator that
-answers 10 % 503, 5 % 429 (both with Retry-After) and drops 2 % of connections, half of them after the write.
+answers 10 % 503, 5 % 429 (both with Retry-After) and drops 2 % of connections, half of them after the write — each
+cycle a run of the code location's sync job, as a schedule tick runs it.
 
 The target must end exactly equal to the desired state — no missing object, no duplicate, no stray membership — and
 every planned operation must have a final outcome in the audit trail.
@@ -17,12 +18,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from dagster import DagsterInstance
 
+from scim_pipeline.assets.cycle import report_path
+from scim_pipeline.assets.location import build_definitions
+from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.emulator import ConnectionDropped, EmulatorConfig, create_app
-from scim_pipeline.scim import ConnectionSettings, ScimClient
 from scim_pipeline.sources import FolderRosterSource
-from scim_pipeline.sync.cycle import CycleReport, run_cycle
-from scim_pipeline.sync.mapping import Roster, build_roster
+from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.outcome import CycleOutcome
 from scim_pipeline.sync.state import ProvisioningState
 
 from .conftest import ROOT, EmulatorProcess, person, start_emulator, write_roster
@@ -75,56 +79,42 @@ def faulty_emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:
         emulator.stop()
 
 
-def planned_operations(report: CycleReport) -> Counter[tuple[str, str, str]]:
-    """(resource type, op, key) of every change the cycle meant to execute (group removals run with memberships)."""
-    planned: Counter[tuple[str, str, str]] = Counter()
-    for row in report.plan.users.itertuples(index=False):
-        planned[("Users", str(row.op), str(row.key))] += 1
-    frames = [report.plan.groups]
-    if report.membership_plan is not None:
-        frames += [report.membership_plan.groups, report.membership_plan.memberships]
-    else:
-        frames.append(report.plan.memberships)
-    for frame in frames:
-        for row in frame.itertuples(index=False):
-            planned[("Groups", str(row.op), str(row.key))] += 1
+def planned_operations(outcome: CycleOutcome) -> Counter[tuple[str, str]]:
+    """(resource type, key) of every change the cycle meant to execute; memberships as the group they patch."""
+    planned: Counter[tuple[str, str]] = Counter()
+    for change in outcome.changes:
+        if change.kind == "user":
+            planned[("Users", change.key)] += 1
+        elif change.kind == "group":
+            planned[("Groups", change.key)] += 1
+        else:
+            group = change.detail.split(" ", 1)[1]
+            planned[("Groups", group)] = 1
     return planned
 
 
-def audited_operations(audit: pd.DataFrame) -> Counter[tuple[str, str, str]]:
-    return Counter(zip(audit["resource_type"], audit["operation"], audit["key"], strict=True))
+def audited_operations(audit: pd.DataFrame) -> Counter[tuple[str, str]]:
+    return Counter(zip(audit["resource_type"], audit["key"], strict=True))
 
 
-async def converge(
-    roster: Roster, settings: ConnectionSettings, state: ProvisioningState
-) -> tuple[list[CycleReport], dict[str, Any]]:
-    """Run cycles until one plans nothing; check every cycle's audit trail on the way."""
-    reports: list[CycleReport] = []
-    async with ScimClient(settings) as client:
-        for cycle in range(1, MAX_CYCLES + 1):
-            run_id = f"soak-{cycle}"
-            report = await run_cycle(client, state, roster, run_id=run_id, member_chunk=100)
-            assert not report.stopped_by_guard, [g.message for g in report.guards if not g.passed]
-            assert not report.execution.circuit_open, report.execution.circuit_message
-            reports.append(report)
-            planned = planned_operations(report)
-            audit = state.audit(run_id)
-            assert set(audit["outcome"]) <= FINAL_OUTCOMES
-            missing = planned - audited_operations(audit)
-            assert not missing, f"cycle {cycle}: planned operations without an outcome: {list(missing)[:5]}"
-            if report.plan.is_empty and (report.membership_plan is None or report.membership_plan.is_empty):
-                break
-        stats = client.stats
-        figures = {
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "adoptions": stats.adoptions,
-            "retry_wait_s": round(stats.retry_wait_s, 1),
-            "token_requests": stats.token_requests,
-            "transport_errors": stats.transport_errors,
-            "by_status": {str(k): v for k, v in sorted(stats.by_status.items())},
-        }
-    return reports, figures
+def converge(env: dict[str, str], instance: DagsterInstance, state_url: str) -> list[CycleOutcome]:
+    """Run the sync job until a cycle plans nothing; check every cycle's audit trail on the way."""
+    job = build_definitions(env).resolve_job_def("scim_sync")
+    outcomes: list[CycleOutcome] = []
+    for cycle in range(1, MAX_CYCLES + 1):
+        result = job.execute_in_process(instance=instance, tags=range_tags(0, 15), raise_on_error=False)
+        outcome = CycleOutcome.read(report_path(instance, result.run_id))
+        assert not outcome.stopped_by_guard, [g.message for g in outcome.guards if not g.passed]
+        assert outcome.circuit_message is None, outcome.circuit_message
+        outcomes.append(outcome)
+        with ProvisioningState.open(state_url) as state:
+            audit = state.audit(result.run_id)
+        assert set(audit["outcome"]) <= FINAL_OUTCOMES
+        missing = set(planned_operations(outcome)) - set(audited_operations(audit))
+        assert not missing, f"cycle {cycle}: planned operations without an outcome: {list(missing)[:5]}"
+        if not outcome.changes:
+            break
+    return outcomes
 
 
 def assert_target_is_exactly_the_roster(dump: dict[str, list[dict[str, Any]]]) -> None:
@@ -196,24 +186,29 @@ def test_emulator_injects_the_soak_fault_mix() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_soak_under_faults_converges_exactly(faulty_emulator: EmulatorProcess, tmp_path: Path) -> None:
+def test_soak_under_faults_converges_exactly(
+    faulty_emulator: EmulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     started = time.perf_counter()
-    roster = build_roster(FolderRosterSource(soak_roster(tmp_path / "roster")).read(), None, shards=16)
+    folder = soak_roster(tmp_path / "roster")
+    roster = build_roster(FolderRosterSource(folder).read(), None, shards=16)
     assert len(roster.users) == USERS
     assert len(roster.memberships) == USERS * GROUPS_PER_USER
     assert roster.rejected.empty
-    settings = ConnectionSettings(
-        base_url=faulty_emulator.base_url,
-        token_url=faulty_emulator.token_url,
-        client_id=faulty_emulator.client_id,
-        client_secret=faulty_emulator.client_secret,
-        max_concurrency=32,
-        max_attempts=8,
-        # Retry-After (1 s from the emulator) is honoured in full; the cap only bounds the backoff of drops.
-        max_retry_wait_s=1.0,
-    )
-    with ProvisioningState.open(tmp_path / "state.sqlite") as state:
-        reports, figures = asyncio.run(converge(roster, settings, state))
+    state_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    env = {
+        "SCIM_BASE_URL": faulty_emulator.base_url,
+        "SCIM_TOKEN_URL": faulty_emulator.token_url,
+        "SCIM_CLIENT_ID": faulty_emulator.client_id,
+        "SCIM_CLIENT_SECRET": faulty_emulator.client_secret,
+        "SCIM_ROSTER": str(folder),
+        "SCIM_STATE_URL": state_url,
+        "SCIM_CONCURRENCY": "32",
+    }
+    monkeypatch.setenv("SCIM_CLIENT_SECRET", faulty_emulator.client_secret)
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster_home")) as instance:
+        outcomes = converge(env, instance, state_url)
+    with ProvisioningState.open(state_url) as state:
         managed = state.managed_users()
         assert len(managed) == USERS
         assert managed["scim_id"].notna().all()
@@ -222,7 +217,7 @@ def test_soak_under_faults_converges_exactly(faulty_emulator: EmulatorProcess, t
 
     dump = faulty_emulator.state()
     assert_target_is_exactly_the_roster(dump)
-    assert reports[-1].plan.is_empty, "no cycle planned nothing: not converged"
+    assert not outcomes[-1].changes, "no cycle planned nothing: not converged"
 
     counters = faulty_emulator.counters()
     served = Counter[int]()
@@ -234,11 +229,12 @@ def test_soak_under_faults_converges_exactly(faulty_emulator: EmulatorProcess, t
         "users": USERS,
         "groups": GROUPS,
         "memberships": USERS * GROUPS_PER_USER,
-        "cycles": len(reports),
+        "cycles": len(outcomes),
         "wall_s": round(wall_s, 1),
-        "client": figures,
-        "cycle_calls": [int(r.execution.calls) for r in reports],
-        "cycle_failures": [len(r.execution.failures) for r in reports],
+        "cycle_calls": [o.calls for o in outcomes],
+        "cycle_retries": [o.retries for o in outcomes],
+        "cycle_adoptions": [o.adoptions for o in outcomes],
+        "cycle_failures": [len(o.failures) for o in outcomes],
         "emulator_answers": scim_answers,
         "emulator_503": served[503],
         "emulator_429": served[429],
@@ -253,6 +249,6 @@ def test_soak_under_faults_converges_exactly(faulty_emulator: EmulatorProcess, t
     assert served[503] > 0.07 * scim_answers
     assert served[429] > 0.03 * scim_answers
     assert served[0] > 0.01 * scim_answers
-    assert figures["retries"] > 0.1 * figures["requests"]
-    assert figures["adoptions"] > 0, "no create answer was lost after its write: the drop knob did not bite"
-    assert len(reports) <= MAX_CYCLES
+    assert sum(soak["cycle_retries"]) > 0.1 * sum(soak["cycle_calls"])
+    assert sum(soak["cycle_adoptions"]) > 0, "no create answer was lost after its write: the drop knob did not bite"
+    assert len(outcomes) <= MAX_CYCLES

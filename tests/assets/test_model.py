@@ -1,24 +1,30 @@
-"""The change-set engine as a model: random roster edits and sync cycles; after each cycle the target equals the
-roster for what we manage, and what we do not manage is untouched."""
+"""The product as a model: random roster edits and sync cycles, each cycle a real run of the code location's sync
+job (the roster written as CSV files, the emulator over loopback HTTP, a Dagster instance); after each cycle the
+target equals the roster for what we manage, and what we do not manage is untouched."""
 
 from __future__ import annotations
 
-import asyncio
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from dagster import DagsterInstance
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from scim_pipeline.emulator import EmulatorConfig, create_app
-from scim_pipeline.scim import ConnectionSettings, ScimClient
-from scim_pipeline.sync.cycle import run_cycle
-from scim_pipeline.sync.guards import GuardSettings
-from scim_pipeline.sync.state import ProvisioningState
+from scim_pipeline.assets.jobs import cycle_run_config
+from scim_pipeline.assets.location import build_definitions
+from scim_pipeline.assets.partitions import range_tags
+from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
+from tests.reliability.conftest import person as roster_row
+from tests.reliability.conftest import write_roster
 
-from .conftest import make_roster, user
+CLIENT_ID = "model-tests"
+CLIENT_SECRET = "model-secret-8c2a"
+SHARDS = 2
 
 NAMES = st.sampled_from(["ann", "bo", "dé", 'q"uote', "back\\slash", "Bo"])
 GROUPS = st.sampled_from(["Admins", "Ops", "Dev"])
@@ -30,10 +36,24 @@ class SyncModel(RuleBasedStateMachine):
 
     @initialize()
     def start(self) -> None:
-        self.app = create_app(EmulatorConfig())
-        self.app.emulator.store.insert("Users", {"userName": "stranger", "active": True, "title": "keep"})
-        self.app.emulator.store.insert("Groups", {"displayName": "Foreign"})
-        self.state = ProvisioningState.open(":memory:")
+        self.folder = Path(tempfile.mkdtemp(prefix="scim-model-"))
+        self.server = EmulatorServer(EmulatorConfig(clients={CLIENT_ID: CLIENT_SECRET}))
+        self.server.start()
+        self.server.emulator.store.insert("Users", {"userName": "stranger", "active": True, "title": "keep"})
+        self.server.emulator.store.insert("Groups", {"displayName": "Foreign"})
+        self.instance = DagsterInstance.ephemeral(tempdir=str(self.folder / "dagster_home"))
+        env = {
+            "SCIM_BASE_URL": self.server.base_url,
+            "SCIM_TOKEN_URL": self.server.token_url,
+            "SCIM_CLIENT_ID": CLIENT_ID,
+            "SCIM_CLIENT_SECRET": CLIENT_SECRET,
+            "SCIM_ROSTER": str(self.folder / "roster"),
+            "SCIM_STATE_URL": f"sqlite:///{self.folder / 'state.sqlite'}",
+            "SCIM_SHARDS": str(SHARDS),
+        }
+        self.monkeypatch = pytest.MonkeyPatch()
+        self.monkeypatch.setenv("SCIM_CLIENT_SECRET", CLIENT_SECRET)  # the resource reads it as an EnvVar
+        self.job = build_definitions(env).resolve_job_def("scim_sync")
         self.people: dict[str, dict[str, Any]] = {}
         self.groups: set[str] = set()
         self.members: set[tuple[str, str]] = set()
@@ -41,9 +61,11 @@ class SyncModel(RuleBasedStateMachine):
         self.synced = False
 
     def teardown(self) -> None:
-        if hasattr(self, "state"):
-            self.state.close()
-            self.app.emulator.close()
+        if hasattr(self, "server"):
+            self.server.stop()
+            self.instance.dispose()
+            self.monkeypatch.undo()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     @rule(name=NAMES, title=TITLES, active=st.booleans())
     def put_user(self, name: str, title: str | None, active: bool) -> None:
@@ -84,26 +106,19 @@ class SyncModel(RuleBasedStateMachine):
 
     @rule()
     def sync(self) -> None:
-        roster = make_roster(
-            [user(n, title=p["title"], active=p["active"]) for n, p in self.people.items()],
-            sorted(self.groups),
-            sorted(self.members),
+        users = [
+            roster_row(0, user_name=name, external_id="", title=p["title"] or "", active=str(p["active"]).lower())
+            for name, p in self.people.items()
+        ]
+        write_roster(self.folder / "roster", users, sorted(self.groups), sorted(self.members))
+        result = self.job.execute_in_process(
+            instance=self.instance,
+            tags=range_tags(0, SHARDS - 1),
+            run_config=cycle_run_config("scim_cycle", allow_mass_changes=True),
+            raise_on_error=False,
         )
-
-        async def cycle() -> None:
-            connection = ConnectionSettings(
-                base_url="http://127.0.0.1:8999/scim/v2",
-                client_id="scim-demo",
-                client_secret="demo-secret",
-                max_retry_wait_s=0.01,
-            )
-            async with ScimClient(connection, transport=httpx.ASGITransport(app=self.app)) as client:
-                report = await run_cycle(
-                    client, self.state, roster, run_id="model", guards=GuardSettings(allow_mass_changes=True)
-                )
-                assert not report.failed, report.execution.failures
-
-        asyncio.run(cycle())
+        failures = [e.step_failure_data.error for e in result.all_events if e.is_step_failure and e.step_failure_data]
+        assert result.success, [error.message if error else "?" for error in failures]
         # Managers are not modelled; a second cycle is a no-op then.
         self.ever_synced |= {n for n, p in self.people.items() if p["active"]}
         self.synced = True
@@ -112,7 +127,7 @@ class SyncModel(RuleBasedStateMachine):
     def target_matches_roster_after_a_sync(self) -> None:
         if not getattr(self, "synced", False):
             return
-        dump = self.app.emulator.store.dump()
+        dump = self.server.emulator.store.dump()
         users = {u["userName"]: u for u in dump["Users"]}
         assert users["stranger"]["active"] is True
         assert users["stranger"]["title"] == "keep"
@@ -135,10 +150,10 @@ class SyncModel(RuleBasedStateMachine):
             assert present == wanted
 
 
-TestSyncModel = pytest.mark.slow(SyncModel.TestCase)
+TestSyncModel = pytest.mark.timeout(900)(pytest.mark.slow(SyncModel.TestCase))
 TestSyncModel.settings = settings(
-    max_examples=25,
-    stateful_step_count=20,
+    max_examples=10,
+    stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
