@@ -142,9 +142,7 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
             label=label,
         )
         names = JobNames.for_instance(self.name)
-        target = target_resource(settings, client_secret_env=self.client_secret_env)
-        if demo and self.name:
-            target = target.model_copy(update={"demo_db_path": None, "demo_name": self.name})
+        target = target_resource(settings, client_secret_env=self.client_secret_env, demo_name=self.name)
         return Definitions(
             assets=cycle.assets,
             jobs=build_jobs(cycle, names, label=label),

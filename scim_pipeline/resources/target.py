@@ -138,7 +138,12 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
         return PipelineSettings.from_env({}, base_url=self.base_url, profile=self.profile).describe_target()
 
 
-def target_resource(settings: PipelineSettings, *, client_secret_env: str = "SCIM_CLIENT_SECRET") -> ScimTargetResource:  # noqa: S107 - a variable name
+def target_resource(
+    settings: PipelineSettings,
+    *,
+    client_secret_env: str = "SCIM_CLIENT_SECRET",  # noqa: S107 - a variable name
+    demo_name: str | None = None,
+) -> ScimTargetResource:
     """The target resource of ``settings``; the secret stays an ``EnvVar`` (Dagster shows only its name)."""
     from dagster import EnvVar
 
@@ -153,6 +158,7 @@ def target_resource(settings: PipelineSettings, *, client_secret_env: str = "SCI
         "rate_limit_per_s": settings.rate_limit,
         "timeout_s": settings.timeout,
         "member_chunk": settings.member_chunk,
+        "demo_name": demo_name if settings.demo_mode else None,
     }
     if settings.base_url is not None and settings.client_id is not None:
         values["client_secret"] = EnvVar(client_secret_env)
