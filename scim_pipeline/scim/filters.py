@@ -149,37 +149,24 @@ def lookup_filter(profile: Profile | str, resource_type: str, attribute: str, va
     A value the target can match literally gets ``eq``; one holding a character the profile calls
     unsafe gets the best comparison the rules allow on its longest safe fragment (``eq`` is never
     used on a fragment): ``sw`` when the fragment starts the value, ``ew`` when it ends it, else
-    ``co``. :class:`FilterRefused` when the rules allow no such comparison or the value has no safe
-    fragment (the message names neither the value nor the fragment).
+    ``co``. A value with no safe fragment, or an attribute the rules allow no such comparison on,
+    falls back to ``eq`` with the value escaped as RFC 7644 requires: the best a look-up can do there.
+    :class:`FilterRefused` when the profile refuses the attribute altogether.
     """
     profile = get_profile(profile)
     rules = profile.rules(resource_type)
     unsafe = profile.filter_unsafe_characters
+    exact = eq_filter(attribute, value)
+    check_filter(profile, resource_type, str(exact))
     if not any(char in unsafe or ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        built = eq_filter(attribute, value)
-        check_filter(profile, resource_type, str(built))
-        return LookupFilter(built, exact=True)
+        return LookupFilter(exact, exact=True)
     fragment = safe_fragment(value, unsafe)
-    if not fragment:
-        raise FilterRefused(
-            f"profile {profile.name!r}: a {rules.name} {attribute} made only of characters the target cannot "
-            "match in a filter cannot be looked up"
-        )
-    candidates = []
-    if value.startswith(fragment):
-        candidates.append("sw")
-    if value.endswith(fragment):
-        candidates.append("ew")
-    candidates.append("co")
-    for op in candidates:
-        if rules.filters.allows(attribute, op):
-            built = compare_filter(attribute, op, fragment)
-            check_filter(profile, resource_type, str(built))
-            return LookupFilter(built, exact=False)
-    raise FilterRefused(
-        f"profile {profile.name!r}: a {rules.name} {attribute} holding characters the target cannot match needs "
-        f"a 'co', 'sw' or 'ew' filter, and the profile allows {rules.filters.describe()}"
-    )
+    if fragment:
+        candidates = [op for op, fits in (("sw", value.startswith(fragment)), ("ew", value.endswith(fragment))) if fits]
+        for op in [*candidates, "co"]:
+            if rules.filters.allows(attribute, op):
+                return LookupFilter(compare_filter(attribute, op, fragment), exact=False)
+    return LookupFilter(exact, exact=True)
 
 
 def _refuse(profile: Profile, rules: ResourceTypeRules, what: str) -> FilterRefused:

@@ -46,10 +46,15 @@ def test_a_fragment_starting_the_value_uses_sw_where_the_profile_allows_it() -> 
     assert str(lookup_filter(RFC7644, "Users", "userName", "x\\alexander").filter) == 'userName ew "alexander"'
 
 
-def test_a_value_made_only_of_unsafe_characters_is_refused_without_echoing_it() -> None:
-    with pytest.raises(FilterRefused) as refused:
-        lookup_filter(DELINEA, "Users", "userName", '"\\"')
-    assert '\\"' not in str(refused.value)
+def test_without_a_safe_fragment_or_an_allowed_comparison_the_value_is_sent_escaped() -> None:
+    assert str(lookup_filter(DELINEA, "Users", "userName", '"\\"').filter) == 'userName eq "\\"\\\\\\""'
+    permission = lookup_filter(DELINEA, "ContainerPermissions", "user.value", 'a"b')
+    assert (str(permission.filter), permission.exact) == ('user.value eq "a\\"b"', True)
+
+
+def test_an_attribute_the_profile_refuses_is_refused_before_any_request() -> None:
+    with pytest.raises(FilterRefused):
+        lookup_filter(DELINEA, "Users", "externalId", 'a"b')
 
 
 def test_case_rules_follow_rfc7643() -> None:
