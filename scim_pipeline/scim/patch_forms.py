@@ -11,8 +11,10 @@ A refused form falls back to another one that says the same thing:
 
 The form that worked is remembered in the client's :class:`~.target_quirks.TargetQuirks`, so the
 next call goes straight to it. A 501 proves a form refused at once; a 400 does so only once another
-form has worked (a 400 ``noTarget`` can also mean "nothing to remove"). A member removal answered
-``noTarget`` by every form it was tried in, or by the form known to work, is already done.
+form has worked. A member removal by filter answered ``noTarget`` is already done (the member is not
+there) and never retried as a value list: a server that ignores the value of ``remove members``
+removes every member (RFC 7644 §3.5.2.2). A value-list removal refused (400 ``invalidValue``,
+``invalidPath``, ``noTarget`` or 501) is retried by filter, which removes only what it names.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ __all__ = ["classify", "patch_with_fallback", "refuses_form", "to_form"]
 logger = logging.getLogger("scim_pipeline.scim")
 
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-_REFUSING_SCIM_TYPES = frozenset({"invalidPath", "noTarget"})
+_REFUSING_SCIM_TYPES: dict[PatchForm, frozenset[str]] = {
+    PatchForm.ATTRIBUTE_PATH: frozenset({"invalidPath", "noTarget"}),
+    PatchForm.MEMBER_FILTER: frozenset({"invalidPath"}),
+    PatchForm.MEMBER_VALUE_LIST: frozenset({"invalidPath", "invalidValue", "noTarget"}),
+    PatchForm.REPLACE: frozenset(),
+}
 _PUT_DROPS = frozenset({"id", "meta", "groups"})
 _TOLERANT = ScimPolicy(unknown=ScimPolicy.Unknown.keep)
 
@@ -104,9 +111,10 @@ def to_form(operations: Sequence[Mapping[str, Any]], form: PatchForm) -> list[di
     return [{"op": "remove", "path": f"members[value eq {literal(i)}]"} for i in ids]
 
 
-def refuses_form(error: ScimHTTPError) -> bool:
-    """Whether an error may mean "not in this form": 501, or 400 ``invalidPath`` / ``noTarget``."""
-    return error.status == 501 or (error.status == 400 and error.scim_type in _REFUSING_SCIM_TYPES)
+def refuses_form(error: ScimHTTPError, form: PatchForm) -> bool:
+    """Whether an error may mean "not in this form": 501, or a 400 whose scimType says so for ``form``
+    (``invalidPath`` / ``noTarget`` for an attribute path, only ``invalidPath`` for a member filter)."""
+    return error.status == 501 or (error.status == 400 and error.scim_type in _REFUSING_SCIM_TYPES[form])
 
 
 def _valid_paths(operations: Sequence[Mapping[str, Any]]) -> bool:
@@ -199,10 +207,10 @@ async def patch_with_fallback(
             result = await _send(client, resource_type, scim_id, operations, form, if_match)
         except ScimHTTPError as error:
             absent_member = kind is PatchKind.MEMBER_REMOVAL and error.status == 400 and error.scim_type == "noTarget"
-            if absent_member and form == working:
+            if absent_member and (form == working or form is PatchForm.MEMBER_FILTER):
                 client.stats.already_done += 1
                 return ScimResult(None, 400, error.attempts, error.latency_s, already_done=True)
-            if not refuses_form(error) or not _valid_paths(operations):
+            if not refuses_form(error, form) or not _valid_paths(operations):
                 raise
             member_absent = member_absent or absent_member
             if error.status == 501:

@@ -10,8 +10,9 @@ from scim_pipeline.scim import ScimClient, ScimServerError
 from scim_pipeline.scim.patch_forms import classify, to_form
 from scim_pipeline.scim.target_quirks import PatchForm, PatchKind, TargetQuirks
 
-from .emulated_target import ENTERPRISE, calls, emulated, emulator_settings
-from .mock_service import MockScim, mock_settings, scim_error, scim_json
+from .emulated_target import ENTERPRISE, GROUP_SCHEMA, calls, emulated, emulator_settings
+from .loopback import LoopbackScimServer
+from .mock_service import MockScim, loopback_settings, mock_settings, scim_error, scim_json, user_payload
 
 DEPARTMENT = f"{ENTERPRISE}:department"
 
@@ -92,16 +93,38 @@ async def test_removing_an_absent_member_is_already_done_in_the_form_known_to_wo
         assert calls(server) == [("PATCH", 400)]
 
 
-async def test_an_absent_member_on_a_target_accepting_both_forms_changes_no_remembered_form() -> None:
+async def test_an_absent_member_by_filter_is_already_done_and_never_retried_as_a_value_list() -> None:
+    # A server that ignores the value of a value-list removal would remove every member of the group.
     with emulated() as server:
         store = server.emulator.store
-        user = store.create("Users", {"userName": "u"})["id"]
-        group = store.create("Groups", {"displayName": "Team"})
+        user, other = (store.create("Users", {"userName": name})["id"] for name in ("u", "v"))
+        group = store.create("Groups", {"displayName": "Team", "members": [{"value": other}]})
         async with ScimClient(emulator_settings(server)) as client:
             result = await client.patch("Groups", group["id"], _remove(user))
             assert client.quirks.refused_forms("Groups", PatchKind.MEMBER_REMOVAL) == frozenset()
         assert result.already_done
-        assert calls(server) == [("PATCH", 400), ("PATCH", 400)]
+        assert calls(server) == [("PATCH", 400)]
+        assert store.member_ids(group["id"]) == [other]
+
+
+async def test_scim2_server_refusing_value_list_removal_gets_the_filter_form(loopback: LoopbackScimServer) -> None:
+    async with ScimClient(loopback_settings(loopback)) as client:
+        users = [(await client.create("Users", user_payload(name))).scim_id for name in ("a", "b", "c")]
+        assert all(users)
+        body = {"schemas": [GROUP_SCHEMA], "displayName": "G", "members": [{"value": u} for u in users]}
+        group = (await client.create("Groups", body)).scim_id
+        assert group is not None
+        by_list = [{"op": "remove", "path": "members", "value": [{"value": users[0]}]}]
+        await client.patch("Groups", group, by_list)
+        before = loopback.scim_request_count("PATCH")
+        await client.patch("Groups", group, [{"op": "remove", "path": "members", "value": [{"value": users[1]}]}])
+        members = (await client.get("Groups", group)).resource
+        refused = client.quirks.refused_forms("Groups", PatchKind.MEMBER_REMOVAL)
+    assert before == 2  # value list refused (400 invalidValue), then the filter form
+    assert loopback.scim_request_count("PATCH") == 3  # the next call goes straight to the filter form
+    assert members is not None
+    assert [m["value"] for m in members["members"]] == [users[2]]
+    assert refused == {PatchForm.MEMBER_VALUE_LIST}
 
 
 async def test_a_refused_value_list_removal_falls_back_to_the_filter_form() -> None:
