@@ -92,7 +92,7 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
-        self.store = ResourceStore(self.config.db_path)
+        self.store = ResourceStore(self.config.db_path, drop_attributes=self.config.drop_attributes)
         self.rng = random.Random(self.config.seed)
         self._records: deque[RequestRecord] = deque(maxlen=self.config.request_log_size)
         self._counters: Counter[tuple[str, int]] = Counter()
@@ -463,11 +463,22 @@ class EmulatorApp:
 
     async def resource_types(self, request: Request) -> Response:
         return await self._guarded(
-            request, lambda: _one_or_list(request, _discovery.resource_types(_base_url(request)))
+            request,
+            lambda: _one_or_list(
+                request,
+                _discovery.resource_types(
+                    _base_url(request),
+                    absolute_endpoints=self.emulator.config.absolute_endpoints,
+                    dropped=self.emulator.config.drop_attributes,
+                ),
+            ),
         )
 
     async def schemas(self, request: Request) -> Response:
-        return await self._guarded(request, lambda: _one_or_list(request, _discovery.schemas(_base_url(request))))
+        dropped = self.emulator.config.drop_attributes
+        return await self._guarded(
+            request, lambda: _one_or_list(request, _discovery.schemas(_base_url(request), dropped))
+        )
 
     async def _guarded(self, request: Request, answer: Callable[[], Response]) -> Response:
         try:
@@ -513,6 +524,7 @@ class EmulatorApp:
                 resource = store.replace(rules.endpoint, resource_id, body, if_match=if_match, base_url=base_url)
                 return _resource_response(resource, rules, attributes, excluded)
             operations = read_operations(body)
+            _refuse_patch_forms(self.emulator.config, operations)
             # A group's answer would echo every member: like many SCIM servers, answer 204 unless asked.
             quiet = rules.endpoint == "Groups" and attributes is None and excluded is None
             resource = store.patch(
@@ -551,7 +563,9 @@ class EmulatorApp:
 
     def _search(self, request: Request, rules: ResourceRules) -> Response:
         params = {key.lower(): value for key, value in request.query_params.items()}
-        conditions = parse_filter(rules, params.get("filter"))
+        conditions = parse_filter(
+            rules, params.get("filter"), strict_literal=self.emulator.config.strict_literal_filters
+        )
         cap = self.emulator.config.page_size_cap
         start_index = max(1, _int_param(params, "startindex", 1))
         count = min(cap, max(0, _int_param(params, "count", cap)))
@@ -575,6 +589,20 @@ class EmulatorApp:
         response = _resource_response(resource, rules, attributes, excluded, status=201)
         response.headers["Location"] = resource["meta"]["location"]
         return response
+
+
+def _refuse_patch_forms(config: EmulatorConfig, operations: list[dict[str, Any]]) -> None:
+    """501 for the PATCH forms the configuration refuses (an attribute path; a ``members[…]`` removal)."""
+    for operation in operations:
+        path = next((value for key, value in operation.items() if key.lower() == "path"), None)
+        if not isinstance(path, str) or not path.strip():
+            continue
+        attribute = path.strip().lower()
+        if attribute.startswith("members["):
+            if config.refuse_member_filter_removal:
+                raise ScimError(501, "removing members through a value filter is not implemented")
+        elif not attribute.startswith("members") and config.refuse_attribute_path_patch:
+            raise ScimError(501, "PATCH with an attribute path is not implemented; replace the resource")
 
 
 async def _drain(receive: Receive) -> None:

@@ -49,6 +49,19 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     """Share of SCIM requests whose connection is closed without an answer; half after the write."""
 
+    absolute_endpoints: bool = False
+    """/ResourceTypes announces absolute endpoint paths (``/scim/v2/Users``) instead of ``/Users``."""
+    refuse_attribute_path_patch: bool = False
+    """PATCH operations with a path other than ``members`` answer 501 (a PUT still works)."""
+    refuse_member_filter_removal: bool = False
+    """Removing ``members[value eq "…"]`` answers 501 (removal by a ``members`` value list still works)."""
+    drop_attributes: tuple[str, ...] = ()
+    """Attributes never stored on write and left out of /Schemas: ``title``, ``name.givenName``,
+    ``urn:…:enterprise:2.0:User:department``, or a whole extension (``urn:…:enterprise:2.0:User``)."""
+    strict_literal_filters: bool = False
+    """Filter values are read literally up to the next ``"``, escapes not decoded (as two real SCIM servers
+    do): ``\\u00eb`` matches nothing, and a value holding ``\\"`` is an invalid filter."""
+
     seed: int = 0
     request_log_size: int = 10_000
     """How many of the latest requests stay in memory (``GET /emulator/requests``)."""
@@ -73,6 +86,9 @@ class EmulatorConfig:
             raise ValueError("latency_ms and latency_jitter_ms must not be negative")
         if not self.clients:
             raise ValueError("at least one OAuth client is needed")
+        if isinstance(self.drop_attributes, str):  # type: ignore[unreachable]
+            raise ValueError("drop_attributes must be a sequence of attribute paths, not one string")
+        object.__setattr__(self, "drop_attributes", tuple(a.strip() for a in self.drop_attributes if a.strip()))
 
     def __repr__(self) -> str:
         # Client secrets never appear in a repr: only the client ids do.
@@ -82,5 +98,9 @@ class EmulatorConfig:
             f"latency_ms={self.latency_ms}, latency_jitter_ms={self.latency_jitter_ms}, "
             f"rate_limit_per_s={self.rate_limit_per_s}, fault_rate={self.fault_rate}, "
             f"unavailable_rate={self.unavailable_rate}, throttle_rate={self.throttle_rate}, "
-            f"drop_rate={self.drop_rate}, seed={self.seed})"
+            f"drop_rate={self.drop_rate}, absolute_endpoints={self.absolute_endpoints}, "
+            f"refuse_attribute_path_patch={self.refuse_attribute_path_patch}, "
+            f"refuse_member_filter_removal={self.refuse_member_filter_removal}, "
+            f"drop_attributes={self.drop_attributes!r}, strict_literal_filters={self.strict_literal_filters}, "
+            f"seed={self.seed})"
         )

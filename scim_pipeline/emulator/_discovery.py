@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from scim2_models import Context, EnterpriseUser, Group, User
 
 from ._profile import (
     CONTAINER_PERMISSION_SCHEMA,
     CONTAINER_SCHEMA,
+    GROUP_SCHEMA,
     LIST_RESPONSE_SCHEMA,
     PRIVILEGED_DATA_SCHEMA,
     RULES,
+    USER_SCHEMA,
 )
 
 SCHEMA_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Schema"
@@ -102,32 +105,65 @@ _PAM_SCHEMAS: list[dict[str, Any]] = [
 ]
 
 
+def _without(document: dict[str, Any], dropped: tuple[str, ...]) -> dict[str, Any]:
+    """A schema document without the attributes (and sub-attributes) the emulator drops on write."""
+    prefix = document["id"].lower() + ":"
+    names: set[str] = set()
+    for path in dropped:
+        lowered = path.lower()
+        if lowered.startswith(prefix):
+            names.add(lowered[len(prefix) :])
+        elif not lowered.startswith("urn:") and document["id"] in (USER_SCHEMA, GROUP_SCHEMA):
+            names.add(lowered)
+    attributes = []
+    for attribute in document["attributes"]:
+        name = attribute["name"].lower()
+        if name in names:
+            continue
+        subs = attribute.get("subAttributes")
+        kept = [sub for sub in subs or [] if f"{name}.{sub['name'].lower()}" not in names]
+        attributes.append(attribute if subs is None else {**attribute, "subAttributes": kept})
+    return {**document, "attributes": attributes}
+
+
 @cache
-def schemas(base_url: str) -> list[dict[str, Any]]:
-    """Every schema the emulator serves, with its ``meta``."""
+def schemas(base_url: str, dropped: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every schema the emulator serves, with its ``meta``; attributes in ``dropped`` left out."""
     documents = [
         model.to_schema().model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         for model in (User, EnterpriseUser, Group)
     ] + _PAM_SCHEMAS
+    whole = {path.lower() for path in dropped}
     return [
-        {**document, "meta": {"resourceType": "Schema", "location": f"{base_url}/Schemas/{document['id']}"}}
+        {
+            **_without(document, dropped),
+            "meta": {"resourceType": "Schema", "location": f"{base_url}/Schemas/{document['id']}"},
+        }
         for document in documents
+        if document["id"].lower() not in whole
     ]
 
 
-def resource_types(base_url: str) -> list[dict[str, Any]]:
+def resource_types(
+    base_url: str, *, absolute_endpoints: bool = False, dropped: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The /ResourceTypes documents; ``absolute_endpoints`` announces ``/scim/v2/Users`` instead of ``/Users``
+    (the base URL's path, as some servers do), and an extension in ``dropped`` is not listed."""
     documents = []
+    prefix = urlsplit(base_url).path.rstrip("/") if absolute_endpoints else ""
+    whole = {path.lower() for path in dropped}
     for rules in RULES.values():
         name = rules.schema.rsplit(":", 1)[-1]
+        extensions = [extension for extension in rules.extensions if extension.lower() not in whole]
         documents.append(
             {
                 "schemas": [RESOURCE_TYPE_SCHEMA],
                 "id": name,
                 "name": name,
-                "endpoint": f"/{rules.endpoint}",
+                "endpoint": f"{prefix}/{rules.endpoint}",
                 "description": f"{rules.endpoint} (operations: {', '.join(sorted(rules.operations))})",
                 "schema": rules.schema,
-                "schemaExtensions": [{"schema": extension, "required": False} for extension in rules.extensions],
+                "schemaExtensions": [{"schema": extension, "required": False} for extension in extensions],
                 "meta": {"resourceType": "ResourceType", "location": f"{base_url}/ResourceTypes/{name}"},
             }
         )

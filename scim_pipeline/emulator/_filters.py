@@ -24,16 +24,19 @@ class Condition:
     value: str
 
 
-def parse_filter(rules: ResourceRules, text: str | None) -> list[Condition]:
+def parse_filter(rules: ResourceRules, text: str | None, *, strict_literal: bool = False) -> list[Condition]:
     """The conditions of a filter the Delinea rules accept, all joined by ``and``.
 
     Raises a 400 ``invalidFilter`` ScimError for bad syntax, ``or``/``not``/``pr``, an operator or
     attribute outside the matrix, and for a missing filter where the resource type requires one.
+    ``strict_literal`` reads each value as the characters up to the next ``"``, decoding no escape.
     """
     if text is None or not text.strip():
         if rules.filter_required:
             raise invalid_filter(f"{rules.endpoint} cannot be listed without a filter")
         return []
+    if strict_literal:
+        return [_check(rules, *comparison) for comparison in _literal_comparisons(text)]
     simple = _simple_comparison(text)
     if simple is not None:
         return [_check(rules, *simple)]
@@ -62,6 +65,27 @@ def _simple_comparison(text: str) -> tuple[str, str, str] | None:
     except ValueError:
         return None
     return match.group(1), match.group(2).lower(), value
+
+
+_LITERAL_TERM = re.compile(
+    r'\s*([A-Za-z][A-Za-z0-9_-]*(?:\.[A-Za-z][A-Za-z0-9_-]*)?)\s+([A-Za-z]{2})\s+"([^"]*)"\s*(and\b|$)',
+    re.IGNORECASE,
+)
+
+
+def _literal_comparisons(text: str) -> list[tuple[str, str, str]]:
+    """``attr op "value"`` terms joined by ``and``, each value taken literally (no escape decoded)."""
+    comparisons = []
+    position = 0
+    while position < len(text):
+        match = _LITERAL_TERM.match(text, position)
+        if match is None:
+            raise invalid_filter(f"the filter is not valid SCIM syntax at character {position + 1}")
+        comparisons.append((match.group(1), match.group(2).lower(), match.group(3)))
+        position = match.end()
+        if match.group(4) and position >= len(text):
+            raise invalid_filter("the filter ends with 'and'")
+    return comparisons
 
 
 def _and_terms(node: FilterNode) -> list[FilterNode]:

@@ -152,8 +152,16 @@ class ResourceStore:
     (``location`` and member ``$ref`` built on ``base_url``). Rule violations raise ``ScimError``.
     """
 
-    def __init__(self, db_path: str | Path | None = None, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        db_path: str | Path | None = None,
+        *,
+        busy_timeout_s: float = 30.0,
+        drop_attributes: Sequence[str] = (),
+    ) -> None:
         self.db_path = None if db_path is None else Path(db_path)
+        self.drop_attributes = tuple(drop_attributes)
+        """Attribute paths never stored (a target that keeps no ``title``, no enterprise extension …)."""
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             ":memory:" if self.db_path is None else str(self.db_path),
@@ -514,6 +522,8 @@ class ResourceStore:
         for read_only in ("id", "meta", "groups", "password"):
             body.pop(read_only, None)
         members = body.pop("members", None)
+        for path in self.drop_attributes:
+            _drop_attribute(body, path)
         body["schemas"] = [rules.schema] + [key for key in body if key.lower().startswith("urn:") and key != "schemas"]
         display: str | None = None
         unique_key: str | None = None
@@ -693,6 +703,34 @@ class _SqlMembers(MemberEditor):
         cursor = self._conn.execute("DELETE FROM memberships WHERE group_id = ?", (self._group_id,))
         self.changed = self.changed or cursor.rowcount > 0
         return max(cursor.rowcount, 0)
+
+
+def _drop_attribute(body: dict[str, Any], path: str) -> None:
+    """Remove ``path`` (``title``, ``name.givenName``, ``urn:…:User:department`` or a whole extension URN)."""
+    container: dict[str, Any] | None = body
+    rest = path
+    extension_key = next((key for key in body if key.lower() == path.lower()), None)
+    if extension_key is not None and extension_key.lower().startswith("urn:"):
+        del body[extension_key]
+        return
+    if path.lower().startswith("urn:"):
+        urn, _, rest = path.rpartition(":")
+        key = next((k for k in body if k.lower() == urn.lower()), None)
+        container = body.get(key) if key is not None else None
+    if not isinstance(container, dict):
+        return
+    attribute, _, sub = rest.partition(".")
+    key = next((k for k in container if k.lower() == attribute.lower()), None)
+    if key is None:
+        return
+    if not sub:
+        del container[key]
+    elif isinstance(container[key], dict):
+        container[key] = {k: v for k, v in container[key].items() if k.lower() != sub.lower()}
+        if not container[key]:
+            del container[key]
+    if container is not body and not container:
+        body.pop(next(k for k in body if body[k] is container), None)
 
 
 def _singular(resource_type: str) -> str:

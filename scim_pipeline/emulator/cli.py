@@ -19,6 +19,10 @@ def _client(text: str) -> tuple[str, str]:
     return client_id, secret
 
 
+def _attribute_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser`` (used by ``scim-pipeline emulator`` and ``-m``)."""
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (0 = any free port)")
@@ -44,6 +48,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--page-size-cap", type=int, default=100, help="most resources per list page")
     parser.add_argument("--token-lifetime", type=float, default=3600.0, metavar="S", help="token lifetime")
     parser.add_argument("--request-log", metavar="FILE", help="append every request as a JSON line")
+    interop = parser.add_argument_group("interoperability knobs (behave like other SCIM servers)")
+    interop.add_argument(
+        "--absolute-endpoints", action="store_true", help="announce /scim/v2/Users (not /Users) in /ResourceTypes"
+    )
+    interop.add_argument(
+        "--refuse-attribute-path-patch", action="store_true", help="answer 501 to PATCH with an attribute path"
+    )
+    interop.add_argument(
+        "--refuse-member-filter-removal", action="store_true", help='answer 501 to removing members[value eq "…"]'
+    )
+    interop.add_argument(
+        "--drop-attributes",
+        type=_attribute_list,
+        default=(),
+        metavar="PATHS",
+        help="comma-separated attributes never stored nor in /Schemas (title,urn:…:User:department)",
+    )
+    interop.add_argument(
+        "--strict-literal-filters",
+        action="store_true",
+        help="read filter values literally: no \\uXXXX decoding, quotes and backslashes cannot be matched",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -63,6 +89,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         drop_rate=args.drop_rate,
         seed=args.seed,
         request_log_path=args.request_log,
+        absolute_endpoints=args.absolute_endpoints,
+        refuse_attribute_path_patch=args.refuse_attribute_path_patch,
+        refuse_member_filter_removal=args.refuse_member_filter_removal,
+        drop_attributes=args.drop_attributes,
+        strict_literal_filters=args.strict_literal_filters,
     )
 
 

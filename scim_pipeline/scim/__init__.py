@@ -47,6 +47,7 @@ from .profiles import (
     get_profile,
 )
 from .settings import ConnectionSettings
+from .target_quirks import PatchForm, PatchKind, TargetQuirks
 
 __all__ = [
     "DELINEA",
@@ -67,6 +68,8 @@ __all__ = [
     "Operation",
     "OperationRefused",
     "PaginationError",
+    "PatchForm",
+    "PatchKind",
     "PrivilegedData",
     "Profile",
     "ProfileViolation",
@@ -89,6 +92,7 @@ __all__ = [
     "ScimUnauthorized",
     "ScimUser",
     "ServerCapabilities",
+    "TargetQuirks",
     "and_filters",
     "check_filter",
     "discover",

@@ -1,6 +1,12 @@
 """The connection check behind ``scim-pipeline check``: token, discovery, one harmless request per
 resource type, printed as a pass/fail table. It never raises for a server-side problem: every
-failure becomes a failing row with a one-line reason."""
+failure becomes a failing row with a one-line reason.
+
+Users and Groups are always probed — whatever /ResourceTypes lists — and the check fails when
+either cannot be. The PATCH forms the target accepts are shown: those already known (quirks kept
+from earlier runs), and, only when asked (``write_probes``) and the profile allows creating,
+patching and deleting, those found by patching objects the check creates and deletes; otherwise
+"not probed". PATCH form rows never fail the check."""
 
 from __future__ import annotations
 
@@ -13,12 +19,17 @@ import httpx
 from .client import ScimClient
 from .discovery import ServerCapabilities, discover
 from .errors import AuthenticationError, ScimPipelineError
-from .filters import eq_filter
+from .filters import eq_filter, literal
+from .profiles import Operation
 from .settings import ConnectionSettings
+from .target_quirks import PatchKind, TargetQuirks
 
 __all__ = ["CheckReport", "CheckRow", "run_check"]
 
 _PROBE_COUNT = 2  # Delinea's own connection test reads GET /Users?startIndex=1&count=2
+_REQUIRED = ("Users", "Groups")
+"""Resource types the sync cannot work without: never skipped, and a failed probe fails the check."""
+_WRITE_PROBE = frozenset({Operation.CREATE, Operation.PATCH, Operation.DELETE})
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,8 @@ class CheckReport:
     profile: str
     rows: list[CheckRow] = field(default_factory=list)
     capabilities: ServerCapabilities | None = None
+    quirks: TargetQuirks | None = None
+    """What the check learned about the target (with what it was given), to keep per target."""
 
     @property
     def passed(self) -> bool:
@@ -79,14 +92,19 @@ async def run_check(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     resource_types: Sequence[str] | None = None,
+    quirks: TargetQuirks | None = None,
+    write_probes: bool = False,
 ) -> CheckReport:
     """Prove the token is obtained and each resource type answers a request the profile allows.
 
     ``resource_types`` defaults to every type of the profile; under a profile that lets any
-    server in (``rfc7644``), types the server's /ResourceTypes does not list are skipped.
+    server in (``rfc7644``), types the server's /ResourceTypes does not list are skipped — except
+    Users and Groups, always probed. ``quirks`` are those kept for this target; ``write_probes``
+    lets the check create, PATCH and delete probe objects to find the PATCH forms the target accepts.
     """
     report = CheckReport(base_url=settings.base_url, profile=settings.profile)
-    async with ScimClient(settings, transport=transport) as client:
+    async with ScimClient(settings, transport=transport, quirks=quirks) as client:
+        report.quirks = client.quirks
         if client.auth is None:
             report.rows.append(CheckRow("token", False, "no client credentials (SCIM_CLIENT_ID/SECRET)"))
             return report
@@ -112,12 +130,105 @@ async def run_check(
             report.rows.append(CheckRow(f"/{name}", True, detail, informational=True))
 
         strict_profile = client.profile.name != "rfc7644"
+        probed_ok: set[str] = set()
         for resource_type in resource_types or list(client.profile.resource_types):
-            if not strict_profile and capabilities.serves(resource_type) is False:
+            required = resource_type in _REQUIRED
+            if not strict_profile and not required and capabilities.serves(resource_type) is False:
                 report.rows.append(CheckRow(resource_type, True, "not served: skipped", informational=True))
                 continue
-            report.rows.append(await _probe(client, resource_type))
+            row = await _probe(client, resource_type)
+            if required and capabilities.serves(resource_type) is False:
+                row = CheckRow(row.name, row.ok, f"{row.detail} (not listed by /ResourceTypes)")
+            if row.ok:
+                probed_ok.add(resource_type)
+            report.rows.append(row)
+        report.rows += await _patch_form_rows(client, probed_ok, write_probes=write_probes)
     return report
+
+
+async def _patch_form_rows(client: ScimClient, probed_ok: set[str], *, write_probes: bool) -> list[CheckRow]:
+    """Informational rows: which PATCH forms the target accepts (known, probed, or not probed)."""
+    rows: list[CheckRow] = []
+    for resource_type, kind in (("Users", PatchKind.ATTRIBUTES), ("Groups", PatchKind.MEMBER_REMOVAL)):
+        if resource_type not in client.profile.resource_types:
+            continue
+        rules = client.profile.rules(resource_type)
+        allowed = rules.operations >= _WRITE_PROBE and (
+            kind is PatchKind.ATTRIBUTES or client.profile.rules("Users").operations >= _WRITE_PROBE
+        )
+        probe_error = None
+        if (
+            write_probes
+            and allowed
+            and resource_type in probed_ok
+            and client.quirks.working_form(resource_type, kind) is None
+        ):
+            try:
+                await _probe_patch(client, kind)
+            except ScimPipelineError as error:
+                probe_error = str(error)
+        rows.append(
+            CheckRow(
+                f"PATCH {resource_type} {kind.value}",
+                True,
+                _forms_detail(client, resource_type, kind, probe_error, allowed, write_probes),
+                informational=True,
+            )
+        )
+    return rows
+
+
+def _forms_detail(
+    client: ScimClient, resource_type: str, kind: PatchKind, probe_error: str | None, allowed: bool, write_probes: bool
+) -> str:
+    working = client.quirks.working_form(resource_type, kind)
+    refused = sorted(client.quirks.refused_forms(resource_type, kind))
+    parts = []
+    if working is not None:
+        parts.append(f"accepts {working.value}")
+    if refused:
+        parts.append("refuses " + ", ".join(refused))
+    if probe_error is not None:
+        parts.append(f"probe failed: {probe_error}")
+    if not parts:
+        if not write_probes:
+            return "not probed (the check writes nothing unless asked to)"
+        return (
+            "not probed (the profile does not allow creating and deleting probe objects)"
+            if not allowed
+            else "not probed"
+        )
+    return "; ".join(parts)
+
+
+async def _probe_patch(client: ScimClient, kind: PatchKind) -> None:
+    """Create probe objects, PATCH them in the form under test, delete them (whatever happens)."""
+    marker = f"scim-pipeline-check-{uuid.uuid4().hex[:12]}"
+    user = await client.create(
+        "Users", {"schemas": [client.profile.rules("Users").schema], "userName": marker, "active": False}
+    )
+    group_id: str | None = None
+    try:
+        assert user.scim_id is not None
+        if kind is PatchKind.ATTRIBUTES:
+            await client.patch("Users", user.scim_id, [{"op": "replace", "path": "displayName", "value": marker}])
+            return
+        group = await client.create(
+            "Groups",
+            {
+                "schemas": [client.profile.rules("Groups").schema],
+                "displayName": marker,
+                "members": [{"value": user.scim_id}],
+            },
+        )
+        group_id = group.scim_id
+        assert group_id is not None
+        await client.patch("Groups", group_id, [{"op": "remove", "path": f"members[value eq {literal(user.scim_id)}]"}])
+    finally:
+        if group_id is not None:
+            await client.delete("Groups", group_id)
+        if user.scim_id is not None:
+            await client.delete("Users", user.scim_id)
 
 
 async def _probe(client: ScimClient, resource_type: str) -> CheckRow:

@@ -32,14 +32,13 @@ import httpx
 import stamina
 from scim2_models import Resource
 
+from . import lookup, patch_forms
 from ._logging import install_httpx_log_redaction
 from ._transport import Http11Transport
 from .auth import ClientCredentialsAuth
 from .errors import (
-    AmbiguousMatchError,
     AuthenticationError,
     ConfigurationError,
-    FilterRefused,
     PaginationError,
     ScimHTTPError,
     ScimPipelineError,
@@ -48,10 +47,11 @@ from .errors import (
     error_from_response,
     parse_error_body,
 )
-from .filters import check_filter, eq_filter
+from .filters import check_filter
 from .models import resource_payload
 from .profiles import Operation, Profile, ResourceTypeRules, get_profile
 from .settings import ConnectionSettings
+from .target_quirks import TargetQuirks
 
 __all__ = ["ClientStats", "RateLimiter", "ScimClient", "ScimResult", "parse_retry_after"]
 
@@ -211,8 +211,11 @@ class ScimClient:
         settings: ConnectionSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        quirks: TargetQuirks | None = None,
     ) -> None:
         self.settings = settings
+        self.quirks = quirks if quirks is not None else TargetQuirks()
+        """What this target drops and which PATCH forms it refuses (persist ``quirks.to_dict()`` per target)."""
         self.profile: Profile = get_profile(settings.profile)
         self._base_url = settings.base_url.rstrip("/")
         self._stats = ClientStats()
@@ -643,39 +646,18 @@ class ScimClient:
         return found
 
     async def find_one(self, resource_type: str, attribute: str, value: str) -> dict[str, Any] | None:
-        """The one resource whose ``attribute`` equals ``value`` (an ``eq`` filter built safely).
+        """The one resource whose ``attribute`` equals ``value``, matched exactly on the client (see
+        :func:`.lookup.find_one`: a value the target cannot match literally is looked up by a safe fragment).
 
-        ``None`` when nothing matches; :class:`~scim_pipeline.scim.AmbiguousMatchError` when
-        several do (compared case-insensitively, as SCIM compares userName).
+        ``None`` when nothing matches; :class:`~scim_pipeline.scim.AmbiguousMatchError` when several do.
         """
-        matches = await self.search(resource_type, str(eq_filter(attribute, value)))
-        # A server that ignores or loosens the filter must not make us adopt someone else.
-        matches = [m for m in matches if _value_of(m, attribute) in (None, value.casefold())]
-        if len(matches) > 1:
-            raise AmbiguousMatchError(f"{len(matches)} {resource_type} match on {attribute}; refusing to pick one")
-        return matches[0] if matches else None
+        return await lookup.find_one(self, resource_type, attribute, value)
 
     async def find_existing(
         self, resource_type: str, payload: Mapping[str, Any], attribute: str, value: str
     ) -> dict[str, Any] | None:
-        """The resource a create of ``payload`` may already have made, matched on ``attribute`` = ``value``.
-
-        When the profile refuses a filter on that attribute (Delinea has no ``externalId eq``), the lookup goes
-        by the profile's own matching attribute (``userName`` / ``displayName``) and only a resource whose
-        ``attribute`` is ``value`` is returned."""
-        rules = self.profile.rules(resource_type)
-        try:
-            check_filter(self.profile, resource_type, str(eq_filter(attribute, value)))
-        except FilterRefused:
-            fallback = rules.match_attribute
-            fallback_value = _raw_value_of(payload, fallback) if fallback else None
-            if not fallback or fallback == attribute or not isinstance(fallback_value, str) or not fallback_value:
-                raise
-            found = await self.find_one(resource_type, fallback, fallback_value)
-            if found is None or _raw_value_of(found, attribute) != value:
-                return None
-            return found
-        return await self.find_one(resource_type, attribute, value)
+        """The resource a create of ``payload`` may already have made (see :func:`.lookup.find_existing`)."""
+        return await lookup.find_existing(self, resource_type, payload, attribute, value)
 
     async def get_json(self, path: str) -> dict[str, Any] | None:
         """GET a discovery endpoint (e.g. ``/ServiceProviderConfig``); ``None`` on 404/501 or an
@@ -774,7 +756,9 @@ class ScimClient:
         latency = time.perf_counter() - started
         if response.status_code >= 400:
             raise self._http_error(response, "POST", resource_type, attempts, latency)
-        return self._result(_Answer(response, attempts, latency), "POST", resource_type)
+        result = self._result(_Answer(response, attempts, latency), "POST", resource_type)
+        self.quirks.observe_write(resource_type, payload, result.resource)
+        return result
 
     async def replace(
         self,
@@ -787,14 +771,17 @@ class ScimClient:
         """``PUT /{rt}/{id}`` with the full resource. ``if_match`` (an ETag, ``meta.version``)
         makes a stale write answer 412 (:class:`~scim_pipeline.scim.ScimPreconditionFailed`)."""
         rules = self._require(resource_type, Operation.REPLACE)
+        body = resource_payload(resource, replacing=True)
         answer = await self._request(
             "PUT",
             resource_type,
             f"{rules.endpoint}/{_path_segment(scim_id)}",
-            body=resource_payload(resource, replacing=True),
+            body=body,
             if_match=if_match,
         )
-        return self._result(answer, "PUT", resource_type)
+        result = self._result(answer, "PUT", resource_type)
+        self.quirks.observe_write(resource_type, body, result.resource)
+        return result
 
     async def patch(
         self,
@@ -804,22 +791,29 @@ class ScimClient:
         *,
         if_match: str | None = None,
     ) -> ScimResult:
-        """``PATCH /{rt}/{id}`` (RFC 7644 §3.5.2). A member removal answering 400 noTarget is
-        already done (the member is not there). ``if_match`` as for :meth:`replace`."""
+        """``PATCH /{rt}/{id}`` (RFC 7644 §3.5.2), in a form the target accepts (see :mod:`.patch_forms`:
+        a refused form falls back to another, remembered in :attr:`quirks`). A member removal answering
+        400 noTarget is already done (the member is not there). ``if_match`` as for :meth:`replace`."""
+        self._require(resource_type, Operation.PATCH)
+        return await patch_forms.patch_with_fallback(self, resource_type, scim_id, operations, if_match=if_match)
+
+    async def patch_request(
+        self,
+        resource_type: str,
+        scim_id: str,
+        operations: list[dict[str, Any]],
+        *,
+        if_match: str | None = None,
+    ) -> ScimResult:
+        """One ``PATCH /{rt}/{id}`` with exactly these operations: no fallback, every error status raises."""
         rules = self._require(resource_type, Operation.PATCH)
         answer = await self._request(
             "PATCH",
             resource_type,
             f"{rules.endpoint}/{_path_segment(scim_id)}",
             body={"schemas": [PATCH_SCHEMA], "Operations": operations},
-            passthrough=(400,),
             if_match=if_match,
         )
-        if answer.response.status_code == httpx.codes.BAD_REQUEST:
-            if _scim_type(answer.response) == "noTarget" and _only_member_removals(operations):
-                self._stats.already_done += 1
-                return ScimResult(None, 400, answer.attempts, answer.latency_s, already_done=True)
-            raise self._http_error(answer.response, "PATCH", resource_type, answer.attempts, answer.latency_s)
         return self._result(answer, "PATCH", resource_type)
 
     async def delete(self, resource_type: str, scim_id: str, *, if_match: str | None = None) -> ScimResult:
@@ -946,23 +940,8 @@ def _raw_value_of(payload: Mapping[str, Any], attribute: str | None) -> object:
     return current
 
 
-def _value_of(resource: Mapping[str, Any], attribute: str) -> str | None:
-    """The casefolded string value of ``attribute`` in a resource, ``None`` if unknown."""
-    if attribute.lower().startswith("urn:"):
-        return None
-    value = _raw_value_of(resource, attribute)
-    return value.casefold() if isinstance(value, str) else None
-
-
 def _scim_type(response: httpx.Response) -> str | None:
     return parse_error_body(response)[0] if response.status_code >= 400 else None
-
-
-def _only_member_removals(operations: Sequence[Mapping[str, Any]]) -> bool:
-    return bool(operations) and all(
-        str(op.get("op", "")).lower() == "remove" and str(op.get("path", "")).lower().startswith("members")
-        for op in operations
-    )
 
 
 _httpx_logger = logging.getLogger("httpx")

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .errors import ScimHTTPError, ScimTransportError
 
 if TYPE_CHECKING:
     from .client import ScimClient
 
-__all__ = ["ServerCapabilities", "discover", "parse_capabilities"]
+__all__ = ["ServerCapabilities", "discover", "endpoint_name", "parse_capabilities"]
 
 
 @dataclass
@@ -37,7 +38,11 @@ class ServerCapabilities:
     pagination: dict[str, Any] | None = None
     authentication_schemes: list[str] = field(default_factory=list)
     resource_types: dict[str, str] = field(default_factory=dict)
-    """Served resource types: endpoint name (e.g. ``"Users"``) → resource type name."""
+    """Served resource types: endpoint name under the base URL (e.g. ``"Users"``) → resource type name."""
+    resource_type_documents: list[dict[str, Any]] = field(default_factory=list)
+    """The /ResourceTypes entries, each with its ``endpoint`` normalized to the endpoint name."""
+    schema_documents: list[dict[str, Any]] = field(default_factory=list)
+    """The /Schemas documents as served."""
     schemas: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -122,12 +127,35 @@ def _items(body: object) -> list[Any]:
     return [body] if isinstance(body, Mapping) and _get(body, "endpoint") else []
 
 
+def endpoint_name(endpoint: str, base_url: str | None = None) -> str | None:
+    """A resource type's announced endpoint as its name under the base URL: ``Users``, ``/Users``,
+    ``/scim/v2/Users`` (the base URL's path included) and ``https://host/scim/v2/Users`` (same origin)
+    all give ``"Users"``. ``None`` for an endpoint on another origin or outside the base URL."""
+    text = endpoint.strip()
+    base = urlsplit(base_url or "")
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc:
+        if not base_url or (parts.scheme.lower(), parts.netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
+            return None
+        text = parts.path
+    base_path = base.path.rstrip("/")
+    if text.startswith("/") and base_path and (text == base_path or text.startswith(base_path + "/")):
+        text = text[len(base_path) :]
+    elif parts.scheme and base_path:
+        return None  # a full URL outside the base URL's path
+    name = text.strip("/")
+    return name or None
+
+
 def parse_capabilities(
     config: Mapping[str, Any] | None,
     resource_types: object = None,
     schemas: object = None,
+    *,
+    base_url: str | None = None,
 ) -> ServerCapabilities:
-    """Build :class:`ServerCapabilities` from raw discovery bodies (any of them ``None``)."""
+    """Build :class:`ServerCapabilities` from raw discovery bodies (any of them ``None``); endpoints
+    are normalized against ``base_url`` (see :func:`endpoint_name`)."""
     caps = ServerCapabilities()
     if config is not None:
         caps.service_provider_config_served = True
@@ -151,18 +179,29 @@ def parse_capabilities(
         caps.resource_types_served = True
         for item in _items(resource_types):
             endpoint, name = _get(item, "endpoint"), _get(item, "name")
-            if isinstance(endpoint, str) and endpoint.strip("/"):
-                caps.resource_types[endpoint.strip("/")] = str(name or endpoint.strip("/"))
+            if not isinstance(endpoint, str) or not endpoint.strip("/"):
+                continue
+            normalized = endpoint_name(endpoint, base_url)
+            if normalized is None:
+                caps.notes.append(
+                    f"/ResourceTypes: {name or 'a resource type'} is served outside the base URL; ignored"
+                )
+                continue
+            caps.resource_types[normalized] = str(name or normalized)
+            if isinstance(item, Mapping):
+                caps.resource_type_documents.append({**item, "endpoint": normalized})
         if not caps.resource_types:
             caps.notes.append("/ResourceTypes lists no resource type the client can read")
     if schemas is not None:
         caps.schemas_served = True
         caps.schemas = [str(_get(s, "id")) for s in _items(schemas) if _get(s, "id")]
+        caps.schema_documents = [s for s in _items(schemas) if isinstance(s, dict)]
     return caps
 
 
 async def discover(client: ScimClient) -> ServerCapabilities:
-    """Read the three discovery endpoints through ``client``; absent or failing ones are noted."""
+    """Read the three discovery endpoints through ``client``; absent or failing ones are noted. The
+    served schemas go to ``client.quirks`` (attributes the target does not define are dropped ones)."""
     bodies: dict[str, dict[str, Any] | None] = {}
     notes: list[str] = []
     for path in ("/ServiceProviderConfig", "/ResourceTypes", "/Schemas"):
@@ -173,6 +212,13 @@ async def discover(client: ScimClient) -> ServerCapabilities:
             notes.append(f"{path}: {error}")
         if bodies[path] is None and not any(n.startswith(path) for n in notes):
             notes.append(f"{path}: not served")
-    caps = parse_capabilities(bodies["/ServiceProviderConfig"], bodies["/ResourceTypes"], bodies["/Schemas"])
+    caps = parse_capabilities(
+        bodies["/ServiceProviderConfig"],
+        bodies["/ResourceTypes"],
+        bodies["/Schemas"],
+        base_url=client.settings.base_url,
+    )
     caps.notes[:0] = notes
+    if caps.schema_documents and caps.resource_type_documents:
+        client.quirks.learn_schemas(caps.schema_documents, caps.resource_type_documents)
     return caps

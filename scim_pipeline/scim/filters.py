@@ -1,15 +1,23 @@
 """Building and checking SCIM filters — the one place that decides what a filter may contain.
 
 Filters are built and parsed with scim2-models' :class:`~scim2_models.ScimFilter`. A value is
-always rendered as a JSON string literal (``ScimFilter.quote``), so no roster value — quotes,
-backslashes, ``" or userName pr``, control characters — can change a filter's meaning.
+always rendered as a JSON string literal, so no roster value — quotes, backslashes,
+``" or userName pr``, control characters — can change a filter's meaning. Non-ASCII characters are
+sent as they are (raw UTF-8, percent-encoded in the URL), never as ``\\uXXXX`` escapes: servers
+that read the literal without decoding escapes (two real ones do) would match nothing.
+
+A value such a server cannot match at all (one holding ``"``, ``\\`` or what the profile calls
+unsafe) is looked up by :func:`lookup_filter`: an allowed comparison on its longest safe fragment,
+the exact match being made on the client (see :mod:`.lookup`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 from scim2_models import InvalidFilterException, ScimFilter
@@ -28,7 +36,43 @@ from scim2_models.path.expressions import FilterNode
 from .errors import ConfigurationError, FilterRefused
 from .profiles import Profile, ResourceTypeRules, get_profile
 
-__all__ = ["and_filters", "check_filter", "eq_filter", "parse_filter"]
+__all__ = [
+    "LookupFilter",
+    "and_filters",
+    "check_filter",
+    "compare_filter",
+    "eq_filter",
+    "literal",
+    "lookup_filter",
+    "parse_filter",
+    "render_filter",
+    "safe_fragment",
+]
+
+
+def literal(value: object) -> str:
+    """A filter value as a JSON literal in raw UTF-8: ``"`` and ``\\`` escaped as RFC 7644 requires,
+    control characters as JSON escapes, everything else as it is."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def render_filter(node: FilterNode) -> str:
+    """The text of a filter tree, with :func:`literal` values (scim2-models escapes non-ASCII)."""
+    if isinstance(node, Comparison):
+        return f"{node.attr_path} {node.op.value} {literal(node.value)}"
+    if isinstance(node, LogicalExpr):
+        parts = []
+        for term in node.terms:
+            text = render_filter(term)
+            nested_or = isinstance(term, LogicalExpr) and term.op == LogicalOperator.or_
+            parts.append(f"({text})" if nested_or and node.op == LogicalOperator.and_ else text)
+        return f" {node.op.value} ".join(parts)
+    if isinstance(node, Not):
+        return f"not ({render_filter(node.expr)})"
+    if isinstance(node, ValuePathNode):
+        suffix = f".{node.sub_attr}" if node.sub_attr else ""
+        return f"{node.attr_path}[{render_filter(node.val_filter)}]{suffix}"
+    return str(node)  # Present: no value
 
 
 def parse_filter(text: str) -> ScimFilter[Any]:
@@ -49,8 +93,8 @@ def _attribute_path(attribute: str) -> AttrPath:
     return parsed.attr_path
 
 
-def eq_filter(attribute: str, value: str) -> ScimFilter[Any]:
-    """``attribute eq "value"`` with the value quoted as a JSON string.
+def compare_filter(attribute: str, op: str, value: str) -> ScimFilter[Any]:
+    """``attribute op "value"`` with the value as a raw UTF-8 JSON string (:func:`literal`).
 
     ``attribute`` must be a plain attribute path (``userName``, ``container.value``,
     ``urn:…:User:employeeNumber``); anything else raises :class:`ConfigurationError`, so an
@@ -58,7 +102,13 @@ def eq_filter(attribute: str, value: str) -> ScimFilter[Any]:
     """
     if not isinstance(value, str):
         raise TypeError(f"a filter value must be a string, got {type(value).__name__}")
-    return ScimFilter(Comparison(_attribute_path(attribute), CompareOperator.eq, value))
+    node = Comparison(_attribute_path(attribute), CompareOperator(op.lower()), value)
+    return ScimFilter(render_filter(node))
+
+
+def eq_filter(attribute: str, value: str) -> ScimFilter[Any]:
+    """``attribute eq "value"`` (see :func:`compare_filter`)."""
+    return compare_filter(attribute, "eq", value)
 
 
 def and_filters(*filters: str | ScimFilter[Any] | None) -> ScimFilter[Any] | None:
@@ -66,7 +116,57 @@ def and_filters(*filters: str | ScimFilter[Any] | None) -> ScimFilter[Any] | Non
     nodes: list[FilterNode] = [parse_filter(str(f)).ast for f in filters if f]
     if not nodes:
         return None
-    return ScimFilter(functools.reduce(operator.and_, nodes))
+    return ScimFilter(render_filter(functools.reduce(operator.and_, nodes)))
+
+
+def safe_fragment(value: str, unsafe: frozenset[str]) -> str:
+    """The longest run of ``value`` free of ``unsafe`` characters and control characters, without
+    surrounding whitespace (servers may trim it); ``""`` when there is none."""
+    runs: list[str] = []
+    current: list[str] = []
+    for char in value:
+        if char in unsafe or ord(char) < 0x20 or ord(char) == 0x7F:
+            runs.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    runs.append("".join(current))
+    return max((run.strip() for run in runs), key=len, default="")
+
+
+@dataclass(frozen=True)
+class LookupFilter:
+    """The filter a look-up sends; ``exact`` False means it may match more than the value (a fragment
+    comparison), so only an exact match on the client counts."""
+
+    filter: ScimFilter[Any]
+    exact: bool
+
+
+def lookup_filter(profile: Profile | str, resource_type: str, attribute: str, value: str) -> LookupFilter:
+    """How to look a resource up by ``attribute`` = ``value`` under a profile's rules.
+
+    A value the target can match literally gets ``eq``; one holding a character the profile calls
+    unsafe gets the best comparison the rules allow on its longest safe fragment (``eq`` is never
+    used on a fragment): ``sw`` when the fragment starts the value, ``ew`` when it ends it, else
+    ``co``. A value with no safe fragment, or an attribute the rules allow no such comparison on,
+    falls back to ``eq`` with the value escaped as RFC 7644 requires: the best a look-up can do there.
+    :class:`FilterRefused` when the profile refuses the attribute altogether.
+    """
+    profile = get_profile(profile)
+    rules = profile.rules(resource_type)
+    unsafe = profile.filter_unsafe_characters
+    exact = eq_filter(attribute, value)
+    check_filter(profile, resource_type, str(exact))
+    if not any(char in unsafe or ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        return LookupFilter(exact, exact=True)
+    fragment = safe_fragment(value, unsafe)
+    if fragment:
+        candidates = [op for op, fits in (("sw", value.startswith(fragment)), ("ew", value.endswith(fragment))) if fits]
+        for op in [*candidates, "co"]:
+            if rules.filters.allows(attribute, op):
+                return LookupFilter(compare_filter(attribute, op, fragment), exact=False)
+    return LookupFilter(exact, exact=True)
 
 
 def _refuse(profile: Profile, rules: ResourceTypeRules, what: str) -> FilterRefused:

@@ -17,6 +17,7 @@ from .errors import ConfigurationError, OperationRefused
 
 __all__ = [
     "DELINEA",
+    "LITERAL_UNSAFE",
     "PROFILES",
     "RFC7644",
     "FilterRules",
@@ -86,6 +87,11 @@ class ResourceTypeRules:
     """The attribute a lost or conflicting create is looked up by (``None``: cannot be)."""
 
 
+LITERAL_UNSAFE = frozenset('"\\')
+"""Characters some servers cannot match in a filter value, escaped or not: they read the literal up to
+the next quote without decoding escapes (control characters are always treated as unsafe too)."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """A service provider's rules, per resource type (keyed by endpoint name, e.g. ``"Users"``)."""
@@ -93,6 +99,9 @@ class Profile:
     name: str
     description: str
     resource_types: Mapping[str, ResourceTypeRules]
+    filter_unsafe_characters: frozenset[str] = LITERAL_UNSAFE
+    """Characters never sent in a filter value: a value holding one is looked up by a safe fragment
+    and matched exactly on the client (see ``filters.lookup_filter``)."""
 
     def rules(self, resource_type: str) -> ResourceTypeRules:
         """The rules of a resource type; :class:`OperationRefused` if the profile has none."""

@@ -105,3 +105,22 @@ def test_every_option_reaches_the_config() -> None:
 def test_client_option_needs_id_and_secret() -> None:
     with pytest.raises(SystemExit):
         parse("--client", "no-secret")
+
+
+def test_the_interop_knobs_are_flags() -> None:
+    config = config_from_args(
+        parse(
+            "--absolute-endpoints",
+            "--refuse-attribute-path-patch",
+            "--refuse-member-filter-removal",
+            "--strict-literal-filters",
+            "--drop-attributes",
+            "title, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        )
+    )
+    assert config.absolute_endpoints
+    assert config.refuse_attribute_path_patch
+    assert config.refuse_member_filter_removal
+    assert config.strict_literal_filters
+    assert config.drop_attributes == ("title", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department")
+    assert config_from_args(parse()).drop_attributes == ()

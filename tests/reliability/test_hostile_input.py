@@ -98,15 +98,25 @@ def sent_filters(records: Iterable[RequestRecord | dict[str, Any]]) -> list[str]
 
 
 def assert_filters_are_single_comparisons(filters: Sequence[str], literals: set[str]) -> set[str]:
-    """Each filter parses (scim2-models, not the emulator's parser) to ``attr eq "literal"``; returns the values."""
+    """Each filter parses (scim2-models, not the emulator's parser) to ``attr eq "literal"``, or — for a literal
+    holding a quote or a backslash, which some targets cannot match — to a ``co``/``sw``/``ew`` comparison on a
+    fragment of it free of both; returns the literals looked up."""
     values: set[str] = set()
+    unsafe = set('"\\')
     for text in filters:
         node = ScimFilter(text).ast
         assert isinstance(node, Comparison), f"{text!r} is not a single comparison"
-        assert node.op == CompareOperator.eq
         assert node.attr_path.attr in ("userName", "displayName")
-        assert node.value in literals, f"{text!r} compares with {node.value!r}, not an intended literal"
-        values.add(str(node.value))
+        if node.op == CompareOperator.eq:
+            assert node.value in literals, f"{text!r} compares with {node.value!r}, not an intended literal"
+            values.add(str(node.value))
+            continue
+        assert node.op in (CompareOperator.co, CompareOperator.sw, CompareOperator.ew), text
+        assert isinstance(node.value, str)
+        assert not unsafe & set(node.value), f"{text!r}: a fragment look-up must carry no quote nor backslash"
+        intended = {literal for literal in literals if unsafe & set(literal) and node.value in literal}
+        assert intended, f"{text!r} compares with {node.value!r}, a fragment of no intended literal"
+        values |= intended
     return values
 
 

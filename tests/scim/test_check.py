@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import httpx
 
+from scim_pipeline.emulator import DEMO_CLIENT_SECRET
 from scim_pipeline.scim import run_check
+from scim_pipeline.scim.target_quirks import PatchForm, PatchKind, TargetQuirks
 
+from .emulated_target import emulated, emulator_settings, scim_requests
 from .loopback import CLIENT_SECRET, LoopbackScimServer
 from .mock_service import (
     MOCK_SECRET,
@@ -91,3 +94,66 @@ async def test_an_unreachable_token_endpoint_is_a_failing_row() -> None:
     assert not report.passed
     assert TOKEN_URL in report.rows[0].detail
     assert MOCK_SECRET not in report.render()
+
+
+async def test_a_server_announcing_absolute_endpoints_is_probed_and_passes() -> None:
+    with emulated(absolute_endpoints=True) as server:
+        report = await run_check(emulator_settings(server, profile="rfc7644"))
+        probed = {r.path for r in scim_requests(server) if r.method == "GET"}
+    assert report.passed, report.render()
+    assert {"/scim/v2/Users", "/scim/v2/Groups"} <= probed
+    assert "skipped" not in report.render()
+    assert DEMO_CLIENT_SECRET not in report.render()
+
+
+async def test_the_check_fails_when_groups_cannot_be_probed() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ResourceTypes"):
+            return list_response([{"name": "User", "endpoint": "/Users"}], 1)
+        if request.url.path.endswith("/Users"):
+            return list_response([], 0)
+        return httpx.Response(404)
+
+    service = MockScim(answer)
+    report = await run_check(mock_settings(profile="rfc7644"), transport=service.transport)
+    assert not report.passed
+    failing = [row for row in report.rows if not row.ok]
+    assert [row.name for row in failing] == ["Groups"]
+    assert "not listed by /ResourceTypes" in failing[0].detail
+    assert "FAILED" in report.render()
+    assert MOCK_SECRET not in report.render()
+
+
+async def test_patch_forms_are_not_probed_unless_asked() -> None:
+    with emulated() as server:
+        report = await run_check(emulator_settings(server))
+        writes = [r for r in scim_requests(server) if r.method != "GET"]
+    assert report.passed, report.render()
+    rows = {row.name: row for row in report.rows}
+    assert rows["PATCH Users attributes"].informational
+    assert rows["PATCH Users attributes"].detail.startswith("not probed")
+    assert writes == []
+
+
+async def test_write_probes_show_the_patch_forms_the_target_accepts_and_leave_nothing_behind() -> None:
+    with emulated(refuse_attribute_path_patch=True) as server:
+        report = await run_check(emulator_settings(server), write_probes=True)
+        remaining = server.emulator.store.count("Users")
+    assert report.passed, report.render()
+    rows = {row.name: row.detail for row in report.rows}
+    assert rows["PATCH Users attributes"] == "accepts replace; refuses attribute-path"
+    # Delinea offers no DELETE on Groups: the check creates no group it could not remove.
+    assert rows["PATCH Groups member-removal"].startswith("not probed (the profile")
+    assert remaining == 0
+    assert report.quirks is not None
+    assert report.quirks.to_dict()["patch_forms"][0]["working"] == "replace"
+
+
+async def test_forms_kept_from_earlier_runs_are_shown_without_probing() -> None:
+    quirks = TargetQuirks()
+    quirks.record_refused("Groups", PatchKind.MEMBER_REMOVAL, PatchForm.MEMBER_FILTER)
+    quirks.record_working("Groups", PatchKind.MEMBER_REMOVAL, PatchForm.MEMBER_VALUE_LIST)
+    with emulated() as server:
+        report = await run_check(emulator_settings(server), quirks=quirks)
+    rows = {row.name: row.detail for row in report.rows}
+    assert rows["PATCH Groups member-removal"] == "accepts member-value-list; refuses member-filter"

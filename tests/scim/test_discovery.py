@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from scim_pipeline.scim import ScimClient, discover
-from scim_pipeline.scim.discovery import parse_capabilities
+from scim_pipeline.scim.discovery import endpoint_name, parse_capabilities
 
+from .emulated_target import emulated, emulator_settings
 from .loopback import LoopbackScimServer
 from .mock_service import MockScim, loopback_settings, mock_settings, scim_json
 
@@ -82,3 +84,32 @@ async def test_scim2_server_announcements_are_read(loopback: LoopbackScimServer)
     assert (caps.patch, caps.bulk, caps.filter, caps.filter_max_results) == (True, True, True, 50)
     assert set(caps.resource_types) == {"Users", "Groups"}
     assert "urn:ietf:params:scim:schemas:core:2.0:User" in caps.schemas
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["Users", "/Users", "/Users/", "/scim/v2/Users", "https://tenant.example.test/scim/v2/Users"],
+)
+def test_absolute_and_relative_endpoints_name_the_same_resource_type(endpoint: str) -> None:
+    assert endpoint_name(endpoint, "https://tenant.example.test/scim/v2") == "Users"
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://elsewhere.example.test/scim/v2/Users", "https://tenant.example.test/other/Users"]
+)
+def test_an_endpoint_outside_the_base_url_is_ignored_with_a_note(endpoint: str) -> None:
+    caps = parse_capabilities(
+        None, resource_types=[{"name": "User", "endpoint": endpoint}], base_url="https://tenant.example.test/scim/v2"
+    )
+    assert caps.resource_types == {}
+    assert any("outside the base URL" in note for note in caps.notes)
+
+
+async def test_a_server_announcing_absolute_endpoints_is_read_under_its_base_url() -> None:
+    with emulated(absolute_endpoints=True) as server:
+        async with ScimClient(emulator_settings(server)) as client:
+            caps = await discover(client)
+        raw = [r for r in caps.resource_type_documents if r["name"] == "User"]
+    assert caps.serves("Users") is True
+    assert caps.serves("Groups") is True
+    assert raw[0]["endpoint"] == "Users"

@@ -144,3 +144,17 @@ def test_and_filters_parenthesise_a_disjunction_and_skip_nothing() -> None:
     assert and_filters() is None
     assert and_filters(None, 'a eq "1"') == 'a eq "1"'
     assert and_filters('a eq "1"', 'b eq "2" or c eq "3"') == 'a eq "1" and (b eq "2" or c eq "3")'
+
+
+def test_non_ascii_values_are_sent_as_raw_utf8_never_as_escapes() -> None:
+    assert str(eq_filter("userName", "Zoë Øster")) == 'userName eq "Zoë Øster"'
+    joined = and_filters(eq_filter("userName", "Zoë"), 'displayName co "Ø"')
+    assert str(joined) == 'userName eq "Zoë" and displayName co "Ø"'
+
+
+def test_quotes_backslashes_and_control_characters_are_still_escaped() -> None:
+    text = str(eq_filter("userName", 'a"b\\c\nd'))
+    assert text == 'userName eq "a\\"b\\\\c\\nd"'
+    parsed = ScimFilter(text).ast
+    assert isinstance(parsed, Comparison)
+    assert parsed.value == 'a"b\\c\nd'
