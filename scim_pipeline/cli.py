@@ -123,6 +123,12 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
     check.add_argument("--scope", help="overrides SCIM_SCOPE")
     check.add_argument("--profile", choices=["delinea", "rfc7644"], help="overrides SCIM_PROFILE")
     check.add_argument("--ca-bundle", help="overrides SCIM_CA_BUNDLE")
+    check.add_argument(
+        "--probe-writes",
+        action="store_true",
+        help="also create, patch and delete a probe user (and group, where allowed) to learn which PATCH forms the "
+        "target accepts",
+    )
     check.set_defaults(handler=_run_check)
 
     emulator = commands.add_parser("emulator", help="serve the Delinea-compatible emulator on loopback")
@@ -162,7 +168,7 @@ def _run_check(args: argparse.Namespace) -> int:
             "(start one with `scim-pipeline emulator` and export the variables it prints)"
         )
     settings = ConnectionSettings.from_env(**overrides)
-    report = asyncio.run(run_check(settings))
+    report = asyncio.run(run_check(settings, write_probes=args.probe_writes))
     print(report.render())
     return EXIT_OK if report.passed else EXIT_FAILED
 

@@ -291,6 +291,10 @@ async def reconcile_target(
     One incomplete or suspicious read never makes us forget a managed object: each object missing from the listing
     is confirmed with its own GET (a 404), and when too many are missing to confirm, none is forgotten.
     """
+    from scim_pipeline.scim.discovery import discover
+
+    # The served /Schemas tell which mapped attributes the target does not store at all.
+    await discover(client)
     target_users = await client.search("Users")
     target_groups = await client.search("Groups")
     adoption = adopt_existing(
@@ -313,11 +317,39 @@ async def reconcile_target(
     verdict = ReadVerdict(users_read=len(target_users), groups_read=len(target_groups))
     if detect:
         drift = detect_drift(state, target_users, target_groups)
+        drift, dropped = _without_dropped(client, roster, drift)
+        if dropped:
+            notes.append(
+                "the target does not store "
+                + ", ".join(sorted(dropped))
+                + ": left out of drift (it would be written again every cycle)"
+            )
         drift, verdict = await _confirm_missing(client, drift, verdict)
         if not verdict.trusted:
             notes.append(verdict.reason)
         apply_drift(state, drift)
     return TargetRead(adoption=adoption, drift=drift, verdict=verdict, notes=notes)
+
+
+def _without_dropped(client: ScimClient, roster: RosterFrames, drift: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """Drift rows of attributes the target drops (seen missing from its answers to our writes, or absent from its
+    /Schemas) are not drift: restoring them would rewrite them every cycle, and the mass-update guard then blocks."""
+    if drift.empty:
+        return drift, set()
+    dropped = {
+        "Users": client.quirks.dropped_attributes("Users", among=user_attribute_columns(roster.users)),
+        "Groups": client.quirks.dropped_attributes("Groups", among=group_attribute_columns(roster.groups)),
+    }
+    is_dropped = pd.Series(
+        [
+            str(a) in dropped.get(str(t), frozenset())
+            for t, a in zip(drift["resource_type"], drift["attribute"], strict=True)
+        ],
+        index=drift.index,
+        dtype=bool,
+    )
+    seen = {str(a) for a in drift.loc[is_dropped, "attribute"]}
+    return drift[~is_dropped].reset_index(drop=True), seen
 
 
 async def _confirm_missing(
