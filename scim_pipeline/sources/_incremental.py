@@ -215,12 +215,14 @@ class Delta:
     edges_added: Iterable[tuple[str, str]] = ()
     edges_removed: Iterable[tuple[str, str]] = ()
     removed_refs: Iterable[str] = ()
+    #: Entries hold only what changed: a `<NA>` keeps the cached value (`""` clears it).
+    partial: bool = False
 
     def merged_into(self, cached: Snapshot) -> Snapshot:
         changed = Snapshot.build(self.users, self.groups, self.edges)
         removed = set(self.removed_refs)
-        users = _replace_rows(cached.users, changed.users, removed)
-        groups = _replace_rows(cached.groups, changed.groups, removed)
+        users = _replace_rows(cached.users, changed.users, removed, partial=self.partial)
+        groups = _replace_rows(cached.groups, changed.groups, removed, partial=self.partial)
         replaced_for = set(self.edges_replaced_for) | removed
         edges = cached.edges
         drop = edges["group_ref"].isin(replaced_for) | edges["member_ref"].isin(
@@ -235,7 +237,13 @@ class Delta:
         return Snapshot(users=users, groups=groups, edges=edges)
 
 
-def _replace_rows(cached: pd.DataFrame, changed: pd.DataFrame, removed: set[str]) -> pd.DataFrame:
+def _replace_rows(cached: pd.DataFrame, changed: pd.DataFrame, removed: set[str], *, partial: bool) -> pd.DataFrame:
+    if partial and len(changed):
+        changed = changed.drop_duplicates(subset=REF, keep="last").set_index(REF)
+        before = cached.drop_duplicates(subset=REF, keep="last").set_index(REF)
+        known = changed.index.intersection(before.index)
+        changed.loc[known] = changed.loc[known].fillna(before.loc[known])
+        changed = changed.reset_index()[list(cached.columns)]
     # An entry renamed (a new DN) keeps its external id: the old row goes, or the roster would hold it twice.
     renamed = cached["external_id"].notna() & cached["external_id"].isin(changed["external_id"].dropna())
     keep = ~(cached[REF].isin(changed[REF]) | cached[REF].isin(removed) | renamed)

@@ -14,7 +14,6 @@ are per DC). Deletions are seen by the periodic full read.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import ssl
 import time
@@ -30,6 +29,7 @@ from ldap3.core.exceptions import LDAPException
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from scim_pipeline.scim.errors import ConfigurationError
+from scim_pipeline.scim.settings import is_loopback_host
 from scim_pipeline.sources._incremental import (
     USER_COLUMNS,
     Counters,
@@ -163,15 +163,6 @@ def _generalized_time(epoch_s: float) -> str:
     return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(epoch_s))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(kw_only=True)
 class LdapRosterSource(SnapshotSource):
     """Reads users, groups and memberships from LDAP / AD (see the module docstring)."""
@@ -198,7 +189,7 @@ class LdapRosterSource(SnapshotSource):
         parts = urlsplit(settings.url)
         host = parts.hostname or ""
         secure = parts.scheme == "ldaps" or settings.start_tls
-        if not secure and not _is_loopback(host):
+        if not secure and not is_loopback_host(host):
             raise ConfigurationError(
                 f"SCIM_LDAP_URL {self.server} is plain ldap:// without SCIM_LDAP_START_TLS: the bind password would "
                 "cross the network in clear text; use ldaps:// or StartTLS (plain ldap:// is allowed on loopback only)"
