@@ -201,7 +201,7 @@ class OktaRosterSource(SnapshotSource):
                 for user in page
                 if user.get("id")
             ]
-            groups = [
+            groups: list[dict[str, str | None]] = [
                 {
                     "source_ref": str(group["id"]),
                     "group_name": str((group.get("profile") or {}).get("name") or ""),
