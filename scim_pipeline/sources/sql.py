@@ -9,8 +9,6 @@ database returns them, so give the query an `ORDER BY` for stable row numbers. E
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources._incremental import SourceReport
 from scim_pipeline.sources._raw import TEXT, RawRoster, RawTable, RosterError
 from scim_pipeline.sources._settings import env_settings
+from scim_pipeline.sources._values import as_text
 
 __all__ = ["SqlRosterSource", "SqlSettings"]
 
@@ -68,20 +67,6 @@ class SqlSettings(BaseModel):
             return make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
         except ArgumentError:
             return "(an unreadable SCIM_SQL_URL)"
-
-
-def _as_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, decimal.Decimal | int | float | str):
-        return str(value)
-    return str(value)
 
 
 @dataclass
@@ -159,7 +144,7 @@ class SqlRosterSource:
         columns: list[list[str | None]] = [[] for _ in names]
         for row in result:
             for column, value in zip(columns, row, strict=True):
-                column.append(_as_text(value))
+                column.append(as_text(value))
         frame = pd.DataFrame({name: pd.array(values, dtype=TEXT) for name, values in zip(names, columns, strict=True)})
         frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
         return RawTable(table, f"sql {label} {table}", frame)
