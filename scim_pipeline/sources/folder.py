@@ -24,6 +24,7 @@ import io
 import json
 import re
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +36,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from scim_pipeline.sources._incremental import SourceReport
 from scim_pipeline.sources._raw import (
     OPTIONAL_TABLES,
     TABLES,
@@ -65,9 +67,33 @@ class FolderRosterSource:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.last_report: SourceReport | None = None
 
     def __repr__(self) -> str:
         return f"FolderRosterSource({str(self.folder)!r})"
+
+    def read_with_report(self) -> tuple[RawRoster, SourceReport]:
+        """`read()` and what it read (files count as one request each)."""
+        started = time.perf_counter()
+        roster = self.read()
+        tables = {"users": roster.users, "groups": roster.groups, "memberships": roster.memberships}
+        rows = {name: raw.rows_read if raw is not None else 0 for name, raw in tables.items()}
+        files = sum(raw is not None for raw in tables.values())
+        report = SourceReport(
+            source="file",
+            server=str(self.folder),
+            mode="full",
+            reason="a roster folder is read whole",
+            rows=rows,
+            entries_fetched=sum(rows.values()),
+            requests=files,
+            pages=files,
+            watermark_before=None,
+            watermark_after=None,
+            wall_time_s=time.perf_counter() - started,
+        )
+        self.last_report = report
+        return roster, report
 
     def read(self) -> RawRoster:
         """Read `users` (required), `groups` and `memberships` (optional). Raises `RosterError`."""
