@@ -156,6 +156,8 @@ class _VerifiedTls(Tls):
 
 def normalize_dn(dn: str) -> str:
     """A DN as compared here: case and the spaces around separators do not matter."""
+    if " " not in dn:
+        return dn.lower()
     return _DN_SPACING.sub(r"\1", dn.strip()).lower()
 
 
@@ -269,7 +271,8 @@ class LdapRosterSource(SnapshotSource):
             for entry in connection.response or ():
                 if entry.get("type") == "searchResEntry":
                     counters.entries += 1
-                    yield entry["dn"], entry.get("raw_attributes", {})
+                    raw = entry.get("raw_attributes", {})
+                    yield entry["dn"], {name.lower(): found for name, found in raw.items()}
             control = result.get("controls", {}).get(_PAGED_RESULTS, {})
             cookie = control.get("value", {}).get("cookie") or None
             if not cookie:
@@ -316,7 +319,7 @@ class LdapRosterSource(SnapshotSource):
                 ref = normalize_dn(dn)
                 users.append(self._user_row(ref, values, attribute_map))
                 if settings.membership == "memberOf":
-                    edges.extend((normalize_dn(_text(g)), ref) for g in values.get("memberOf", ()))
+                    edges.extend((normalize_dn(g), ref) for g in _values(values, "memberOf"))
             groups: list[dict[str, str | None]] = []
             if settings.group_base:
                 group_attributes = sorted(
@@ -345,7 +348,7 @@ class LdapRosterSource(SnapshotSource):
             connection.search("", "(objectClass=*)", search_scope="BASE", attributes=["highestCommittedUSN"])
             counters.requests += 1
             for entry in connection.response or ():
-                values = entry.get("raw_attributes", {}).get("highestCommittedUSN")
+                values = entry.get("raw_attributes", {}).get("highestCommittedUSN")  # a case-insensitive dict
                 if values:
                     return _text(values[0])
             raise RosterError(f"LDAP server {self.server} has no highestCommittedUSN in its root DSE (not AD?)")
@@ -390,21 +393,21 @@ def _close(connection: Connection) -> None:
 
 
 def _values(values: dict[str, list[bytes]], attribute: str) -> list[str]:
-    for name, found in values.items():
-        if name.lower() == attribute.lower():
-            return [_text(value) for value in found]
-    return []
+    """The values of `attribute` (`values` is keyed by lower-case attribute names, as `_search` yields them)."""
+    return [_text(value) for value in values.get(attribute.lower(), ())]
 
 
 def _first(values: dict[str, list[bytes]], attributes: tuple[str, ...]) -> str | None:
+    """The first value of the first of `attributes` that has one; a binary objectGUID as its GUID string."""
     for attribute in attributes:
-        for name, found in values.items():
-            if name.lower() == attribute.lower() and found:
-                if name.lower() in _BINARY_GUIDS and len(found[0]) == 16:
-                    return str(uuid.UUID(bytes_le=bytes(found[0])))
-                text = _text(found[0])
-                if text:
-                    return text
+        name = attribute.lower()
+        found = values.get(name)
+        if found:
+            if name in _BINARY_GUIDS and len(found[0]) == 16:
+                return str(uuid.UUID(bytes_le=bytes(found[0])))
+            text = _text(found[0])
+            if text:
+                return text
     return None
 
 

@@ -246,3 +246,23 @@ def test_a_bad_setting_names_the_variable_without_its_value() -> None:
         LdapSettings.from_env({"SCIM_LDAP_URL": "http://secret-host-value", "SCIM_LDAP_USER_BASE": SUFFIX})
 
     assert "secret-host-value" not in str(caught.value)
+
+
+def test_memberships_can_come_from_the_memberof_overlay(directory: Directory) -> None:
+    online = f"cn=online,{GROUPS}"
+    members = [user_dn(i) for i in (1, 2, 3)]
+    with admin(directory) as connection:
+        assert connection.add(online, ["groupOfNames"], {"cn": "online", "member": members})
+    try:
+        source = LdapRosterSource(settings=settings(directory.url, membership="memberOf"))
+
+        memberships = source.read().memberships
+    finally:
+        with admin(directory) as connection:
+            assert connection.delete(online)
+
+    assert memberships is not None
+    pairs = set(zip(memberships.frame["group_name"], memberships.frame["user_name"], strict=True))
+    assert {("online", "u00001"), ("online", "u00002"), ("online", "u00003")} <= pairs
+    # Only memberships written through the server carry memberOf (the seed was loaded offline, without the overlay).
+    assert ("g000", "u00001") not in pairs
