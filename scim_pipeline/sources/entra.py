@@ -142,9 +142,16 @@ class EntraRosterSource(SnapshotSource):
         """Every page (its `value`) following `@odata.nextLink`; the last page also yields its `@odata.deltaLink`."""
         next_url: str | None = url
         first = True
+        renewed = False
         while next_url is not None:
-            response = http.request("GET", next_url, params=params if first else None, headers=headers)
-            first = False
+            response = http.request("GET", next_url, params=params if first else None, headers=headers, ok=(401,))
+            if response.status_code == 401:
+                if renewed:
+                    raise RosterError(f"Microsoft Graph refused a fresh token for {response.request.url.path}")
+                headers.update(self._token(http))  # the token expired during a long read: one new token
+                renewed = True
+                continue
+            first = renewed = False
             http.counters.pages += 1
             body = http.json(response)
             if not isinstance(body, dict) or not isinstance(body.get("value"), list):

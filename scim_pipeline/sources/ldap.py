@@ -218,6 +218,7 @@ class LdapRosterSource(SnapshotSource):
             raise_exceptions=False,
             receive_timeout=max(1, round(settings.timeout_s)),  # ldap3 packs it as an int
             read_only=True,
+            auto_referrals=False,  # a referral would replay the bind (and its password) to another server
         )
         try:
             connection.open()

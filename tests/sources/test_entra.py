@@ -56,6 +56,9 @@ class GraphTenant:
     throttle_once: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
     origin: str = ""
+    token_generation: int = 0
+    tokens_issued: int = 0
+    expire_tokens_after: int | None = None  # API requests until the current token expires
 
     # -- changes the tests make -----------------------------------------------------------------------------------
 
@@ -105,11 +108,16 @@ class GraphTenant:
             )
         assert form.get("grant_type") == "client_credentials"
         assert form.get("scope") == f"{self.origin}/.default"
-        return JSONResponse({"token_type": "Bearer", "expires_in": 3599, "access_token": TOKEN})
+        self.tokens_issued += 1
+        return JSONResponse(
+            {"token_type": "Bearer", "expires_in": 3599, "access_token": f"{TOKEN}-{self.token_generation}"}
+        )
 
     def _guard(self, request: Request) -> JSONResponse | None:
         self.requests.append(request.url.path)
-        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+        if self.expire_tokens_after is not None and len(self.requests) % self.expire_tokens_after == 0:
+            self.token_generation += 1
+        if request.headers.get("authorization") != f"Bearer {TOKEN}-{self.token_generation}":
             return JSONResponse({"error": {"code": "InvalidAuthenticationToken"}}, status_code=401)
         key = f"{request.url.path}?{request.query_params.get('$skiptoken', '')}"
         if key in self.throttle_once:
@@ -262,6 +270,16 @@ def test_a_429_is_retried_after_its_retry_after(graph: GraphTenant) -> None:
     assert report.throttled == 1
     assert report.waited_s == 1.0
     assert graph.requests.count("/v1.0/users") == 4
+
+
+def test_a_token_expiring_during_a_read_is_renewed_once(graph: GraphTenant) -> None:
+    graph.expire_tokens_after = 5
+
+    roster, report = source_for(graph).read_with_report()
+
+    assert len(roster.users.frame) == 250
+    assert graph.tokens_issued == 1 + len(graph.requests) // 5
+    assert report.pages == 12
 
 
 def test_an_incremental_read_follows_the_delta_links(graph: GraphTenant, tmp_path: Path) -> None:
