@@ -266,3 +266,38 @@ def test_memberships_can_come_from_the_memberof_overlay(directory: Directory) ->
     assert {("online", "u00001"), ("online", "u00002"), ("online", "u00003")} <= pairs
     # Only memberships written through the server carry memberOf (the seed was loaded offline, without the overlay).
     assert ("g000", "u00001") not in pairs
+
+
+@pytest.mark.slow
+def test_a_sync_from_ldap_into_the_emulator_converges(tls_directory: Directory) -> None:
+    import asyncio
+
+    from scim_pipeline.emulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig, EmulatorServer
+    from scim_pipeline.scim import ConnectionSettings, ScimClient
+    from scim_pipeline.sync.cycle import run_cycle
+    from scim_pipeline.sync.state import ProvisioningState
+
+    source = LdapRosterSource(settings=settings(tls_directory.url, start_tls=True, ca_bundle=tls_directory.ca_bundle))
+    roster = build_roster(source.read(), shards=1)
+
+    async def scenario(server: EmulatorServer) -> None:
+        connection = ConnectionSettings(
+            base_url=server.base_url,
+            token_url=server.token_url,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+        )
+        async with ScimClient(connection) as client:
+            with ProvisioningState.open(":memory:") as state:
+                first = await run_cycle(client, state, roster, run_id="r1")
+                assert not first.failed
+                await run_cycle(client, state, roster, run_id="r2")  # managers, once their users exist
+                server.emulator.clear_requests()
+                third = await run_cycle(client, state, roster, run_id="r3")
+                assert third.plan.is_empty
+                assert [r for r in server.emulator.requests if "/scim/v2/" in r.path] == []
+        assert server.emulator.store.count("Users") == tls_directory.users
+        assert server.emulator.store.count("Groups") == tls_directory.groups
+
+    with EmulatorServer(EmulatorConfig()) as server:
+        asyncio.run(scenario(server))
