@@ -35,6 +35,7 @@ __all__ = [
     "Snapshot",
     "SnapshotSource",
     "SourceReport",
+    "StaleWatermarkError",
     "WatermarkStore",
     "roster_from_snapshot",
 ]
@@ -63,6 +64,11 @@ _SNAPSHOT_USER_COLUMNS: Final = (REF, *USER_COLUMNS[:-1], MANAGER_REF)
 _SNAPSHOT_GROUP_COLUMNS: Final = (REF, *GROUP_COLUMNS)
 _EDGE_COLUMNS: Final = ("group_ref", "member_ref")
 _SNAPSHOT_FORMAT: Final = 1
+
+
+class StaleWatermarkError(Exception):
+    """Raised by a connector's `_read_changes` when the IdP no longer accepts the watermark (an expired delta
+    token, a cursor of another format): the read becomes a full one instead of failing."""
 
 
 @runtime_checkable
@@ -418,8 +424,14 @@ class SnapshotSource:
         stored = self.watermarks.get_value(self.namespace, "cursor") if self.watermarks is not None else None
         cursor = _Cursor.parse(stored)
         full_reason, cached = self._full_read_reason(cursor, cache)
+        changes: tuple[Delta, str] | None = None
         if cursor is not None and cached is not None:
-            delta, watermark = self._read_changes(cursor.watermark, counters)
+            try:
+                changes = self._read_changes(cursor.watermark, counters)
+            except StaleWatermarkError as stale:
+                full_reason = f"the watermark is no longer accepted ({stale})"
+        if changes is not None and cursor is not None and cached is not None:
+            delta, watermark = changes
             snapshot = delta.merged_into(cached)
             mode: Literal["full", "incremental"] = "incremental"
             reason = f"incremental read {cursor.reads_since_full + 1} since the last full read"

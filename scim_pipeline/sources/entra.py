@@ -23,7 +23,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from scim_pipeline.sources._http import HttpReader, check_base_url
-from scim_pipeline.sources._incremental import Counters, Delta, FullReadPolicy, Snapshot, SnapshotSource
+from scim_pipeline.sources._incremental import (
+    Counters,
+    Delta,
+    FullReadPolicy,
+    Snapshot,
+    SnapshotSource,
+    StaleWatermarkError,
+)
 from scim_pipeline.sources._raw import RosterError
 from scim_pipeline.sources._settings import env_settings
 
@@ -144,7 +151,9 @@ class EntraRosterSource(SnapshotSource):
         first = True
         renewed = False
         while next_url is not None:
-            response = http.request("GET", next_url, params=params if first else None, headers=headers, ok=(401,))
+            response = http.request("GET", next_url, params=params if first else None, headers=headers, ok=(401, 410))
+            if response.status_code == 410:  # a delta token past its lifetime: Graph asks for a new full round
+                raise StaleWatermarkError(f"Microsoft Graph answered 410 Gone to {response.request.url.path}")
             if response.status_code == 401:
                 if renewed:
                     raise RosterError(f"Microsoft Graph refused a fresh token for {response.request.url.path}")
@@ -223,7 +232,7 @@ class EntraRosterSource(SnapshotSource):
             links = json.loads(watermark)
             users_link, groups_link = str(links["users"]), str(links["groups"])
         except (ValueError, KeyError, TypeError):
-            raise RosterError("the Entra ID watermark is not a pair of delta links; a full read is needed") from None
+            raise StaleWatermarkError("not a pair of delta links") from None
         users: list[dict[str, str | None]] = []
         groups: list[dict[str, str | None]] = []
         removed: list[str] = []

@@ -14,17 +14,18 @@ are per DC). Deletions are seen by the periodic full read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import ssl
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Final, Literal, Self
 from urllib.parse import urlsplit
 
-from ldap3 import NONE, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -37,6 +38,7 @@ from scim_pipeline.sources._incremental import (
     FullReadPolicy,
     Snapshot,
     SnapshotSource,
+    StaleWatermarkError,
 )
 from scim_pipeline.sources._raw import RosterError
 from scim_pipeline.sources._settings import env_settings
@@ -322,6 +324,7 @@ class LdapRosterSource(SnapshotSource):
                 if settings.membership == "memberOf":
                     edges.extend((normalize_dn(g), ref) for g in _values(values, "memberOf"))
             groups: list[dict[str, str | None]] = []
+            large_groups: list[tuple[str, str, str, list[bytes]]] = []
             if settings.group_base:
                 group_attributes = sorted(
                     {*attribute_map["group_name"], *attribute_map["group_external_id"], "member", "uniqueMember"}
@@ -340,13 +343,36 @@ class LdapRosterSource(SnapshotSource):
                     if settings.membership == "member":
                         for attribute in ("member", "uniqueMember"):
                             edges.extend((ref, _member_dn(value)) for value in _values(values, attribute))
+                        ranged = _range_key(values, "member")
+                        if ranged is not None:
+                            large_groups.append((ref, dn, ranged, values[ranged]))
+                # AD sends at most MaxValRange (1,500) members with a group; the rest are asked for by range,
+                # after the paged search is done (one connection runs one search at a time).
+                for ref, dn, key, first in large_groups:
+                    fetch = functools.partial(self._base_entry, connection, dn, counters=counters)
+                    members = _ranged_values(fetch, "member", key, first)
+                    edges.extend((ref, _member_dn(_text(value))) for value in members)
         finally:
             _close(connection)
         return users, groups, edges, watermark
 
+    def _base_entry(
+        self, connection: Connection, dn: str, attribute: str, counters: Counters
+    ) -> dict[str, list[bytes]]:
+        """One attribute of one entry (a base search), keyed by lower-cased attribute names."""
+        try:
+            connection.search(dn, "(objectClass=*)", search_scope=BASE, attributes=[attribute])
+        except LDAPException as exc:
+            raise RosterError(f"LDAP read of {attribute} on {dn!r} failed: {_exception_text(exc)}") from None
+        counters.requests += 1
+        for entry in connection.response or ():
+            if entry.get("type") == "searchResEntry":
+                return {name.lower(): found for name, found in entry.get("raw_attributes", {}).items()}
+        return {}
+
     def _watermark_now(self, connection: Connection, counters: Counters) -> str:
         if self.settings.flavor == "ad":
-            connection.search("", "(objectClass=*)", search_scope="BASE", attributes=["highestCommittedUSN"])
+            connection.search("", "(objectClass=*)", search_scope=BASE, attributes=["highestCommittedUSN"])
             counters.requests += 1
             for entry in connection.response or ():
                 values = entry.get("raw_attributes", {}).get("highestCommittedUSN")  # a case-insensitive dict
@@ -358,10 +384,10 @@ class LdapRosterSource(SnapshotSource):
     def _changed_filter(self, since: str) -> str:
         if self.settings.flavor == "ad":
             if not since.isdigit():
-                raise RosterError(f"the LDAP watermark {since!r} is not a USN; a full read is needed")
+                raise StaleWatermarkError("not a USN")
             return f"(uSNChanged>={int(since) + 1})"
         if not re.fullmatch(r"\d{14}Z", since):
-            raise RosterError(f"the LDAP watermark {since!r} is not a GeneralizedTime; a full read is needed")
+            raise StaleWatermarkError("not a GeneralizedTime")
         return f"(modifyTimestamp>={since})"
 
     def _user_row(
@@ -391,6 +417,31 @@ class LdapRosterSource(SnapshotSource):
 def _close(connection: Connection) -> None:
     with contextlib.suppress(LDAPException, OSError):  # a broken TLS handshake leaves no socket to unbind on
         connection.unbind()
+
+
+def _range_key(values: dict[str, list[bytes]], attribute: str) -> str | None:
+    """The `attribute;range=low-high` key AD uses when it sends only part of a multi-valued attribute."""
+    prefix = f"{attribute.lower()};range="
+    return next((name for name in values if name.startswith(prefix)), None)
+
+
+def _ranged_values(
+    fetch: Callable[[str], dict[str, list[bytes]]], attribute: str, key: str, first: list[bytes]
+) -> list[bytes]:
+    """Every value of a ranged attribute (AD range retrieval): ask `attribute;range=<next>-*` until a range ends
+    in `*`. `fetch(attribute_spec)` reads the entry's attributes, keyed by lower-cased names."""
+    collected = list(first)
+    while True:
+        bounds = key.partition("=")[2]
+        high = bounds.partition("-")[2]
+        if high == "*" or not high.isdigit():
+            return collected
+        answer = fetch(f"{attribute};range={int(high) + 1}-*")
+        next_key = _range_key(answer, attribute)
+        if next_key is None:
+            return collected
+        collected.extend(answer[next_key])
+        key = next_key
 
 
 def _values(values: dict[str, list[bytes]], attribute: str) -> list[str]:

@@ -27,7 +27,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from scim_pipeline.sources._http import HttpReader, check_base_url
-from scim_pipeline.sources._incremental import Counters, Delta, FullReadPolicy, Snapshot, SnapshotSource
+from scim_pipeline.sources._incremental import (
+    Counters,
+    Delta,
+    FullReadPolicy,
+    Snapshot,
+    SnapshotSource,
+    StaleWatermarkError,
+)
 from scim_pipeline.sources._raw import RosterError
 from scim_pipeline.sources._settings import env_settings
 
@@ -230,7 +237,7 @@ class OktaRosterSource(SnapshotSource):
 
     def _read_changes(self, watermark: str, counters: Counters) -> tuple[Delta, str]:
         if not _WATERMARK.fullmatch(watermark):
-            raise RosterError(f"the Okta watermark {watermark!r} is not a timestamp; a full read is needed")
+            raise StaleWatermarkError("not a timestamp")
         users, groups, edges, after = self._read(watermark, counters)
         replaced = {str(group["source_ref"]) for group in groups}
         return Delta(users=users, groups=groups, edges=edges, edges_replaced_for=replaced), after

@@ -59,6 +59,7 @@ class GraphTenant:
     token_generation: int = 0
     tokens_issued: int = 0
     expire_tokens_after: int | None = None  # API requests until the current token expires
+    delta_tokens_expired: bool = False
 
     # -- changes the tests make -----------------------------------------------------------------------------------
 
@@ -174,6 +175,8 @@ class GraphTenant:
         if token == "latest":
             return JSONResponse({"value": [], "@odata.deltaLink": f"{self.origin}{path}?$deltatoken={len(self.log)}"})
         assert token is not None, "initial delta rounds are not used by the source"
+        if self.delta_tokens_expired:
+            return JSONResponse({"error": {"code": "resyncRequired"}}, status_code=410)
         assert token.isdigit()
         changes: dict[str, dict[str, Any]] = {}
         for change_kind, oid, change in self.log[int(token) :]:
@@ -311,6 +314,18 @@ def test_an_incremental_read_follows_the_delta_links(graph: GraphTenant, tmp_pat
 
     _, quiet = source.read_with_report()
     assert quiet.entries_fetched == 0
+
+
+def test_an_expired_delta_token_makes_the_read_full(graph: GraphTenant, tmp_path: Path) -> None:
+    source = source_for(graph, tmp_path)
+    source.read()
+    graph.delta_tokens_expired = True
+
+    roster, report = source.read_with_report()
+
+    assert report.mode == "full"
+    assert "410 Gone" in report.reason
+    assert len(roster.users.frame) == 250
 
 
 def test_a_refused_secret_names_the_settings_but_quotes_nothing_the_server_said(graph: GraphTenant) -> None:

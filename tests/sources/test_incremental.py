@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from scim_pipeline.sources import FullReadPolicy, MemoryWatermarkStore
-from scim_pipeline.sources._incremental import Counters, Delta, Snapshot, SnapshotSource, roster_from_snapshot
+from scim_pipeline.sources._incremental import (
+    Counters,
+    Delta,
+    Snapshot,
+    SnapshotSource,
+    StaleWatermarkError,
+    roster_from_snapshot,
+)
 
 
 def user(ref: str, name: str, **values: str | None) -> dict[str, str | None]:
@@ -66,6 +73,7 @@ class CountingSource(SnapshotSource):
     kind: ClassVar[str] = "counting"
     policy: FullReadPolicy = field(default_factory=FullReadPolicy)
     reads: list[str] = field(default_factory=list)
+    refuse_watermark: bool = False
 
     @property
     def server(self) -> str:
@@ -81,6 +89,8 @@ class CountingSource(SnapshotSource):
         return Snapshot.build([user("u1", "ann"), user("u2", "bob")]), f"w{len(self.reads)}"
 
     def _read_changes(self, watermark: str, counters: Counters) -> tuple[Delta, str]:
+        if self.refuse_watermark:
+            raise StaleWatermarkError("expired")
         self.reads.append(f"since {watermark}")
         return Delta(), f"w{len(self.reads)}"
 
@@ -122,3 +132,16 @@ def test_a_cache_from_another_generation_is_not_merged_into(tmp_path: Path) -> N
 
     assert report.mode == "full"
     assert "does not match the watermark" in report.reason
+
+
+def test_a_watermark_the_idp_no_longer_accepts_makes_the_read_full(tmp_path: Path) -> None:
+    source = CountingSource(cache_dir=tmp_path, watermarks=MemoryWatermarkStore())
+    source.read()
+    source.refuse_watermark = True
+
+    roster, report = source.read_with_report()
+
+    assert source.reads == ["full", "full"]
+    assert report.mode == "full"
+    assert report.reason == "the watermark is no longer accepted (expired)"
+    assert len(roster.users.frame) == 2

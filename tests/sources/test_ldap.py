@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources import RosterError
 from scim_pipeline.sources._incremental import FullReadPolicy, MemoryWatermarkStore
-from scim_pipeline.sources.ldap import LdapRosterSource, LdapSettings, normalize_dn
+from scim_pipeline.sources.ldap import LdapRosterSource, LdapSettings, _ranged_values, normalize_dn
 from scim_pipeline.sync.mapping import build_roster
 from tests.sources.conftest import (
     ADMIN_DN,
@@ -219,6 +219,24 @@ def test_ldaps_verifies_the_certificate(tls_directory: Directory) -> None:
     with pytest.raises(RosterError, match="cannot connect"):
         untrusted.read()
     assert len(trusted.read().users.frame) == tls_directory.users
+
+
+def test_ad_range_retrieval_reads_every_member_of_a_large_group() -> None:
+    # Active Directory sends member;range=0-1499 with the group, then the rest when asked by range.
+    ranges = {
+        "member;range=1500-*": {"member;range=1500-2999": [b"cn=b"] * 1500},
+        "member;range=3000-*": {"member;range=3000-*": [b"cn=c"] * 7},
+    }
+    asked: list[str] = []
+
+    def fetch(attribute: str) -> dict[str, list[bytes]]:
+        asked.append(attribute)
+        return ranges[attribute]
+
+    members = _ranged_values(fetch, "member", "member;range=0-1499", [b"cn=a"] * 1500)
+
+    assert len(members) == 3007
+    assert asked == ["member;range=1500-*", "member;range=3000-*"]
 
 
 def test_settings_come_from_the_environment() -> None:
