@@ -251,7 +251,8 @@ def _replace_rows(cached: pd.DataFrame, changed: pd.DataFrame, removed: set[str]
         changed.loc[known] = changed.loc[known].fillna(before.loc[known])
         changed = changed.reset_index()[list(cached.columns)]
     # An entry renamed (a new DN) keeps its external id: the old row goes, or the roster would hold it twice.
-    renamed = cached["external_id"].notna() & cached["external_id"].isin(changed["external_id"].dropna())
+    new_ids = changed["external_id"].dropna()
+    renamed = cached["external_id"].fillna("").ne("") & cached["external_id"].isin(new_ids[new_ids != ""])
     keep = ~(cached[REF].isin(changed[REF]) | cached[REF].isin(removed) | renamed)
     merged = pd.concat([cached[keep], changed], ignore_index=True)
     return merged.drop_duplicates(subset=REF, keep="last", ignore_index=True)
