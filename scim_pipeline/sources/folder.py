@@ -23,6 +23,8 @@ import csv
 import io
 import json
 import re
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +36,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from scim_pipeline.sources._incremental import SourceReport
 from scim_pipeline.sources._raw import (
     OPTIONAL_TABLES,
     TABLES,
@@ -55,6 +58,7 @@ _OTHER_BOMS: Final = {
     b"\xff\xfe": "UTF-16",
     b"\xfe\xff": "UTF-16",
 }
+_BARE_CR: Final = re.compile(rb"\r(?!\n)")
 _LONE_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -63,9 +67,33 @@ class FolderRosterSource:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.last_report: SourceReport | None = None
 
     def __repr__(self) -> str:
         return f"FolderRosterSource({str(self.folder)!r})"
+
+    def read_with_report(self) -> tuple[RawRoster, SourceReport]:
+        """`read()` and what it read (files count as one request each)."""
+        started = time.perf_counter()
+        roster = self.read()
+        tables = {"users": roster.users, "groups": roster.groups, "memberships": roster.memberships}
+        rows = {name: raw.rows_read if raw is not None else 0 for name, raw in tables.items()}
+        files = sum(raw is not None for raw in tables.values())
+        report = SourceReport(
+            source="file",
+            server=str(self.folder),
+            mode="full",
+            reason="a roster folder is read whole",
+            rows=rows,
+            entries_fetched=sum(rows.values()),
+            requests=files,
+            pages=files,
+            watermark_before=None,
+            watermark_after=None,
+            wall_time_s=time.perf_counter() - started,
+        )
+        self.last_report = report
+        return roster, report
 
     def read(self) -> RawRoster:
         """Read `users` (required), `groups` and `memberships` (optional). Raises `RosterError`."""
@@ -91,11 +119,31 @@ class FolderRosterSource:
 
     def _find(self, table: str) -> Path | None:
         wanted = {f"{table}{ext}" for ext in FORMATS}
-        found = sorted(p for p in self.folder.iterdir() if p.name.lower() in wanted and p.is_file())
+        found = sorted(p for p in self.folder.iterdir() if p.name.lower() in wanted)
         if len(found) > 1:
             names = " and ".join(str(p) for p in found)
             raise RosterError(f"roster folder {self.folder} has two {table} tables: {names}; keep exactly one")
-        return found[0] if found else None
+        return self._inside(found[0]) if found else None
+
+    def _inside(self, path: Path) -> Path:
+        """`path` resolved, if it is a regular file inside the roster folder; else a `RosterError` naming it.
+
+        A link that leads out of the folder is refused before anything is read, so no line of the file it points
+        to can reach an error message or a rejected-rows report.
+        """
+        try:
+            resolved = path.resolve(strict=True)
+            root = self.folder.resolve(strict=True)
+            mode = resolved.stat().st_mode
+        except OSError as exc:
+            raise RosterError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        if not resolved.is_relative_to(root):
+            raise RosterError(
+                f"{path} is a link to a file outside the roster folder {self.folder}; only files inside it are read"
+            )
+        if not stat.S_ISREG(mode):
+            raise RosterError(f"{path} is not a regular file (a folder, a pipe or a device?); only files are read")
+        return resolved
 
 
 def read_table_file(path: Path, table: str) -> RawTable:
@@ -184,6 +232,7 @@ def _read_csv(path: Path, table: str) -> RawTable:
     end = len(body)
     while end and body[end - 1] in b"\r\n":
         end -= 1
+    _refuse_bare_carriage_returns(body, end, path)
     line_end = body.find(b"\n", 0, end)
     first_line = body[: end if line_end < 0 else line_end].removesuffix(b"\r")
     simple = (
@@ -206,6 +255,21 @@ def _read_csv(path: Path, table: str) -> RawTable:
     text = _decode_utf8(data, path)
     names = _clean_names(next(csv.reader(io.StringIO(text, newline=""))), path)
     return _read_csv_careful(text, names, path, table)
+
+
+def _refuse_bare_carriage_returns(body: bytes, end: int, path: Path) -> None:
+    """A CR without LF outside quotes would end a record in both CSV readers and split a row in two silently."""
+    quotes, counted_to = 0, 0
+    for match in _BARE_CR.finditer(body, 0, end):
+        quotes += body.count(b'"', counted_to, match.start())
+        counted_to = match.start()
+        if quotes % 2:
+            continue  # inside a quoted value: a line break that is part of the value
+        row = 1 + sum(outside.count(b"\n") for outside in body[: match.start()].split(b'"')[::2])
+        raise RosterError(
+            f"{path}: row {row} holds a bare carriage return (CR without LF) outside quotes, which would split the "
+            "row in two; quote the value, or save the file with LF or CRLF line endings"
+        )
 
 
 def _read_csv_fast(body: bytes, names: list[str], *, records: int) -> pd.DataFrame | None:

@@ -313,3 +313,51 @@ def test_the_bundled_sample_roster_reads_cleanly() -> None:
     assert roster.memberships is not None
     assert len(roster.memberships.frame) > 100
     assert roster.users.unreadable.empty
+
+
+# --- hardening: only regular files inside the folder, no silent row splits -------------------------------------
+
+
+def test_a_link_to_a_file_outside_the_folder_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    folder = tmp_path / "roster"
+    folder.mkdir()
+    outside = write(tmp_path, "shadow.csv", "root:x:0:0:secret-line-of-another-file\n")
+    (folder / "users.csv").symlink_to(outside)
+
+    with pytest.raises(RosterError, match=r"users\.csv is a link to a file outside the roster folder") as caught:
+        read(folder)
+
+    assert "secret-line-of-another-file" not in str(caught.value)
+
+
+def test_a_link_to_a_file_inside_the_folder_is_read(tmp_path: Path) -> None:
+    folder = tmp_path / "roster"
+    (folder / "exports").mkdir(parents=True)
+    write(folder / "exports", "today.csv", "user_name\nann\n")
+    (folder / "users.csv").symlink_to(folder / "exports" / "today.csv")
+
+    assert read(folder).users.frame["user_name"].tolist() == ["ann"]
+
+
+def test_a_folder_named_like_a_table_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "users.csv", "user_name\nann\n")
+    (tmp_path / "groups.csv").mkdir()
+
+    with pytest.raises(RosterError, match=r"groups\.csv is not a regular file"):
+        read(tmp_path)
+
+
+def test_a_bare_carriage_return_in_an_unquoted_cell_names_the_row(tmp_path: Path) -> None:
+    write(tmp_path, "users.csv", "user_name,title\nann,a\nbob,Head of\rSales\ncid,c\n")
+
+    with pytest.raises(RosterError, match=r"users\.csv: row 3 holds a bare carriage return"):
+        read(tmp_path)
+
+
+def test_a_carriage_return_inside_quotes_is_part_of_the_value(tmp_path: Path) -> None:
+    write(tmp_path, "users.csv", 'user_name,title\r\nann,a\r\nbob,"Head of\rSales"\r\ncid,c\r\n')
+
+    users = read(tmp_path).users.frame
+
+    assert users.loc[3, "title"] == "Head of\rSales"
+    assert users.index.tolist() == [2, 3, 4]

@@ -1,0 +1,321 @@
+"""The LDAP source against a real OpenLDAP server (see conftest.py): full, nested, incremental and TLS reads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection
+from pydantic import SecretStr
+
+from scim_pipeline.scim.errors import ConfigurationError
+from scim_pipeline.sources import RosterError
+from scim_pipeline.sources._incremental import FullReadPolicy, MemoryWatermarkStore
+from scim_pipeline.sources.ldap import LdapRosterSource, LdapSettings, _ranged_values, normalize_dn
+from scim_pipeline.sync.mapping import build_roster
+from tests.sources.conftest import (
+    ADMIN_DN,
+    ADMIN_PASSWORD,
+    GROUPS,
+    MEMBERS_PER_GROUP,
+    PEOPLE,
+    SUFFIX,
+    Directory,
+    group_dn,
+    user_dn,
+)
+
+
+def settings(url: str, **overrides: object) -> LdapSettings:
+    values: dict[str, object] = {
+        "url": url,
+        "bind_dn": ADMIN_DN,
+        "bind_password": SecretStr(ADMIN_PASSWORD),
+        "user_base": PEOPLE,
+        "group_base": GROUPS,
+        "clock_skew_s": 0.0,
+    }
+    values.update(overrides)
+    return LdapSettings.model_validate(values)
+
+
+def admin(directory: Directory) -> Connection:
+    return Connection(directory.url, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True)
+
+
+def members_of(roster_memberships: object, group: str) -> set[str]:
+    frame = roster_memberships.frame  # type: ignore[attr-defined]
+    return set(frame.loc[frame["group_name"] == group, "user_name"])
+
+
+def test_full_read_returns_every_user_group_and_membership(directory: Directory) -> None:
+    source = LdapRosterSource(settings=settings(directory.url))
+
+    roster, report = source.read_with_report()
+
+    users = roster.users.frame
+    assert len(users) == directory.users
+    assert roster.groups is not None
+    assert len(roster.groups.frame) == directory.groups
+    ann = users.set_index("user_name").loc["u00042"]
+    assert ann["email"] == "u00042@example.org"
+    assert ann["given_name"] == "Given42"
+    assert ann["family_name"] == "Family42"
+    assert ann["display_name"] == "User 42"
+    assert ann["employee_number"] == "00042"
+    assert ann["department"] == "D2"
+    assert ann["active"] == "true"
+    assert ann["manager"] == "u00000"  # the manager DN became that user's user_name
+    assert len(ann["external_id"]) == 36  # entryUUID
+    assert ann["source_ref"] == normalize_dn(user_dn(42))
+    assert report.mode == "full"
+    assert report.entries_fetched == directory.users + directory.groups
+    assert report.pages == 10 + 1  # 5,000 users in pages of 500, then the groups
+    assert report.rows["users"] == directory.users
+
+
+def test_the_ldap_roster_passes_the_default_mapping(directory: Directory) -> None:
+    raw = LdapRosterSource(settings=settings(directory.url)).read()
+
+    roster = build_roster(raw, shards=4)
+
+    assert len(roster.users) == directory.users
+    assert roster.rejected.empty
+    assert len(roster.memberships) > directory.groups * MEMBERS_PER_GROUP
+
+
+def test_nested_groups_are_flattened_and_a_loop_is_tolerated(directory: Directory) -> None:
+    memberships = LdapRosterSource(settings=settings(directory.url)).read().memberships
+    assert memberships is not None
+
+    direct = {f"u{k:05d}" for k in range(MEMBERS_PER_GROUP)}
+    chain = {f"u{k:05d}" for k in range(10 * MEMBERS_PER_GROUP)}  # g000 holds g001 … g009
+    assert direct < members_of(memberships, "g000") == chain
+    g010 = {f"u{k:05d}" for k in range(10 * MEMBERS_PER_GROUP, 11 * MEMBERS_PER_GROUP)}
+    g011 = {f"u{k:05d}" for k in range(11 * MEMBERS_PER_GROUP, 12 * MEMBERS_PER_GROUP)}
+    assert members_of(memberships, "g010") == members_of(memberships, "g011") == g010 | g011
+
+
+def test_page_size_changes_the_requests_not_the_roster(directory: Directory) -> None:
+    source = LdapRosterSource(settings=settings(directory.url, page_size=2_000, group_base=None))
+
+    roster, report = source.read_with_report()
+
+    assert len(roster.users.frame) == directory.users
+    assert report.pages == 3
+    assert roster.groups is not None
+    assert roster.groups.frame.empty
+
+
+def test_an_incremental_read_fetches_only_the_changed_entries(directory: Directory, tmp_path: Path) -> None:
+    watermarks = MemoryWatermarkStore()
+    source = LdapRosterSource(settings=settings(directory.url), cache_dir=tmp_path, watermarks=watermarks)
+    _, first = source.read_with_report()
+    assert first.mode == "full"
+    assert first.reason == "no watermark yet"
+    time.sleep(1.05)  # the changes must land in a later second than the full read started in
+    changed_users = [4_990 + k for k in range(8)]
+    with admin(directory) as connection:
+        for i in changed_users:
+            assert connection.modify(user_dn(i), {"title": [(MODIFY_REPLACE, ["Changed"])]})
+        assert connection.modify(group_dn(150), {"member": [(MODIFY_DELETE, [user_dn(150 * 25)])]})
+        assert connection.modify(group_dn(151), {"member": [(MODIFY_ADD, [user_dn(7)])]})
+
+    roster, report = source.read_with_report()
+
+    assert report.mode == "incremental"
+    assert report.entries_fetched == 10
+    assert report.watermark_before == first.watermark_after
+    users = roster.users.frame.set_index("user_name")
+    assert len(users) == directory.users  # the complete roster, merged with the cache
+    assert set(users.index[users["title"] == "Changed"]) == {f"u{i:05d}" for i in changed_users}
+    assert roster.memberships is not None
+    assert f"u{150 * 25:05d}" not in members_of(roster.memberships, "g150")
+    assert "u00007" in members_of(roster.memberships, "g151")
+    assert len(roster.memberships.frame) == len(first_memberships(source, tmp_path))
+
+
+def first_memberships(source: LdapRosterSource, _tmp: Path) -> list[tuple[str, str]]:
+    """The memberships a fresh full read finds now (no cache): what the merged roster must equal."""
+    fresh = LdapRosterSource(settings=source.settings).read().memberships
+    assert fresh is not None
+    return list(zip(fresh.frame["group_name"], fresh.frame["user_name"], strict=True))
+
+
+def test_a_deleted_entry_goes_at_the_periodic_full_read(directory: Directory, tmp_path: Path) -> None:
+    watermarks = MemoryWatermarkStore()
+    source = LdapRosterSource(
+        settings=settings(directory.url, full_read=FullReadPolicy(every_cycles=2)),
+        cache_dir=tmp_path,
+        watermarks=watermarks,
+    )
+    with admin(directory) as connection:
+        assert connection.add(f"uid=leaver,{PEOPLE}", ["inetOrgPerson"], {"uid": "leaver", "cn": "Leaver", "sn": "L"})
+    assert "leaver" in set(source.read().users.frame["user_name"])
+    with admin(directory) as connection:
+        assert connection.delete(f"uid=leaver,{PEOPLE}")
+
+    _, incremental = source.read_with_report()
+    roster, full = source.read_with_report()
+
+    assert incremental.mode == "incremental"
+    assert full.mode == "full"
+    assert "every 2 reads" in full.reason
+    assert "leaver" not in set(roster.users.frame["user_name"])
+
+
+def test_a_lost_cache_makes_the_next_read_full(directory: Directory, tmp_path: Path) -> None:
+    watermarks = MemoryWatermarkStore()
+    source = LdapRosterSource(
+        settings=settings(directory.url, group_base=None), cache_dir=tmp_path, watermarks=watermarks
+    )
+    source.read()
+    for parquet in tmp_path.rglob("users.parquet"):
+        parquet.unlink()
+
+    roster, report = source.read_with_report()
+
+    assert report.mode == "full"
+    assert "cached roster is missing" in report.reason
+    assert len(roster.users.frame) >= directory.users
+
+
+def test_a_refused_bind_names_the_setting_and_not_the_password(directory: Directory) -> None:
+    source = LdapRosterSource(settings=settings(directory.url, bind_password=SecretStr("wrong-password-123")))
+
+    with pytest.raises(RosterError, match="SCIM_LDAP_BIND_DN") as caught:
+        source.read()
+
+    assert "wrong-password-123" not in str(caught.value)
+    assert "wrong-password-123" not in repr(source) + repr(source.settings)
+
+
+def test_plain_ldap_to_a_remote_host_is_refused_before_connecting() -> None:
+    source = LdapRosterSource(settings=settings("ldap://ldap.example.org"))
+
+    with pytest.raises(ConfigurationError, match="clear text"):
+        source.read()
+
+
+def test_starttls_refuses_an_untrusted_certificate(tls_directory: Directory) -> None:
+    source = LdapRosterSource(settings=settings(tls_directory.url, start_tls=True))
+
+    with pytest.raises(RosterError, match=r"cannot connect|StartTLS"):
+        source.read()
+
+
+def test_starttls_with_the_ca_bundle_reads_the_directory(tls_directory: Directory) -> None:
+    source = LdapRosterSource(settings=settings(tls_directory.url, start_tls=True, ca_bundle=tls_directory.ca_bundle))
+
+    assert len(source.read().users.frame) == tls_directory.users
+
+
+def test_ldaps_verifies_the_certificate(tls_directory: Directory) -> None:
+    assert tls_directory.ldaps_url is not None
+    untrusted = LdapRosterSource(settings=settings(tls_directory.ldaps_url))
+    trusted = LdapRosterSource(settings=settings(tls_directory.ldaps_url, ca_bundle=tls_directory.ca_bundle))
+
+    with pytest.raises(RosterError, match="cannot connect"):
+        untrusted.read()
+    assert len(trusted.read().users.frame) == tls_directory.users
+
+
+def test_ad_range_retrieval_reads_every_member_of_a_large_group() -> None:
+    # Active Directory sends member;range=0-1499 with the group, then the rest when asked by range.
+    ranges = {
+        "member;range=1500-*": {"member;range=1500-2999": [b"cn=b"] * 1500},
+        "member;range=3000-*": {"member;range=3000-*": [b"cn=c"] * 7},
+    }
+    asked: list[str] = []
+
+    def fetch(attribute: str) -> dict[str, list[bytes]]:
+        asked.append(attribute)
+        return ranges[attribute]
+
+    members = _ranged_values(fetch, "member", "member;range=0-1499", [b"cn=a"] * 1500)
+
+    assert len(members) == 3007
+    assert asked == ["member;range=1500-*", "member;range=3000-*"]
+
+
+def test_settings_come_from_the_environment() -> None:
+    env = {
+        "SCIM_LDAP_URL": "ldaps://dc1.corp.example:636",
+        "SCIM_LDAP_BIND_DN": "CN=svc,DC=corp",
+        "SCIM_LDAP_BIND_PASSWORD": "pw-from-env",
+        "SCIM_LDAP_USER_BASE": "OU=Staff,DC=corp",
+        "SCIM_LDAP_FLAVOR": "ad",
+        "SCIM_LDAP_ATTRIBUTES": "user_name=userPrincipalName, email=mail|proxyAddresses",
+        "SCIM_LDAP_FULL_READ_EVERY": "12",
+    }
+
+    loaded = LdapSettings.from_env(env)
+
+    assert loaded.attribute_map()["user_name"] == ("userPrincipalName",)
+    assert loaded.attribute_map()["external_id"] == ("objectGUID",)
+    assert loaded.full_read.every_cycles == 12
+    assert loaded.filters()[1] == "(objectClass=group)"
+    assert "pw-from-env" not in repr(loaded)
+
+
+def test_a_bad_setting_names_the_variable_without_its_value() -> None:
+    with pytest.raises(ConfigurationError, match="SCIM_LDAP_URL") as caught:
+        LdapSettings.from_env({"SCIM_LDAP_URL": "http://secret-host-value", "SCIM_LDAP_USER_BASE": SUFFIX})
+
+    assert "secret-host-value" not in str(caught.value)
+
+
+def test_memberships_can_come_from_the_memberof_overlay(directory: Directory) -> None:
+    online = f"cn=online,{GROUPS}"
+    members = [user_dn(i) for i in (1, 2, 3)]
+    with admin(directory) as connection:
+        assert connection.add(online, ["groupOfNames"], {"cn": "online", "member": members})
+    try:
+        source = LdapRosterSource(settings=settings(directory.url, membership="memberOf"))
+
+        memberships = source.read().memberships
+    finally:
+        with admin(directory) as connection:
+            assert connection.delete(online)
+
+    assert memberships is not None
+    pairs = set(zip(memberships.frame["group_name"], memberships.frame["user_name"], strict=True))
+    assert {("online", "u00001"), ("online", "u00002"), ("online", "u00003")} <= pairs
+    # Only memberships written through the server carry memberOf (the seed was loaded offline, without the overlay).
+    assert ("g000", "u00001") not in pairs
+
+
+@pytest.mark.slow
+def test_a_sync_from_ldap_into_the_emulator_converges(tls_directory: Directory) -> None:
+    import asyncio
+
+    from scim_pipeline.emulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig, EmulatorServer
+    from scim_pipeline.scim import ConnectionSettings, ScimClient
+    from scim_pipeline.sync.cycle import run_cycle
+    from scim_pipeline.sync.state import ProvisioningState
+
+    source = LdapRosterSource(settings=settings(tls_directory.url, start_tls=True, ca_bundle=tls_directory.ca_bundle))
+    roster = build_roster(source.read(), shards=1)
+
+    async def scenario(server: EmulatorServer) -> None:
+        connection = ConnectionSettings(
+            base_url=server.base_url,
+            token_url=server.token_url,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=DEMO_CLIENT_SECRET,
+        )
+        async with ScimClient(connection) as client:
+            with ProvisioningState.open(":memory:") as state:
+                first = await run_cycle(client, state, roster, run_id="r1")
+                assert not first.failed
+                await run_cycle(client, state, roster, run_id="r2")  # managers, once their users exist
+                server.emulator.clear_requests()
+                third = await run_cycle(client, state, roster, run_id="r3")
+                assert third.plan.is_empty
+                assert [r for r in server.emulator.requests if "/scim/v2/" in r.path] == []
+        assert server.emulator.store.count("Users") == tls_directory.users
+        assert server.emulator.store.count("Groups") == tls_directory.groups
+
+    with EmulatorServer(EmulatorConfig()) as server:
+        asyncio.run(scenario(server))
