@@ -90,6 +90,11 @@ class PipelineSettings(BaseSettings):
     member_chunk: int = Field(default=100, ge=1, le=10_000, description="Member operations per group PATCH.")
 
     # The roster
+    source: Literal["file", "ldap", "entra", "okta", "scim", "sql"] = Field(
+        default="file",
+        description="Where the roster comes from. file: the SCIM_ROSTER folder; the connectors read their own "
+        "SCIM_<SOURCE>_* variables (docs/sources.md).",
+    )
     roster: str | None = Field(
         default=None,
         description="Roster folder (users, optional groups, memberships as .csv, .parquet or .jsonl); default the "
@@ -133,6 +138,16 @@ class PipelineSettings(BaseSettings):
             return None
         stripped = value.strip()
         return stripped or None
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _no_credentials_in_urls(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is not None and (urlsplit(value).username is not None or urlsplit(value).password is not None):
+            # The message must not repeat the URL: its password would travel on with it.
+            raise ValueError("must not carry credentials (user:password@); use SCIM_CLIENT_ID / SCIM_CLIENT_SECRET")
+        return value
 
     @classmethod
     def settings_customise_sources(

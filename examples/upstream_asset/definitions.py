@@ -1,19 +1,18 @@
 """An upstream asset as the IdP roster: your own HR asset feeds scim-pipeline, so lineage runs from it to the target.
 
 `hr_people` stands for whatever your project already has (a dbt model, a warehouse table, an HR export job): one
-row per person, loaded and stored by your IO manager like any other DataFrame asset. `idp_roster` turns it into the
-roster every scim-pipeline source produces (`DataFrameRosterSource`: users, groups and memberships as text tables,
-validated by the same rules as a roster file) and records what it read.
+row per person, loaded and stored by your IO manager like any other DataFrame asset. `hr_users`, `hr_groups` and
+`hr_memberships` shape it into the default roster columns (docs/mapping.md); the ScimProvisioningComponent takes
+them as inputs in place of a roster folder, validates them with the same rules as any roster, and provisions them.
 
-Run it:  dagster dev -f examples/upstream_asset/definitions.py   (then materialize both assets)
-After the lead's wiring, the roster assets of scim-pipeline take `hr_people` as an input in place of `idp_roster`.
+Run it:  dagster dev -f examples/upstream_asset/definitions.py   (then "Materialize all"; SCIM_BASE_URL unset means
+the embedded emulator stands in for the target)
 """
 
 import pandas as pd
-from dagster import AssetExecutionContext, Definitions, MaterializeResult, MetadataValue, asset
+from dagster import Definitions, asset
 
-from scim_pipeline.sources import DataFrameRosterSource
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.components import ScimProvisioningComponent
 
 DEPARTMENTS = ("Finance", "Engineering", "Support")
 
@@ -36,41 +35,38 @@ def hr_people() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def roster_source(people: pd.DataFrame) -> DataFrameRosterSource:
-    """HR columns renamed to the default roster columns; one group per department."""
-    users = pd.DataFrame(
+@asset(group_name="hr", description="hr_people in the default roster columns.")
+def hr_users(hr_people: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "user_name": people["login"],
-            "email": people["login"],
-            "given_name": people["first_name"],
-            "family_name": people["last_name"],
-            "display_name": people["first_name"] + " " + people["last_name"],
-            "department": people["department"],
-            "employee_number": people["employee_id"],
-            "active": people["on_payroll"],
-            "manager": people["manager_login"],
-        }
-    )
-    groups = pd.DataFrame({"group_name": [f"dept-{d.lower()}" for d in DEPARTMENTS]})
-    memberships = pd.DataFrame({"group_name": "dept-" + people["department"].str.lower(), "user_name": people["login"]})
-    return DataFrameRosterSource(users=users, groups=groups, memberships=memberships, label="asset hr_people")
-
-
-@asset(group_name="scim", description="The IdP roster read from hr_people (validated, bad rows set aside).")
-def idp_roster(context: AssetExecutionContext, hr_people: pd.DataFrame) -> MaterializeResult:
-    raw, report = roster_source(hr_people).read_with_report()
-    roster = build_roster(raw, shards=1)
-    context.log.info("read %s users from %s", report.rows["users"], report.server)
-    return MaterializeResult(
-        metadata={
-            **report.as_metadata(),
-            "dagster/row_count": len(roster.users),
-            "users_accepted": len(roster.users),
-            "rows_rejected": len(roster.rejected),
-            "memberships": len(roster.memberships),
-            "first_users": MetadataValue.json(roster.users["key"].head(5).tolist()),
+            "user_name": hr_people["login"],
+            "email": hr_people["login"],
+            "given_name": hr_people["first_name"],
+            "family_name": hr_people["last_name"],
+            "display_name": hr_people["first_name"] + " " + hr_people["last_name"],
+            "department": hr_people["department"],
+            "employee_number": hr_people["employee_id"],
+            "active": hr_people["on_payroll"],
+            "manager": hr_people["manager_login"],
         }
     )
 
 
-defs = Definitions(assets=[hr_people, idp_roster])
+@asset(group_name="hr", description="One group per department.")
+def hr_groups() -> pd.DataFrame:
+    return pd.DataFrame({"group_name": [f"dept-{d.lower()}" for d in DEPARTMENTS]})
+
+
+@asset(group_name="hr", description="Everyone in their department's group.")
+def hr_memberships(hr_people: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"group_name": "dept-" + hr_people["department"].str.lower(), "user_name": hr_people["login"]})
+
+
+scim = ScimProvisioningComponent(
+    shards=2,
+    upstream_users="hr_users",
+    upstream_groups="hr_groups",
+    upstream_memberships="hr_memberships",
+)
+
+defs = Definitions.merge(Definitions(assets=[hr_people, hr_users, hr_groups, hr_memberships]), scim.definitions())

@@ -22,7 +22,7 @@ import re
 from typing import Any, Literal
 
 import dagster as dg
-from dagster import Definitions, in_process_executor, multiprocess_executor
+from dagster import AssetKey, Definitions, in_process_executor, multiprocess_executor
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from pydantic import Field
 
@@ -88,8 +88,20 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
     rate_limit: float | None = Field(default=None, description="Ceiling on requests per second.")
     timeout: float = Field(default=30.0, description="Deadline of one request, seconds.")
     member_chunk: int = Field(default=100, description="Member operations per group PATCH.")
+    source: Literal["file", "ldap", "entra", "okta", "scim", "sql"] = Field(
+        default="file",
+        description="Roster source: file (the roster folder) or a connector, configured by its SCIM_<SOURCE>_* "
+        "environment variables in the run's process (docs/sources.md).",
+    )
     roster: str | None = Field(default=None, description="Roster folder; empty = the bundled sample.")
     mapping: str | None = Field(default=None, description="Mapping file (YAML).")
+    upstream_users: str | None = Field(
+        default=None,
+        description="Asset key (a/b) of your own users DataFrame asset: the roster comes from it instead of the "
+        "source, so lineage runs from your HR model to the target.",
+    )
+    upstream_groups: str | None = Field(default=None, description="Asset key of your groups DataFrame asset.")
+    upstream_memberships: str | None = Field(default=None, description="Asset key of your memberships asset.")
     state_url: str | None = Field(default=None, description="State store URL; default under DAGSTER_HOME.")
     shards: int = Field(default=16, description="Shard partitions of the users.")
     shards_per_run: int | None = Field(default=None, description="Shards per run of a backfill (default: all).")
@@ -140,6 +152,15 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
             resource_keys=keys,
             pool=f"scim_target{suffix}",
             label=label,
+            upstream={
+                table: AssetKey.from_user_string(key)
+                for table, key in (
+                    ("users", self.upstream_users),
+                    ("groups", self.upstream_groups),
+                    ("memberships", self.upstream_memberships),
+                )
+                if key
+            },
         )
         names = JobNames.for_instance(self.name)
         target = target_resource(settings, client_secret_env=self.client_secret_env, demo_name=self.name)
@@ -151,7 +172,7 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
             ),
             resources={
                 keys.target: target,
-                keys.roster: roster_resource(settings),
+                keys.roster: roster_resource(settings, name=self.name),
                 keys.state: state_resource(settings, name=self.name),
                 keys.policy: policy_resource(settings),
             },

@@ -19,7 +19,7 @@ one shard, a range, or all of them (the schedule and "Materialize all" do the wh
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
     AssetsDefinition,
     AssetSpec,
@@ -48,6 +49,7 @@ from scim_pipeline.assets.partitions import shard_partitions, shards_of
 from scim_pipeline.resources.home import pipeline_home
 from scim_pipeline.resources.pipeline import ProvisioningStateResource, RosterSourceResource, SyncPolicyResource
 from scim_pipeline.resources.target import ScimTargetResource
+from scim_pipeline.scim.errors import ConfigurationError
 
 __all__ = ["CycleAssets", "CycleConfig", "build_cycle_assets", "report_path"]
 
@@ -148,9 +150,17 @@ def build_cycle_assets(
     resource_keys: ResourceKeys | None = None,
     pool: str = "scim_target",
     label: str = "",
+    upstream: Mapping[str, AssetKey] | None = None,
 ) -> CycleAssets:
-    """Build the asset graph of one target: ``prefix`` keeps several targets apart in one code location."""
+    """Build the asset graph of one target: ``prefix`` keeps several targets apart in one code location.
+
+    ``upstream`` names assets of the user's own project (``users``, optionally ``groups`` and ``memberships``:
+    DataFrames in the default roster columns, or those the mapping file names) that replace the roster source,
+    so lineage runs from the user's HR model to the target."""
     keys = resource_keys or ResourceKeys()
+    upstream = dict(upstream or {})
+    if upstream and "users" not in upstream:
+        raise ConfigurationError("an upstream roster needs a users asset (upstream_users)")
     partitions = shard_partitions(shards)
 
     def key(name: str) -> AssetKey:
@@ -164,11 +174,14 @@ def build_cycle_assets(
         group_name=_group(prefix, "idp"),
         kinds={"csv"},
     )
+    roster_deps = {table: [names["roster_files"]] for table in ("users", "groups", "memberships")}
+    if upstream:
+        roster_deps = {table: [upstream.get(table, upstream["users"])] for table in ("users", "groups", "memberships")}
     deps: dict[str, list[str]] = {
-        "idp_users": ["roster_files"],
-        "idp_groups": ["roster_files"],
-        "idp_memberships": ["roster_files"],
-        "roster_rejections": ["roster_files"],
+        "idp_users": [],
+        "idp_groups": [],
+        "idp_memberships": [],
+        "roster_rejections": [],
         "target_snapshot": ["idp_users", "idp_groups"],
         "user_changes": ["idp_users", "roster_rejections", "target_snapshot"],
         "group_changes": ["idp_groups", "roster_rejections", "target_snapshot"],
@@ -219,10 +232,16 @@ def build_cycle_assets(
         **dict.fromkeys(PROVISIONING_ASSETS, "scim"),
         "provisioning_audit": "sqlite",
     }
+    external_deps: dict[str, list[AssetKey]] = {
+        "idp_users": roster_deps["users"],
+        "idp_groups": roster_deps["groups"],
+        "idp_memberships": roster_deps["memberships"],
+        "roster_rejections": sorted({key for keys_ in roster_deps.values() for key in keys_}, key=str),
+    }
     specs = [
         AssetSpec(
             names[name],
-            deps=[names[dep] for dep in deps[name]],
+            deps=[*external_deps.get(name, []), *(names[dep] for dep in deps[name])],
             description=(label + descriptions[name]) if label else descriptions[name],
             group_name=_group(prefix, groups[name]),
             kinds={asset_kinds[name]},
@@ -260,15 +279,17 @@ def build_cycle_assets(
         backfill_policy=policy,
         pool=pool,
         required_resource_keys={keys.target, keys.roster, keys.state, keys.policy},
+        ins={f"upstream_{table}": AssetIn(key=key) for table, key in upstream.items()},
         description="One sync cycle of the SCIM target: roster → plan → guards → execute, in one step.",
     )
     def scim_cycle(
-        context: AssetExecutionContext, config: CycleConfig
+        context: AssetExecutionContext, config: CycleConfig, **frames: pd.DataFrame
     ) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
         step = _CycleStep(context, config, keys, names, shards)
-        yield from step.run()
+        yield from step.run(frames)
 
-    return CycleAssets(assets=[roster_files, scim_cycle], cycle=scim_cycle, op_name=op_name, keys=names)
+    assets: list[AssetsDefinition | AssetSpec] = [scim_cycle] if upstream else [roster_files, scim_cycle]
+    return CycleAssets(assets=assets, cycle=scim_cycle, op_name=op_name, keys=names)
 
 
 def _group(prefix: Sequence[str], name: str) -> str:
@@ -304,13 +325,24 @@ class _CycleStep:
         ) or frozenset(("users", "groups", "memberships"))
         self.dry_run = config.dry_run or not (self.selected & set(PROVISIONING_ASSETS))
 
-    def run(self) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
+    def run(self, frames: Mapping[str, pd.DataFrame]) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
+        from scim_pipeline.sources import DataFrameRosterSource
         from scim_pipeline.sync.cycle import CycleOptions, run_cycle
         from scim_pipeline.sync.outcome import CycleOutcome
 
         context = self.context
         started = time.perf_counter()
-        loaded = self.roster.load()
+        upstream = (
+            DataFrameRosterSource(
+                users=frames["upstream_users"],
+                groups=frames.get("upstream_groups"),
+                memberships=frames.get("upstream_memberships"),
+                label="upstream asset",
+            )
+            if frames
+            else None
+        )
+        loaded = self.roster.load(instance=context.instance, upstream=upstream)
         roster = loaded.roster
         options = CycleOptions(
             run_id=context.run.run_id,
@@ -378,6 +410,7 @@ class _CycleStep:
                 {
                     **frame_metadata(roster.users, preview_columns=["key", "shard", "displayName", "active"]),
                     "source": source,
+                    **_read_metadata(loaded.read),
                     **({"dagster/column_lineage": lineage} if lineage is not None else {}),
                     **counts_metadata(_numeric(roster.stats)),
                 },
@@ -577,6 +610,19 @@ def _has_key(context: AssetExecutionContext) -> bool:
         return bool(context.has_partition_key)
     except Exception:
         return False
+
+
+def _read_metadata(read: dict[str, Any]) -> dict[str, Any]:
+    """What the source read (mode, pages, watermark, wall time): numbers stay numbers so the UI plots them."""
+    metadata: dict[str, Any] = {}
+    for name, value in read.items():
+        if value is None or name == "source":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            metadata[f"read_{name}" if not name.startswith("read_") else name] = str(value)
+        else:
+            metadata[f"read_{name}" if not name.startswith("read_") else name] = value
+    return metadata
 
 
 def _numeric(stats: Any) -> dict[str, int]:

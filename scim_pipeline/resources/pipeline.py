@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources as package_files
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
     from scim_pipeline.settings import PipelineSettings
+    from scim_pipeline.sources import RosterSource
+    from scim_pipeline.sources._incremental import WatermarkStore
     from scim_pipeline.sync.guards import GuardSettings
     from scim_pipeline.sync.mapping import Mapping as MappingModel
     from scim_pipeline.sync.roster import Roster
@@ -30,23 +33,30 @@ def bundled_sample_roster() -> Path:
 
 @dataclass(frozen=True)
 class LoadedRoster:
-    """A roster as one run read it: the normalized frames, where each table came from, and a label for the UI."""
+    """A roster as one run read it: the normalized frames, where each table came from, a label for the UI, and
+    what the source read (counts, pages, watermark, wall time)."""
 
     roster: Roster
     sources: dict[str, str]
     description: str
+    read: dict[str, Any]
 
 
 class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
-    """The IdP roster: a folder of users / groups / memberships files, and an optional mapping file."""
+    """The IdP roster: a folder of files or an IdP connector (SCIM_SOURCE), and an optional mapping file.
 
+    A connector's own settings — secrets among them — are read from its SCIM_<SOURCE>_* variables in the process
+    that runs the sync, so they never enter run config or the UI."""
+
+    source: str = Field(default="file", description="SCIM_SOURCE: file, ldap, entra, okta, scim or sql.")
+    name: str | None = Field(default=None, description="The Component instance (keeps connector caches apart).")
     roster: str | None = Field(default=None, description="Roster folder (SCIM_ROSTER); unset = the bundled sample.")
     mapping: str | None = Field(default=None, description="Mapping file, YAML (SCIM_MAPPING); unset = defaults.")
     shards: int = Field(default=16, description="Shard partitions users are split into (SCIM_SHARDS).")
 
     @property
     def uses_sample(self) -> bool:
-        return not self.roster
+        return self.source == "file" and not self.roster
 
     def folder(self) -> Path:
         folder = Path(self.roster) if self.roster else bundled_sample_roster()
@@ -65,15 +75,34 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         mapping = self.mapping_model()
         return str(mapping.users.match), str(mapping.groups.match)
 
-    def load(self) -> LoadedRoster:
-        """Read, validate, map and scope the roster into the normalized `Roster`."""
+    def load(
+        self,
+        *,
+        instance: DagsterInstance | None = None,
+        watermarks: WatermarkStore | None = None,
+        upstream: RosterSource | None = None,
+    ) -> LoadedRoster:
+        """Read (from ``upstream`` when the roster is an upstream asset), validate, map and scope the roster."""
         from scim_pipeline.sources import FolderRosterSource
+        from scim_pipeline.sources.selection import source_from_env
         from scim_pipeline.sync.mapping import build_roster
 
-        raw = FolderRosterSource(self.folder()).read()
+        source: Any
+        if upstream is not None:
+            source = upstream
+            description = repr(upstream)
+        elif self.source == "file":
+            source = FolderRosterSource(self.folder())
+            description = "bundled sample roster (demo)" if self.uses_sample else str(self.folder())
+        else:
+            cache = pipeline_home(instance) / "source_cache" / (self.name or "default")
+            cache.mkdir(parents=True, exist_ok=True)
+            source = source_from_env({**os.environ, "SCIM_SOURCE": self.source}, cache_dir=cache, watermarks=watermarks)
+            description = f"{self.source} source"
+        raw, report = source.read_with_report()
         sources = {table.name: table.source for table in (raw.users, raw.groups, raw.memberships) if table is not None}
-        description = "bundled sample roster (demo)" if self.uses_sample else str(self.folder())
-        return LoadedRoster(build_roster(raw, self.mapping_model(), shards=self.shards), sources, description)
+        roster = build_roster(raw, self.mapping_model(), shards=self.shards)
+        return LoadedRoster(roster, sources, description, dict(report.as_metadata()))
 
 
 class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -125,8 +154,10 @@ class SyncPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
-def roster_resource(settings: PipelineSettings) -> RosterSourceResource:
-    return RosterSourceResource(roster=settings.roster, mapping=settings.mapping, shards=settings.shards)
+def roster_resource(settings: PipelineSettings, *, name: str | None = None) -> RosterSourceResource:
+    return RosterSourceResource(
+        source=settings.source, name=name, roster=settings.roster, mapping=settings.mapping, shards=settings.shards
+    )
 
 
 def state_resource(settings: PipelineSettings, *, name: str | None = None) -> ProvisioningStateResource:

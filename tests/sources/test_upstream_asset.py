@@ -1,4 +1,4 @@
-"""The upstream-asset example: materializing the HR asset and the roster read from it works end to end."""
+"""The upstream-asset example: the user's HR assets feed the roster, and a materialization provisions it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance
+
+from scim_pipeline.assets.partitions import range_tags
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "upstream_asset" / "definitions.py"
 
@@ -20,15 +22,24 @@ def load_example() -> ModuleType:
     return module
 
 
-def test_the_hr_asset_feeds_a_valid_roster(tmp_path: Path) -> None:
+def test_materializing_the_hr_assets_and_the_sync_converges(tmp_path: Path) -> None:
     example = load_example()
+    graph = example.defs.resolve_asset_graph()
+    assert AssetKey("hr_users") in graph.get(AssetKey("idp_users")).parent_keys
+    job = example.defs.resolve_implicit_global_asset_job_def()
 
     with DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
-        result = materialize([example.hr_people, example.idp_roster], instance=instance)
+        first = job.execute_in_process(instance=instance, tags=range_tags(0, 1))
+        second = job.execute_in_process(instance=instance, tags=range_tags(0, 1))
 
-    assert result.success
-    metadata = result.asset_materializations_for_node("idp_roster")[0].metadata
-    assert metadata["users_accepted"].value == 30
-    assert metadata["rows_rejected"].value == 0
-    assert metadata["memberships"].value == 30
-    assert metadata["source"].value == "dataframe"
+    assert first.success
+    created = first.asset_materializations_for_node("scim_cycle")
+    users = next(m for m in created if m.asset_key == AssetKey("user_changes"))
+    assert users.metadata["creates"].value == 27  # 30 people, 3 off payroll and never provisioned
+    members = next(m for m in created if m.asset_key == AssetKey("membership_changes"))
+    assert members.metadata["member_adds"].value == 27
+    assert second.success
+    audit = next(
+        m for m in second.asset_materializations_for_node("scim_cycle") if m.asset_key == AssetKey("provisioning_audit")
+    )
+    assert audit.metadata["calls"].value == 0
