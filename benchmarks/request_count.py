@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     cycles = run(args)
     print()
     print(
-        f"Request count — `scim-pipeline sync` against the emulator in a subprocess; {args.users:,} users, {args.groups:,} "
-        f"groups, {args.memberships:,} memberships; member chunk 100; counts from the emulator's request log"
+        f"Request count — `scim-pipeline sync` against the emulator in a subprocess; {args.users:,} users, "
+        f"{args.groups:,} groups, {args.memberships:,} memberships; member chunk 100; counts from the emulator's log"
     )
     print(_render(cycles))
     load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
