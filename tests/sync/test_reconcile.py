@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from scim_pipeline.sync.cycle import run_cycle
-from scim_pipeline.sync.reconcile import MISSING, adopt_existing, apply_drift, detect_drift
-from scim_pipeline.sync.state import ProvisioningState
+from scim_pipeline.sync.reconcile import MISSING, adopt_existing, apply_drift, detect_drift, reconcile_target
+from scim_pipeline.sync.state import ProvisioningState, StateBatch
 
 from .conftest import ENTERPRISE, Target, make_roster, user
 
@@ -85,3 +85,67 @@ async def test_managed_user_deleted_on_the_target_is_recreated(target: Target, s
 def test_unmanaged_objects_never_show_as_drift(state: ProvisioningState) -> None:
     drift = detect_drift(state, [{"id": "x", "userName": "stranger"}], [{"id": "g", "displayName": "Other"}])
     assert drift.empty
+
+
+class ListingThatLosesUsers:
+    """A client whose full listing of Users silently drops every object but the first (lying pagination)."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    async def search(self, resource_type: str, *args: object, **kwargs: object) -> list[dict[str, object]]:
+        found: list[dict[str, object]] = await self._client.search(resource_type, *args, **kwargs)  # type: ignore[attr-defined]
+        return found[:1] if resource_type == "Users" else found
+
+
+async def test_an_incomplete_listing_forgets_no_managed_user(target: Target, state: ProvisioningState) -> None:
+    roster = make_roster([user(name) for name in ("alice", "bob", "carol", "dan")])
+    await run_cycle(target.client, state, roster, run_id="r1")
+
+    outcome = await reconcile_target(ListingThatLosesUsers(target.client), state, roster, detect=True)  # type: ignore[arg-type]
+
+    assert outcome.verdict.missing_reported == 3
+    assert outcome.verdict.missing_confirmed == 0
+    assert not outcome.verdict.trusted
+    assert state.managed_users()["scim_id"].notna().sum() == 4
+    report = await run_cycle(target.client, state, roster, run_id="r2")
+    assert report.execution.calls == 0  # nothing re-created
+
+
+async def test_a_user_really_deleted_on_the_target_is_confirmed_and_recreated(
+    target: Target, state: ProvisioningState
+) -> None:
+    roster = make_roster([user(name) for name in ("alice", "bob")])
+    await run_cycle(target.client, state, roster, run_id="r1")
+    target.emulator.store.delete("Users", target.users()["bob"]["id"])
+
+    outcome = await reconcile_target(target.client, state, roster, detect=True)
+
+    assert outcome.verdict.missing_confirmed == 1
+    report = await run_cycle(target.client, state, roster, run_id="r2")
+    assert report.execution.count(resource_type="Users", op="create") == 1
+    assert set(target.users()) == {"alice", "bob"}
+
+
+async def test_reconcile_adopts_the_orphan_of_a_lost_create_answer(target: Target, state: ProvisioningState) -> None:
+    await run_cycle(target.client, state, make_roster([user("alice")]), run_id="r1")
+    roster = make_roster([user("alice"), user("bob")])
+    # bob's create landed but its answer was lost and every look-up failed: no id, held in escrow.
+    target.emulator.store.insert("Users", {"userName": "bob", "active": True})
+    state.mark_pending_creates("Users", [("bob", "bob", 0)])
+    for _ in range(5):
+        failed = StateBatch()
+        failed.fail_user("bob", key="bob", error="409 conflict, look-up found nothing")
+        state.apply(failed)
+    assert "bob" in state.held("Users")
+
+    outcome = await reconcile_target(target.client, state, roster, detect=True)
+
+    assert outcome.adoption.users_adopted == 1
+    assert state.get_user("bob")["scim_id"] == target.users()["bob"]["id"]
+    report = await run_cycle(target.client, state, roster, run_id="r2")
+    assert report.execution.failures == []
+    assert len(target.users()) == 2
