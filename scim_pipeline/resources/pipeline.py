@@ -114,11 +114,15 @@ class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
         "(state_<name>.sqlite for a named Component instance).",
     )
     name: str | None = Field(default=None, description="The Component instance this state store belongs to.")
+    demo: bool = Field(
+        default=False, description="Demo mode: the embedded emulator's own state file, never a real target's."
+    )
 
     def url(self, instance: DagsterInstance | None = None) -> str:
         if self.state_url:
             return self.state_url
-        file_name = f"state_{self.name}.sqlite" if self.name else "state.sqlite"
+        stem = "demo_state" if self.demo else "state"
+        file_name = f"{stem}_{self.name}.sqlite" if self.name else f"{stem}.sqlite"
         return f"sqlite:///{pipeline_home(instance) / file_name}"
 
     def open(self, instance: DagsterInstance | None = None) -> ProvisioningState:
@@ -161,7 +165,7 @@ def roster_resource(settings: PipelineSettings, *, name: str | None = None) -> R
 
 
 def state_resource(settings: PipelineSettings, *, name: str | None = None) -> ProvisioningStateResource:
-    return ProvisioningStateResource(state_url=settings.state_url, name=name)
+    return ProvisioningStateResource(state_url=settings.state_url, name=name, demo=settings.demo_mode)
 
 
 def policy_resource(settings: PipelineSettings) -> SyncPolicyResource:

@@ -105,7 +105,7 @@ def test_a_named_demo_instance_syncs_on_its_own_emulator(tmp_path: Path) -> None
     ]
     assert audit
     assert (tmp_path / "scim_pipeline" / "demo_target_rehearsal.sqlite").exists()
-    assert (tmp_path / "scim_pipeline" / "state_rehearsal.sqlite").exists()
+    assert (tmp_path / "scim_pipeline" / "demo_state_rehearsal.sqlite").exists()
 
 
 def test_a_bad_instance_name_is_refused_by_name() -> None:

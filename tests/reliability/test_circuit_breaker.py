@@ -58,8 +58,8 @@ def test_a_failing_target_opens_the_circuit_and_the_next_cycle_converges(
     assert stopped.returncode == 1, output
     assert "circuit open" in output, "the run must say why it stopped"
     assert "the next cycle retries" in output
-    assert summary_value(stopped.stdout, "user_changes.creates") == LATER_USERS
-    run_id = re.search(r"runs\s+(\S+)", stopped.stdout)
+    assert summary_value(stopped.stdout, "users created") == LATER_USERS
+    run_id = re.search(r"runs:\s+(\S+)", stopped.stdout)
     assert run_id is not None
     with ProvisioningState.open(state_path) as state:
         audit = state.audit(run_id.group(1))

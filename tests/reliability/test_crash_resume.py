@@ -3,7 +3,7 @@ answered) resumes on the next run through the real CLI and Dagster: it converges
 store stays consistent with the target.
 
 tests/sync/test_crash_resume.py proves the same for the engine alone; this goes through the command line, the Dagster
-instance (a run left STARTED forever) and the Parquet frames of the killed run.
+instance (a run left STARTED forever) and the state of the killed run.
 """
 
 from __future__ import annotations

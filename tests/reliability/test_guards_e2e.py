@@ -66,7 +66,7 @@ def cli(
         runner = Cli(server, roster, monkeypatch, capsys)
         code, output = runner.sync()
         assert code == 0, output
-        assert summary_value(output, "user_changes.creates") == USERS
+        assert summary_value(output, "users created") == USERS
         server.emulator.clear_requests()
         yield runner
 
@@ -106,7 +106,7 @@ def test_a_roster_that_lost_half_its_users_is_stopped_before_any_call(cli: Cli) 
     assert_stopped_before_any_call(cli, code, output)
     code, output = cli.sync("--allow-mass-changes")
     assert code == 0, output
-    assert summary_value(output, "user_changes.disables") == USERS - len(kept)
+    assert summary_value(output, "users disabled") == USERS - len(kept)
 
 
 @pytest.mark.slow
@@ -123,6 +123,6 @@ def test_a_mapping_change_that_renames_everyone_is_stopped_before_any_call(cli: 
     assert "SCIM_ALLOW_MASS_CHANGES=1" in output
     code, output = cli.sync("--allow-mass-changes", SCIM_MAPPING=str(mapping))
     assert code == 0, output
-    assert summary_value(output, "user_changes.updates") == USERS
+    assert summary_value(output, "users updated") == USERS
     names = {u["userName"]: u["displayName"] for u in cli.server.emulator.store.dump()["Users"]}
     assert names[person(7)["user_name"]] == "Family7, Given7"

@@ -21,7 +21,8 @@ import pytest
 
 from scim_pipeline.cli import main
 from scim_pipeline.emulator import Emulator, EmulatorConfig, EmulatorServer
-from scim_pipeline.resources.target import target_from_env
+from scim_pipeline.resources.target import target_resource
+from scim_pipeline.settings import PipelineSettings
 from scim_pipeline.scim import (
     AuthenticationError,
     ConfigurationError,
@@ -191,7 +192,9 @@ def test_no_secret_or_token_in_anything_written(
         texts.append(("token refusal", exception_text(error)))
         settings = ConnectionSettings.from_env(env)
         texts.append(("settings", f"{settings!r} {settings} {settings.model_dump()} {settings.model_dump_json()}"))
-        texts.append(("target resource", repr(target_from_env(env))))
+        pipeline_settings = PipelineSettings.from_env(env)
+        texts.append(("pipeline settings", f"{pipeline_settings!r} {pipeline_settings.model_dump()}"))
+        texts.append(("target resource", repr(target_resource(pipeline_settings))))
     texts.append(("log records", _log_text(caplog.records)))
 
     assert len(issued_tokens) >= 4, "the flows above fetched tokens; the recorder saw too few"
@@ -202,7 +205,7 @@ def test_no_secret_or_token_in_anything_written(
     # The searched storage is real: the instance recorded runs and events, the state store its audit trail.
     written = {p.name for p in home.rglob("*") if p.is_file()}
     assert "state.sqlite" in written
-    assert any(name.endswith(".parquet") for name in written)
+    assert any(name.endswith(".json") for name in written)  # the runs' typed outcomes (who changed and how)
     assert any(name.endswith(".db") for name in written)
 
 
