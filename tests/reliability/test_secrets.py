@@ -22,7 +22,6 @@ import pytest
 from scim_pipeline.cli import main
 from scim_pipeline.emulator import Emulator, EmulatorConfig, EmulatorServer
 from scim_pipeline.resources.target import target_resource
-from scim_pipeline.settings import PipelineSettings
 from scim_pipeline.scim import (
     AuthenticationError,
     ConfigurationError,
@@ -31,6 +30,7 @@ from scim_pipeline.scim import (
     ScimPipelineError,
     ScimTransportError,
 )
+from scim_pipeline.settings import PipelineSettings
 
 from ..self_signed import self_signed_certificate
 from .conftest import person, run_cli, write_roster
