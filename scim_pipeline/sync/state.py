@@ -790,7 +790,7 @@ class ProvisioningState:
         else:
             statement = statement.order_by(table.c.id)
         with self._read() as conn:
-            rows = conn.execute(statement).tuples().all()
+            rows = _fetch_tuples(conn, statement)
         return pd.DataFrame(rows, columns=list(AUDIT_COLUMNS))
 
     # ---- settings and the writer lease ---------------------------------------------------------------------
