@@ -23,17 +23,6 @@ from scim_pipeline.settings import PipelineSettings, default_dagster_home
 if TYPE_CHECKING:
     from scim_pipeline.sync.outcome import CycleOutcome
 
-INSTANCE_YAML = """\
-# Written by scim-pipeline for a Dagster home it created.
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    # Provisioning steps share the pool `scim_target`: one at a time, so parallel runs (a backfill over many
-    # shards, a schedule tick during a backfill) cannot add up to more than the target's rate.
-    default_limit: 1
-"""
-
 
 def ensure_dagster_home() -> Path:
     """Use $DAGSTER_HOME, or the per-user default when it is unset (so a fresh machine needs no setup, and a sync
@@ -47,11 +36,10 @@ def ensure_dagster_home() -> Path:
             "runs in the UI)",
             file=sys.stderr,
         )
-    Path(home).mkdir(parents=True, exist_ok=True)
-    instance_yaml = Path(home) / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text(INSTANCE_YAML, encoding="utf-8")
-    return Path(home)
+    from scim_pipeline.resources.home import prepare_dagster_home
+
+    # Safe when several CLI processes (a schedule wrapper, a person at a terminal) first use a home at once.
+    return prepare_dagster_home(home)
 
 
 _PID_TAG = "scim_pipeline/pid"

@@ -115,6 +115,13 @@ class PipelineSettings(BaseSettings):
         "backfill's shards in one run).",
     )
 
+    lease_wait: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a cycle waits for another cycle writing to the same target (one writer per target, "
+        "across processes and machines) before it stops with a message naming it.",
+    )
+
     # Policy
     deprovision: Literal["disable", "delete"] = Field(
         default="disable",

@@ -105,8 +105,12 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
     state_url: str | None = Field(default=None, description="State store URL; default under DAGSTER_HOME.")
     shards: int = Field(default=16, description="Shard partitions of the users.")
     shards_per_run: int | None = Field(default=None, description="Shards per run of a backfill (default: all).")
+    lease_wait: float = Field(
+        default=300.0, description="Seconds a cycle waits for another writer to this target before it stops."
+    )
     deprovision: Literal["disable", "delete"] = Field(default="disable", description="disable or delete.")
     max_deletes: int | None = Field(default=None, description="Deletion threshold per cycle.")
+    allow_mass_changes: bool = Field(default=False, description="Let runs pass the guards (use once, then unset).")
     sync_schedule: str = Field(default="0 * * * *", description="Cron of the sync schedule (stopped by default).")
     reconcile_schedule: str = Field(default="30 3 * * *", description="Cron of the reconciliation schedule.")
     executor: Literal["in_process", "multiprocess"] = Field(

@@ -17,7 +17,10 @@ one shard, a range, or all of them (the schedule and "Materialize all" do the wh
 """
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +59,8 @@ __all__ = ["CycleAssets", "CycleConfig", "build_cycle_assets", "report_path"]
 progress_logger = logging.getLogger("scim_pipeline.progress")
 
 PREVIEW_LIMIT = 20
+QUIRKS_NAMESPACE = "target_quirks"
+LEASE_TTL_S = 60.0
 GUARDS_BY_ASSET = {
     "user_changes": ("deletion_threshold", "empty_roster", "shrunken_roster", "mass_update"),
     "group_changes": ("group_removals",),
@@ -327,7 +332,7 @@ class _CycleStep:
 
     def run(self, frames: Mapping[str, pd.DataFrame]) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
         from scim_pipeline.sources import DataFrameRosterSource
-        from scim_pipeline.sync.cycle import CycleOptions, run_cycle
+        from scim_pipeline.sync.cycle import CycleOptions
         from scim_pipeline.sync.outcome import CycleOutcome
 
         context = self.context
@@ -342,37 +347,24 @@ class _CycleStep:
             if frames
             else None
         )
-        loaded = self.roster.load(instance=context.instance, upstream=upstream)
-        roster = loaded.roster
-        options = CycleOptions(
-            run_id=context.run.run_id,
-            partition=",".join(context.partition_keys) if self.shards is not None else None,
-            shards=self.shards,
-            kinds=self.kinds,
-            deprovision=self.policy.deprovision,
-            member_chunk=self.target.member_chunk,
-            dry_run=self.dry_run,
-            reconcile=self.config.reconcile,
-            guards=self.policy.guard_settings(allow_mass_changes=self.config.allow_mass_changes),
-            user_match_attribute=str(roster.user_match),
-            group_match_attribute=str(roster.group_match),
-        )
-        reporter = _ProgressReporter(context)
-
-        async def cycle(state: Any) -> Any:
-            async with self.target.get_client() as client:
-                return await run_cycle(
-                    client,
-                    state,
-                    roster,
-                    run_id=options.run_id,
-                    options=options,
-                    rejected=roster.rejected,
-                    progress=reporter,
-                )
-
         with self.state.open(context.instance) as state:
-            report = asyncio.run(cycle(state))
+            # The state store keeps the incremental sources' watermarks: a roster read is part of the cycle.
+            loaded = self.roster.load(instance=context.instance, watermarks=state, upstream=upstream)
+            roster = loaded.roster
+            options = CycleOptions(
+                run_id=context.run.run_id,
+                partition=",".join(context.partition_keys) if self.shards is not None else None,
+                shards=self.shards,
+                kinds=self.kinds,
+                deprovision=self.policy.deprovision,
+                member_chunk=self.target.member_chunk,
+                dry_run=self.dry_run,
+                reconcile=self.config.reconcile,
+                guards=self.policy.guard_settings(allow_mass_changes=self.config.allow_mass_changes),
+                user_match_attribute=str(roster.user_match),
+                group_match_attribute=str(roster.group_match),
+            )
+            report = self._run_cycle(state, roster, options)
             audit = state.audit(run_id=options.run_id) if not self.dry_run else pd.DataFrame()
         outcome = CycleOutcome.from_report(
             report, rejected=roster.rejected, sources=loaded.sources, target=self.target.describe()
@@ -395,6 +387,47 @@ class _CycleStep:
         if executed:
             yield from self._provisioning_results(report, audit, ("membership_provisioning", "provisioning_audit"))
         self._raise_if_failed(report, outcome)
+
+    def _run_cycle(self, state: Any, roster: Any, options: Any) -> Any:
+        """The engine, as the only writer to this target (a dry run writes nothing and takes no lease), with the
+        target's known quirks (dropped attributes, refused PATCH forms) loaded before and saved after."""
+        from scim_pipeline.scim.target_quirks import TargetQuirks
+        from scim_pipeline.sync.cycle import run_cycle
+
+        target_id = self.target.identity()
+        stored = state.get_value(QUIRKS_NAMESPACE, target_id)
+        quirks = TargetQuirks.from_dict(json.loads(stored)) if stored else TargetQuirks()
+        revision = quirks.revision
+        reporter = _ProgressReporter(self.context)
+
+        async def cycle(lease: Any) -> Any:
+            async with self.target.get_client(quirks=quirks) as client:
+                return await run_cycle(
+                    client,
+                    state,
+                    roster,
+                    run_id=options.run_id,
+                    options=options,
+                    rejected=roster.rejected,
+                    progress=reporter,
+                    lease=lease,
+                )
+
+        if options.dry_run:
+            report = asyncio.run(cycle(None))
+        else:
+            holder = f"run {options.run_id} (pid {os.getpid()} on host {socket.gethostname()})"
+            with state.writer_lease(target_id, holder, wait_s=self.target.lease_wait_s, ttl_s=LEASE_TTL_S) as lease:
+                report = asyncio.run(cycle(lease))
+            if lease.waited_for:
+                note = f"waited {lease.waited_s:.0f} s for {lease.waited_for}, which was writing to this target"
+                report.notes.append(note)
+                self.context.log.info(note)
+            if lease.took_over_from:
+                report.notes.append(f"took over the lease of {lease.took_over_from}, which had stopped renewing it")
+        if quirks.revision != revision:
+            state.set_value(QUIRKS_NAMESPACE, target_id, json.dumps(quirks.to_dict()))
+        return report
 
     def _wanted(self, name: str) -> bool:
         return name in self.selected

@@ -92,7 +92,11 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
-        self.store = ResourceStore(self.config.db_path, drop_attributes=self.config.drop_attributes)
+        self.store = ResourceStore(
+            self.config.db_path,
+            drop_attributes=self.config.drop_attributes,
+            unique_names=not self.config.allow_duplicate_names,
+        )
         self.rng = random.Random(self.config.seed)
         self._records: deque[RequestRecord] = deque(maxlen=self.config.request_log_size)
         self._counters: Counter[tuple[str, int]] = Counter()

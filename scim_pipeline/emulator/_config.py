@@ -55,6 +55,9 @@ class EmulatorConfig:
     """PATCH operations with a path other than ``members`` answer 501 (a PUT still works)."""
     refuse_member_filter_removal: bool = False
     """Removing ``members[value eq "…"]`` answers 501 (removal by a ``members`` value list still works)."""
+    allow_duplicate_names: bool = False
+    """Users with the same userName and Groups with the same displayName may coexist (RFC 7643 does not require
+    unique group names): a target where only the client can prevent duplicates."""
     drop_attributes: tuple[str, ...] = ()
     """Attributes never stored on write and left out of /Schemas: ``title``, ``name.givenName``,
     ``urn:…:enterprise:2.0:User:department``, or a whole extension (``urn:…:enterprise:2.0:User``)."""

@@ -158,8 +158,11 @@ class ResourceStore:
         *,
         busy_timeout_s: float = 30.0,
         drop_attributes: Sequence[str] = (),
+        unique_names: bool = True,
     ) -> None:
         self.db_path = None if db_path is None else Path(db_path)
+        self.unique_names = unique_names
+        """False: userName and displayName are not unique (a duplicate create succeeds)."""
         self.drop_attributes = tuple(drop_attributes)
         """Attribute paths never stored (a target that keeps no ``title``, no enterprise extension …)."""
         self._lock = threading.RLock()
@@ -535,11 +538,11 @@ class ResourceStore:
                 body["active"] = _boolean(body["active"], "active")
             elif active_default is not None:
                 body["active"] = active_default
-            unique_key = user_name.casefold()
+            unique_key = user_name.casefold() if self.unique_names else None
             display = body.get("displayName") if isinstance(body.get("displayName"), str) else user_name
         elif rules.endpoint == "Groups":
             display = _required_string(body, "displayName", rules)
-            unique_key = display.casefold()
+            unique_key = display.casefold() if self.unique_names else None
             if members is not None:
                 if not isinstance(members, list):
                     raise invalid_value("members must be a list")

@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--refuse-member-filter-removal", action="store_true", help='answer 501 to removing members[value eq "…"]'
     )
     interop.add_argument(
+        "--allow-duplicate-names",
+        action="store_true",
+        help="accept Users with an existing userName and Groups with an existing displayName (no 409)",
+    )
+    interop.add_argument(
         "--drop-attributes",
         type=_attribute_list,
         default=(),
@@ -93,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         refuse_attribute_path_patch=args.refuse_attribute_path_patch,
         refuse_member_filter_removal=args.refuse_member_filter_removal,
         drop_attributes=args.drop_attributes,
+        allow_duplicate_names=args.allow_duplicate_names,
         strict_literal_filters=args.strict_literal_filters,
     )
 

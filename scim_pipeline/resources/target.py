@@ -13,6 +13,7 @@ from scim_pipeline.scim import ConnectionSettings, ScimClient
 
 if TYPE_CHECKING:
     from scim_pipeline.emulator import EmulatorServer
+    from scim_pipeline.scim.target_quirks import TargetQuirks
     from scim_pipeline.settings import PipelineSettings
 
 DEMO_CLIENT_ID = "scim-demo"
@@ -55,6 +56,11 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
     demo_db_path: str | None = Field(
         default=None,
         description="Demo mode only: SQLite file of the embedded emulator (default under DAGSTER_HOME).",
+    )
+    lease_wait_s: float = Field(
+        default=300.0,
+        description="How long a cycle waits for another writer to this target before it stops, naming it "
+        "(SCIM_LEASE_WAIT).",
     )
     demo_name: str | None = Field(
         default=None, description="Demo mode only: the Component instance, so each has its own emulator file."
@@ -127,9 +133,15 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
             return "delete"
         return "release"
 
-    def get_client(self) -> ScimClient:
-        """A new SCIM client (an async context manager) for this target."""
-        return ScimClient(self.connection_settings())
+    def get_client(self, *, quirks: TargetQuirks | None = None) -> ScimClient:
+        """A new SCIM client (an async context manager) for this target, with what is known of its quirks."""
+        return ScimClient(self.connection_settings(), quirks=quirks)
+
+    def identity(self) -> str:
+        """The target as the state store names it (its lease, its quirks): the base URL, or the demo emulator."""
+        if self.demo_mode:
+            return f"demo:{self.demo_name}" if self.demo_name else "demo"
+        return str(self.base_url).rstrip("/")
 
     def describe(self) -> str:
         """Where the pipeline provisions to, without any credential."""
@@ -158,6 +170,7 @@ def target_resource(
         "rate_limit_per_s": settings.rate_limit,
         "timeout_s": settings.timeout,
         "member_chunk": settings.member_chunk,
+        "lease_wait_s": settings.lease_wait,
         "demo_name": demo_name if settings.demo_mode else None,
     }
     if settings.base_url is not None and settings.client_id is not None:

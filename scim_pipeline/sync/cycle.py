@@ -41,6 +41,7 @@ from scim_pipeline.sync.changes import (
 from scim_pipeline.sync.executor import CircuitBreaker, ExecutionReport, ProgressCallback, execute
 from scim_pipeline.sync.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
 from scim_pipeline.sync.holds import hold_rejected
+from scim_pipeline.sync.lease import WriterLease
 from scim_pipeline.sync.payloads import MANAGER_PATH
 from scim_pipeline.sync.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
 from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, ProvisioningState
@@ -163,6 +164,7 @@ class CycleContext:
     report: CycleReport
     breaker: CircuitBreaker
     progress: ProgressCallback | None = None
+    lease: WriterLease | None = None
 
     @property
     def plan_settings(self) -> PlanSettings:
@@ -180,6 +182,8 @@ class CycleContext:
         """Run part of the plan through the executor; each outcome reaches the state store and the audit at once."""
         if change_set.users.empty and change_set.groups.empty and change_set.memberships.empty:
             return ExecutionReport()
+        if self.lease is not None:
+            self.lease.ensure_held()  # another writer may own the target now: write nothing more
         result = await execute(
             self.client,
             self.state,
@@ -371,12 +375,14 @@ async def run_cycle(
     breaker: CircuitBreaker | None = None,
     progress: ProgressCallback | None = None,
     phases: Sequence[Phase] | None = None,
+    lease: WriterLease | None = None,
     **option_values: Any,
 ) -> CycleReport:
     """Run one cycle (see the module docstring) and return its report.
 
     Pass ``options`` or the :class:`CycleOptions` fields as keywords. ``rejected`` are the roster's rejected rows
     (identities whose row was rejected are never deprovisioned for it). ``phases`` replaces the execution phases.
+    ``lease`` is the writer lease the caller holds on the target; each execution checks it is still held.
     """
     if options is None:
         options = CycleOptions(run_id=run_id, **option_values)
@@ -389,6 +395,7 @@ async def run_cycle(
         report=report,
         breaker=breaker or CircuitBreaker(),
         progress=progress,
+        lease=lease,
     )
     for phase in PLANNING_PHASES:
         await _timed(phase, context)

@@ -111,3 +111,11 @@ def test_a_named_demo_instance_syncs_on_its_own_emulator(tmp_path: Path) -> None
 def test_a_bad_instance_name_is_refused_by_name() -> None:
     with pytest.raises(ConfigurationError, match="Staging Tenant"):
         ScimProvisioningComponent(name="Staging Tenant").definitions()
+
+
+def test_every_setting_is_a_component_attribute() -> None:
+    from scim_pipeline.settings import PipelineSettings
+
+    settings = set(PipelineSettings.model_fields) - {"client_secret"}  # the Component names its variable instead
+    assert settings <= set(ScimProvisioningComponent.model_fields)
+    assert "client_secret_env" in ScimProvisioningComponent.model_fields
