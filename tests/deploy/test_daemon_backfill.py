@@ -1,0 +1,274 @@
+"""The production shape end to end: deploy/dagster.yaml on a real PostgreSQL (dagster-postgres), the queued run
+coordinator drained by a running `dagster-daemon`, and a backfill of the code location's assets over 8 of its 16
+shards, as the UI launches it — two shards per run (SCIM_SHARDS_PER_RUN=2), so four runs queue in the `scim_target`
+pool. Every run succeeds, the target ends exactly in the roster's state for those shards, and the sync steps of the
+runs never overlap (the pool's limit of 1, from Dagster's own step events)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
+from scim_pipeline.sync.sharding import stable_shard
+from tests.assets.conftest import CLIENT_ID, CLIENT_SECRET, Roster, Target, make_user
+from tests.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARDS = 16
+BACKFILLED = [f"{shard:03d}" for shard in range(8)]
+PROVISIONING_STEP = re.compile(r"scim_cycle")
+SHARDS_PER_RUN = 2
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture
+def roster(tmp_path: Path) -> Roster:
+    folder = tmp_path / "roster"
+    folder.mkdir()
+    users = [make_user(i) for i in range(40)]
+    groups = ["Vault Admins", "Auditors"]
+    memberships = [("Vault Admins", users[i]["user_name"]) for i in range(0, 40, 4)]
+    memberships += [("Auditors", users[i]["user_name"]) for i in range(1, 40, 5)]
+    result = Roster(folder, users, groups, memberships)
+    result.write()
+    return result
+
+
+@dataclass
+class Production:
+    env: dict[str, str]
+    workspace: Path
+    emulator: EmulatorServer
+
+
+@pytest.fixture
+def production(
+    tmp_path: Path, postgres_server: PostgresServer, roster: Roster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Production]:
+    dagster_db, state_db = postgres_server.create_database(), postgres_server.create_database()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    # The daemon loads the code location itself (a code server of its own), from this checkout.
+    (tmp_path / "workspace.yaml").write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: scim_pipeline.definitions\n"
+        f"      working_directory: {ROOT}\n"
+        "      location_name: scim_pipeline\n",
+        encoding="utf-8",
+    )
+    with EmulatorServer(EmulatorConfig(clients={CLIENT_ID: CLIENT_SECRET}, page_size_cap=10)) as emulator:
+        env = {
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_HOST": postgres_server.host,
+            "DAGSTER_PG_PORT": str(postgres_server.port),
+            "DAGSTER_PG_USERNAME": postgres_server.user,
+            "DAGSTER_PG_PASSWORD": "not-needed-on-a-trust-cluster",
+            "DAGSTER_PG_DB": dagster_db,
+            "SCIM_BASE_URL": emulator.base_url,
+            "SCIM_TOKEN_URL": emulator.token_url,
+            "SCIM_CLIENT_ID": CLIENT_ID,
+            "SCIM_CLIENT_SECRET": CLIENT_SECRET,
+            "SCIM_ROSTER": str(roster.folder),
+            "SCIM_SHARDS": str(SHARDS),
+            "SCIM_SHARDS_PER_RUN": str(SHARDS_PER_RUN),
+            "SCIM_STATE_URL": postgres_server.url(state_db),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        try:
+            yield Production(dict(os.environ), tmp_path / "workspace.yaml", emulator)
+        finally:
+            for database in (dagster_db, state_db):
+                postgres_server.drop_database(database)
+
+
+def _provisioning_intervals(instance: DagsterInstance, run_ids: list[str]) -> list[tuple[float, float, str]]:
+    """(start, end, run) of every sync step of the runs, from Dagster's own step events."""
+    intervals = []
+    finished = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+    for run_id in run_ids:
+        starts: dict[str, float] = {}
+        for entry in instance.all_logs(run_id):
+            step = entry.step_key or ""
+            if not PROVISIONING_STEP.search(step):
+                continue
+            if entry.dagster_event_type == DagsterEventType.STEP_START:
+                starts[step] = entry.timestamp
+            elif entry.dagster_event_type in finished and step in starts:
+                intervals.append((starts[step], entry.timestamp, run_id))
+    return sorted(intervals)
+
+
+_LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { stepKey }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+CYCLE_ASSETS = (
+    "idp_users",
+    "idp_groups",
+    "idp_memberships",
+    "roster_rejections",
+    "target_snapshot",
+    "user_changes",
+    "group_changes",
+    "membership_changes",
+    "group_provisioning",
+    "user_provisioning",
+    "membership_provisioning",
+    "provisioning_audit",
+)
+
+
+def _error_of(entry: object) -> str:
+    event = getattr(entry, "dagster_event", None)
+    data = getattr(event, "event_specific_data", None)
+    error = getattr(data, "error", None)
+    return str(getattr(error, "message", ""))[:1500]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _alive(services: list[subprocess.Popen[str]]) -> None:
+    for service in services:
+        if service.poll() is not None:
+            raise AssertionError(
+                f"{service.args[0]} stopped: {service.stderr.read()[-3000:] if service.stderr else ''}"
+            )
+
+
+def _wait_until_serving(webserver: str, services: list[subprocess.Popen[str]]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        _alive(services)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{webserver}/server_info", timeout=5).status_code == 200:
+                return
+        time.sleep(1)
+    raise AssertionError("the webserver did not start within 180 s")
+
+
+def _launch_backfill(webserver: str) -> str:
+    """The backfill as the UI's "Materialize all" → partitions launches it: an asset backfill over the shards."""
+    params = {
+        "assetSelection": [{"path": [name]} for name in CYCLE_ASSETS],
+        "partitionNames": BACKFILLED,
+    }
+    answer = httpx.post(
+        f"{webserver}/graphql", json={"query": _LAUNCH_BACKFILL, "variables": {"params": params}}, timeout=120
+    ).json()
+    launched = answer["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return str(launched["backfillId"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_daemon_backfill_over_eight_shards_provisions_them_exactly_one_step_at_a_time(
+    production: Production, roster: Roster
+) -> None:
+    port = _free_port()
+    services = [
+        subprocess.Popen(
+            command,
+            env=production.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for command in (
+            ["dagster-daemon", "run", "-w", str(production.workspace)],
+            ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(production.workspace)],
+        )
+    ]
+    try:
+        webserver = f"http://127.0.0.1:{port}"
+        _wait_until_serving(webserver, services)
+        backfill_id = _launch_backfill(webserver)
+        with DagsterInstance.get() as instance:
+            deadline = time.monotonic() + 600
+            while True:
+                runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+                if len(runs) == len(BACKFILLED) // SHARDS_PER_RUN and all(run.status in FINISHED for run in runs):
+                    break
+                _alive(services)
+                if time.monotonic() >= deadline or any(run.status == DagsterRunStatus.FAILURE for run in runs):
+                    detail = {
+                        run.run_id[:8]: [
+                            f"{e.dagster_event_type} {e.step_key} {(e.user_message or '')[:300]} {_error_of(e)}"
+                            for e in instance.all_logs(run.run_id)[-6:]
+                        ]
+                        for run in runs
+                        if run.status != DagsterRunStatus.SUCCESS
+                    }
+                    raise AssertionError(f"{[run.status.value for run in runs]} {detail}")
+                time.sleep(2)
+            assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * (len(BACKFILLED) // SHARDS_PER_RUN)
+            ranges = sorted(
+                (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"])
+                for run in runs
+            )
+            assert ranges == [(BACKFILLED[i], BACKFILLED[i + 1]) for i in range(0, len(BACKFILLED), SHARDS_PER_RUN)]
+            intervals = _provisioning_intervals(instance, [run.run_id for run in runs])
+    finally:
+        for service in services:
+            os.killpg(service.pid, signal.SIGTERM)
+        for service in services:
+            try:
+                service.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait(timeout=30)
+
+    assert len(intervals) == len(BACKFILLED) // SHARDS_PER_RUN, "a run's sync step did not run"
+    edges = sorted([(start, 1) for start, _, _ in intervals] + [(end, -1) for _, end, _ in intervals])
+    in_flight = most = 0
+    for _, change in edges:  # at equal times an end (-1) sorts before a start (+1)
+        in_flight += change
+        most = max(most, in_flight)
+    assert most == 1, f"{most} sync steps ran at once; the scim_target pool allows 1"
+
+    names = pd.Series([user["user_name"].casefold() for user in roster.users])
+    in_backfill = {
+        user["user_name"]
+        for user, shard in zip(roster.users, stable_shard(names, SHARDS), strict=True)
+        if int(shard) < len(BACKFILLED)
+    }
+    target = Target(production.emulator)
+    assert set(target.users_by_name()) == in_backfill
+    assert set(target.groups_by_name()) == set(roster.groups)
+    members = target.members_by_group()
+    for group in roster.groups:
+        assert members[group] == {u for g, u in roster.memberships if g == group and u in in_backfill}
