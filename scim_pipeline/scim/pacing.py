@@ -11,9 +11,9 @@ answers say adjusts both:
 - **unannounced limits** — a 429 sets the rate just under what the server actually accepted during the last second
   (a multiplicative cut when that cannot be measured). 429s answering requests sent before the last cut do not cut
   again, and there is at most one cut per second. Before a full second of history only a flood of 429s (8 of the
-  latest 10: the server's burst allowance is spent) cuts, provisionally; a provisional rate grows back by a quarter
-  per second. Once a rate is confirmed, sustained success while the pacer is what holds requests back raises it
-  additively (1 % of the rate found, per second), so the pacer keeps probing just above the limit. The concurrency
+  latest 10 answers to requests sent since the last cut: the server's burst allowance is spent) cuts. Sustained
+  success while the pacer is what holds requests back raises the rate additively (1 % of the rate found, per
+  second), so the pacer keeps probing just above the limit. The concurrency
   window is cut by a quarter on the same events and grows by one per window of successes (AIMD).
 - **429s that do not depend on the rate** — when a cut within one congestion episode slowed the client down and
   the share of 429s stayed the same (a gateway throttling a share of requests), that share is tolerated from then
@@ -41,14 +41,14 @@ MEASURE_WINDOW_S = 1.0
 """How far back the accepted rate is measured when a 429 arrives."""
 UNDER_MEASURED = 0.95
 """After a 429, the rate is set to this share of what the server accepted."""
+UNDER_FLOOD = 0.85
+"""The share after a flood in the first second, whose accepted count includes the server's burst allowance."""
 UNDER_ANNOUNCED = 0.98
 """The share of an announced limit the pacer holds (room for clock skew and the other requests of the run)."""
 FALLBACK_CUT = 0.7
 """The multiplicative cut when the accepted rate tells nothing (no answers, or not below the current rate)."""
 GROWTH_PER_S = 0.01
 """Additive growth per second of sustained success, as a share of the rate found at the last cut."""
-PROVISIONAL_GROWTH = 1.25
-"""Growth factor per second of a provisional rate (found before a full window of history)."""
 GROWTH_INTERVAL_S = 0.5
 MIN_CUT_INTERVAL_S = 1.0
 """At most one cut per second: the answers of one congestion event arrive over about that long."""
@@ -209,13 +209,12 @@ class Pacer:
         self._held_back = False
         self._successes_in_window = 0
         self._answers: deque[tuple[float, bool]] = deque()
-        self._latest: deque[bool] = deque(maxlen=LATEST)
+        self._latest: deque[tuple[float, bool]] = deque(maxlen=LATEST)
         self._throttled = 0
         self._cuts = 0
         self._first_answer_at: float | None = None
-        self._confirmed = False
         self._share_at_episode = 0.0
-        self._last_confirmed_cut = -math.inf
+        self._last_measured_cut = -math.inf
         self._sending_at_episode = 0.0
         self._background_share = 0.0
 
@@ -309,7 +308,7 @@ class Pacer:
         if self._first_answer_at is None:
             self._first_answer_at = now
         self._answers.append((now, throttled))
-        self._latest.append(throttled)
+        self._latest.append((sent_at, throttled))
         while self._answers and self._answers[0][0] < now - MEASURE_WINDOW_S:
             self._answers.popleft()
         if throttled:
@@ -336,6 +335,7 @@ class Pacer:
             self._hold_until = max(self._hold_until, now + announcement.reset_s)
 
     def _consider_cut(self, now: float) -> None:
+        """Cut the rate after a 429, unless the 429s say nothing about it (see the module documentation)."""
         answers = len(self._answers)
         throttled = sum(1 for _, was_throttled in self._answers if was_throttled)
         share = throttled / answers
@@ -344,12 +344,13 @@ class Pacer:
         if now - first < MEASURE_WINDOW_S:
             # Less than a window of history: only a flood of 429s (far over the limit, e.g. once the server's
             # burst allowance is spent) says anything; a few may be a gateway throttling a share of requests.
-            if sum(self._latest) >= FLOOD_THROTTLED:
-                self._cut(now, share, sending)
+            since_cut = [throttled for sent_at, throttled in self._latest if sent_at >= self._last_cut]
+            if sum(since_cut) >= FLOOD_THROTTLED:
+                self._cut(now, share, sending, under=UNDER_FLOOD)
             return
         if now - self._last_cut < MIN_CUT_INTERVAL_S or share <= self._background_share + SHARE_MARGIN:
             return
-        recent = now - self._last_confirmed_cut < RECENT_CUT_S
+        recent = now - self._last_measured_cut < RECENT_CUT_S
         episode_share, episode_sending = self._share_at_episode, self._sending_at_episode
         if recent and sending <= 0.85 * episode_sending and 0.6 <= share / episode_share <= 1.6:
             # Slowing down did not make the 429s rarer: they do not depend on our rate (a gateway throttling a
@@ -360,13 +361,12 @@ class Pacer:
             self._share_at_episode = share
             self._sending_at_episode = sending
         self._cut(now, share, sending)
-        self._confirmed = True
-        self._last_confirmed_cut = now
+        self._last_measured_cut = now
 
-    def _cut(self, now: float, share: float, sending: float) -> None:
+    def _cut(self, now: float, share: float, sending: float, *, under: float = UNDER_MEASURED) -> None:
         accepted = sum(1 for _, throttled in self._answers if not throttled) / MEASURE_WINDOW_S
         current = self.rate_per_s
-        target = accepted * UNDER_MEASURED if accepted > 0 else max(1.0, sending * FALLBACK_CUT)
+        target = accepted * under if accepted > 0 else max(1.0, sending * FALLBACK_CUT)
         if current is not None and target >= current:
             target = current * FALLBACK_CUT
         if self.ceiling_per_s is not None:
@@ -390,10 +390,7 @@ class Pacer:
         if self._learned is None or elapsed < GROWTH_INTERVAL_S:
             return
         if self._held_back:  # only a rate that is what holds requests back needs to grow
-            if self._confirmed:
-                self._learned += self._step * elapsed
-            else:
-                self._learned *= PROVISIONAL_GROWTH**elapsed
+            self._learned += self._step * elapsed
         self._last_growth = now
         self._held_back = False
 
