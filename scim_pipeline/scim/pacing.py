@@ -10,14 +10,15 @@ answers say adjusts both:
   says nothing remains;
 - **unannounced limits** — a 429 sets the rate just under what the server actually accepted during the last second
   (a multiplicative cut when that cannot be measured). 429s answering requests sent before the last cut do not cut
-  again, and there is at most one cut per second. Before a full second of history only a flood of 429s (8 of the
-  latest 10 answers to requests sent since the last cut: the server's burst allowance is spent) cuts. Sustained
+  again, and there is at most one cut per second. Before a full second of history only a flood of 429s (10 of the
+  latest 16 answers to requests sent since the last cut: the server's burst allowance is spent) cuts. Sustained
   success while the pacer is what holds requests back raises the rate additively (1 % of the rate found, per
   second), so the pacer keeps probing just above the limit. The concurrency
   window is cut by a quarter on the same events and grows by one per window of successes (AIMD).
 - **429s that do not depend on the rate** — when a cut within one congestion episode slowed the client down and
   the share of 429s stayed the same (a gateway throttling a share of requests), that share is tolerated from then
-  on instead of cutting the rate down to nothing; a share up to 2 % above it never cuts.
+  on instead of cutting the rate down to nothing; a share up to 2 % above it never cuts. (A gateway refusing a
+  third of all requests from the very first second looks like a flood, and is paced as a limit.)
 
 ``ceiling_per_s`` (``SCIM_RATE_LIMIT``) is never exceeded. With ``adaptive=False`` the pacer only applies the
 ceiling and the fixed concurrency (the client's behaviour before adaptive pacing).
@@ -55,9 +56,10 @@ MIN_CUT_INTERVAL_S = 1.0
 RECENT_CUT_S = 5.0
 SHARE_MARGIN = 0.02
 """A 429 share at or under this (above a tolerated background share) does not cut the rate."""
-LATEST = 10
-FLOOD_THROTTLED = 8
-"""A flood: this many of the latest answers were 429s."""
+LATEST = 16
+FLOOD_THROTTLED = 10
+"""A flood: this many of the latest answers were 429s (a gateway refusing even 15 % of requests at random makes one
+about once in 100,000 answers)."""
 WINDOW_CUT = 0.75
 MIN_RATE_PER_S = 0.2
 _EPOCH_THRESHOLD = 1_000_000_000
@@ -216,6 +218,7 @@ class Pacer:
         self._share_at_episode = 0.0
         self._last_measured_cut = -math.inf
         self._sending_at_episode = 0.0
+        self._accepted_at_episode = 0.0
         self._background_share = 0.0
 
     # -- what the pacer holds -------------------------------------------------------------------------------------
@@ -351,17 +354,31 @@ class Pacer:
         if now - self._last_cut < MIN_CUT_INTERVAL_S or share <= self._background_share + SHARE_MARGIN:
             return
         recent = now - self._last_measured_cut < RECENT_CUT_S
-        episode_share, episode_sending = self._share_at_episode, self._sending_at_episode
-        if recent and sending <= 0.85 * episode_sending and 0.6 <= share / episode_share <= 1.6:
-            # Slowing down did not make the 429s rarer: they do not depend on our rate (a gateway throttling a
-            # share of requests). Cutting again would only collapse the rate; tolerate that share from now on.
+        accepted = (answers - throttled) / MEASURE_WINDOW_S
+        if recent and self._rate_independent(share, sending, accepted):
+            # Slowing down did not make the 429s rarer, and the server accepted less in proportion: the 429s do not
+            # depend on our rate (a gateway throttling a share of requests). Cutting again would only collapse the
+            # rate; that share is tolerated from now on.
             self._background_share = share
             return
         if not recent:  # the first cut of a congestion episode
             self._share_at_episode = share
             self._sending_at_episode = sending
+            self._accepted_at_episode = accepted
         self._cut(now, share, sending)
         self._last_measured_cut = now
+
+    def _rate_independent(self, share: float, sending: float, accepted: float) -> bool:
+        """Whether, since the episode's first cut, the client slowed down while the share of 429s stayed the same and
+        what the server accepted fell with it. (Against a real limit, the server keeps accepting its limit.)"""
+        if self._sending_at_episode <= 0 or self._share_at_episode <= 0 or self._accepted_at_episode <= 0:
+            return False
+        slowed = sending / self._sending_at_episode
+        return (
+            slowed <= 0.85
+            and 0.7 <= share / self._share_at_episode <= 1.4
+            and accepted / self._accepted_at_episode <= slowed * 1.2
+        )
 
     def _cut(self, now: float, share: float, sending: float, *, under: float = UNDER_MEASURED) -> None:
         accepted = sum(1 for _, throttled in self._answers if not throttled) / MEASURE_WINDOW_S
