@@ -180,7 +180,8 @@ class ScimClient:
             ceiling_per_s=settings.rate_limit_per_s,
             adaptive=settings.adaptive_pacing,
         )
-        pool = settings.max_concurrency + 4  # room for the token request and lookups
+        # Every request, the token request and look-ups included, holds a pacer slot: no more connections are needed.
+        pool = settings.max_concurrency
         # httpx's stock transport: with ``transport=None`` httpx builds it from these settings and honours the
         # proxies of the environment (``trust_env``); a transport passed in (tests) is used as it is.
         self._http = httpx.AsyncClient(

@@ -13,8 +13,10 @@ answers say adjusts both:
   again, and there is at most one cut per second. Before a full second of history only a flood of 429s (10 of the
   latest 16 answers to requests sent since the last cut: the server's burst allowance is spent) cuts. Sustained
   success while the pacer is what holds requests back raises the rate additively (1 % of the rate found, per
-  second), so the pacer keeps probing just above the limit. The concurrency
-  window is cut by a quarter on the same events and grows by one per window of successes (AIMD).
+  second), so the pacer keeps probing just above the limit.
+- **concurrency** — the window of requests in flight is cut by a quarter on the same events; otherwise, once per
+  window of answers, it grows by one while few requests are only queued (latency near the lowest seen) and shrinks
+  by one when many are (TCP Vegas). Once paced, it is also held to what the rate times the latency needs.
 - **429s that do not depend on the rate** — when a cut within one congestion episode slowed the client down and
   the share of 429s stayed the same (a gateway throttling a share of requests), that share is tolerated from then
   on instead of cutting the rate down to nothing; a share up to 2 % above it never cuts. (A gateway refusing a
@@ -51,6 +53,8 @@ FALLBACK_CUT = 0.7
 GROWTH_PER_S = 0.01
 """Additive growth per second of sustained success, as a share of the rate found at the last cut."""
 GROWTH_INTERVAL_S = 0.5
+SETTLE_ANSWERS = 25
+"""An accepted rate is measured after a cut over at least the time this many answers take (50 ms to 1 s)."""
 MIN_CUT_INTERVAL_S = 1.0
 """At most one cut per second: the answers of one congestion event arrive over about that long."""
 RECENT_CUT_S = 5.0
@@ -61,6 +65,11 @@ FLOOD_THROTTLED = 10
 """A flood: this many of the latest answers were 429s (a gateway refusing even 15 % of requests at random makes one
 about once in 100,000 answers)."""
 WINDOW_CUT = 0.75
+MIN_WINDOW = 2
+QUEUED_LOW = 2.0
+QUEUED_HIGH = 4.0
+"""The concurrency window grows while fewer requests than this are queued, and shrinks past ``QUEUED_HIGH``."""
+BASE_LATENCY_DRIFT = 1.0005
 MIN_RATE_PER_S = 0.2
 _EPOCH_THRESHOLD = 1_000_000_000
 """A reset value above this is a Unix time (GitHub's convention), not a number of seconds."""
@@ -211,10 +220,12 @@ class Pacer:
         self._held_back = False
         self._successes_in_window = 0
         self._answers: deque[tuple[float, bool]] = deque()
-        self._latest: deque[tuple[float, bool]] = deque(maxlen=LATEST)
+        self._latest: deque[tuple[float, float, bool]] = deque(maxlen=LATEST)
         self._throttled = 0
         self._cuts = 0
         self._first_answer_at: float | None = None
+        self._latency_s: float | None = None
+        self._base_latency_s = math.inf
         self._share_at_episode = 0.0
         self._last_measured_cut = -math.inf
         self._sending_at_episode = 0.0
@@ -235,13 +246,19 @@ class Pacer:
 
     @property
     def concurrency(self) -> int:
-        """Requests allowed in flight at once right now."""
-        return self._window
+        """Requests allowed in flight at once right now: the AIMD window, and once the rate is paced no more than
+        the rate times the latency needs (Little's law, twice over): idle connections cost every request a scan of
+        httpcore's pool."""
+        window = self._window
+        rate = self.rate_per_s
+        if self.adaptive and rate is not None and self._latency_s is not None:
+            window = min(window, math.ceil(rate * self._latency_s * 2) + 2)
+        return window
 
     def snapshot(self) -> PacingSnapshot:
         return PacingSnapshot(
             rate_per_s=self.rate_per_s,
-            concurrency=self._window,
+            concurrency=self.concurrency,
             announced_per_s=self._announced,
             learned_per_s=self._learned,
             throttled=self._throttled,
@@ -270,7 +287,7 @@ class Pacer:
         self._wake()
 
     async def _enter(self) -> None:
-        if self._in_flight < self._window and not self._waiters:
+        if self._in_flight < self.concurrency and not self._waiters:
             self._in_flight += 1
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -285,7 +302,8 @@ class Pacer:
             raise
 
     def _wake(self) -> None:
-        while self._waiters and self._in_flight < self._window:
+        limit = self.concurrency
+        while self._waiters and self._in_flight < limit:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._in_flight += 1
@@ -308,10 +326,14 @@ class Pacer:
         """Learn from one answer: ``status``, its headers, and when its request was sent."""
         now = self._clock()
         throttled = status == 429
+        latency = now - sent_at
+        self._latency_s = latency if self._latency_s is None else self._latency_s * 0.95 + latency * 0.05
+        # The lowest latency seen, forgotten slowly (the target may get slower for good).
+        self._base_latency_s = min(latency, self._base_latency_s * BASE_LATENCY_DRIFT)
         if self._first_answer_at is None:
             self._first_answer_at = now
         self._answers.append((now, throttled))
-        self._latest.append((sent_at, throttled))
+        self._latest.append((sent_at, now, throttled))
         while self._answers and self._answers[0][0] < now - MEASURE_WINDOW_S:
             self._answers.popleft()
         if throttled:
@@ -347,14 +369,20 @@ class Pacer:
         if now - first < MEASURE_WINDOW_S:
             # Less than a window of history: only a flood of 429s (far over the limit, e.g. once the server's
             # burst allowance is spent) says anything; a few may be a gateway throttling a share of requests.
-            since_cut = [throttled for sent_at, throttled in self._latest if sent_at >= self._last_cut]
+            since_cut = [throttled for sent_at, _, throttled in self._latest if sent_at >= self._last_cut]
             if sum(since_cut) >= FLOOD_THROTTLED:
                 self._cut(now, share, sending, under=UNDER_FLOOD)
             return
-        if now - self._last_cut < MIN_CUT_INTERVAL_S or share <= self._background_share + SHARE_MARGIN:
+        # Still refused often since the last cut: the rate found then counted a burst the server allowed once, and
+        # what it accepted since (burst spent) measures its rate as soon as there is enough of it.
+        since_cut = [throttled for sent_at, _, throttled in self._latest if sent_at >= self._last_cut]
+        refused_often = len(since_cut) >= 4 and sum(since_cut) / len(since_cut) >= 0.1
+        interval = self._settle_s() if refused_often else MIN_CUT_INTERVAL_S
+        if now - self._last_cut < interval or share <= self._background_share + SHARE_MARGIN:
             return
         recent = now - self._last_measured_cut < RECENT_CUT_S
-        accepted = (answers - throttled) / MEASURE_WINDOW_S
+        accepted = self._accepted_rate(now)
+        sending = self._accepted_rate(now, all_answers=True)
         if recent and self._rate_independent(share, sending, accepted):
             # Slowing down did not make the 429s rarer, and the server accepted less in proportion: the 429s do not
             # depend on our rate (a gateway throttling a share of requests). Cutting again would only collapse the
@@ -367,6 +395,21 @@ class Pacer:
             self._accepted_at_episode = accepted
         self._cut(now, share, sending)
         self._last_measured_cut = now
+
+    def _settle_s(self) -> float:
+        rate = self.rate_per_s or len(self._answers) / MEASURE_WINDOW_S or 1.0
+        return max(0.05, min(MEASURE_WINDOW_S, SETTLE_ANSWERS / rate))
+
+    def _accepted_rate(self, now: float, *, all_answers: bool = False) -> float:
+        """What the server accepted per second (``all_answers``: what it answered) over the last window, or since the
+        last cut when that is shorter and long enough to measure (the answers before a cut may hold a burst the
+        server allowed once, and came at the rate before the cut)."""
+        since = max(now - MEASURE_WINDOW_S, self._last_cut)
+        span = now - since
+        if span < self._settle_s():
+            since, span = now - MEASURE_WINDOW_S, MEASURE_WINDOW_S
+        counted = sum(1 for at, throttled in self._answers if at >= since and (all_answers or not throttled))
+        return counted / span
 
     def _rate_independent(self, share: float, sending: float, accepted: float) -> bool:
         """Whether, since the episode's first cut, the client slowed down while the share of 429s stayed the same and
@@ -381,7 +424,7 @@ class Pacer:
         )
 
     def _cut(self, now: float, share: float, sending: float, *, under: float = UNDER_MEASURED) -> None:
-        accepted = sum(1 for _, throttled in self._answers if not throttled) / MEASURE_WINDOW_S
+        accepted = self._accepted_rate(now)
         current = self.rate_per_s
         target = accepted * under if accepted > 0 else max(1.0, sending * FALLBACK_CUT)
         if current is not None and target >= current:
@@ -399,10 +442,17 @@ class Pacer:
 
     def _grow(self, now: float) -> None:
         self._successes_in_window += 1
-        if self._successes_in_window >= self._window and self._window < self.max_concurrency:
-            self._window += 1
+        if self._successes_in_window >= self._window and self._latency_s:
+            # Once per window of answers (TCP Vegas): how many of the requests in flight are only queued, in this
+            # process's event loop or the server's? Few: room for one more; many: one fewer. Queued requests cost
+            # CPU (httpcore scans its whole pool for every request) and buy no throughput.
             self._successes_in_window = 0
-            self._wake()
+            queued = self._window * (1.0 - self._base_latency_s / self._latency_s)
+            if queued < QUEUED_LOW and self._window < self.max_concurrency:
+                self._window += 1
+                self._wake()
+            elif queued > QUEUED_HIGH and self._window > MIN_WINDOW:
+                self._window -= 1
         elapsed = now - self._last_growth
         if self._learned is None or elapsed < GROWTH_INTERVAL_S:
             return

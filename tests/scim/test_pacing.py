@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 
@@ -45,11 +46,11 @@ async def send(p: Pacer, clock: FakeClock, status: int = 200, headers: httpx.Hea
     p.release()
 
 
-def accept_for(p: Pacer, clock: FakeClock, *, per_s: float, seconds: float) -> None:
-    """Answers the server accepted at ``per_s`` for ``seconds`` (requests sent as they came)."""
+def accept_for(p: Pacer, clock: FakeClock, *, per_s: float, seconds: float, latency_s: float = 0.0) -> None:
+    """Answers the server accepted at ``per_s`` for ``seconds``, each ``latency_s`` after its request."""
     for _ in range(round(per_s * seconds)):
         clock.now += 1.0 / per_s
-        p.observe(200, NO_HEADERS, sent_at=clock.now)
+        p.observe(200, NO_HEADERS, sent_at=clock.now - latency_s)
 
 
 async def test_an_unthrottled_pacer_lets_every_request_through_at_once() -> None:
@@ -176,11 +177,34 @@ async def test_a_share_of_429s_that_does_not_depend_on_the_rate_does_not_collaps
 async def test_the_concurrency_window_is_cut_on_429s_and_grows_back_with_success() -> None:
     clock = FakeClock()
     p = pacer(clock, max_concurrency=16)
-    accept_for(p, clock, per_s=40, seconds=2)
-    p.observe(429, NO_HEADERS, sent_at=clock.now)
+    accept_for(p, clock, per_s=40, seconds=2, latency_s=0.5)
+    p.observe(429, NO_HEADERS, sent_at=clock.now - 0.5)
     assert p.concurrency == 12
-    accept_for(p, clock, per_s=40, seconds=10)
+    accept_for(p, clock, per_s=40, seconds=10, latency_s=0.5)
     assert p.concurrency == 16
+
+
+async def test_a_window_whose_requests_only_queue_shrinks_and_one_that_does_not_stays_open() -> None:
+    clock = FakeClock()
+    queueing = pacer(clock, max_concurrency=16)
+    accept_for(queueing, clock, per_s=500, seconds=0.2, latency_s=0.001)
+    accept_for(queueing, clock, per_s=500, seconds=5, latency_s=0.032)  # 16 in flight, 31 ms of it queueing
+    assert queueing.concurrency < 8
+    steady = pacer(clock, max_concurrency=16)
+    accept_for(steady, clock, per_s=500, seconds=5, latency_s=0.02)  # the server's own 20 ms
+    assert steady.concurrency == 16
+
+
+async def test_once_paced_the_window_holds_to_what_the_rate_times_the_latency_needs() -> None:
+    clock = FakeClock()
+    p = pacer(clock, max_concurrency=32)
+    accept_for(p, clock, per_s=100, seconds=2, latency_s=0.02)
+    assert p.concurrency == 32  # not paced: the window alone
+    for _ in range(6):
+        p.observe(429, NO_HEADERS, sent_at=clock.now - 0.02)
+    rate = p.rate_per_s
+    assert rate is not None
+    assert p.concurrency == math.ceil(rate * 0.02 * 2) + 2
 
 
 async def test_the_concurrency_window_bounds_requests_in_flight() -> None:
