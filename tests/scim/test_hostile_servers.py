@@ -209,8 +209,9 @@ def huge_answers(gzip_bomb: bytes) -> Iterator[HostileServer]:
         yield server
 
 
-PEAK_MEMORY_PROBE = """
-import asyncio, resource, sys
+PEAK_MEMORY_PROBE = r"""
+import asyncio, re, sys
+from pathlib import Path
 from scim_pipeline.scim import ConnectionSettings, ScimAnswerTooLarge, ScimClient
 
 async def main() -> None:
@@ -222,7 +223,9 @@ async def main() -> None:
             print("refused:", error)
 
 asyncio.run(main())
-print("peak_mib:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM: this process's peak resident memory (getrusage's ru_maxrss would carry the parent's peak over the exec).
+peak_kib = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+print("peak_mib:", peak_kib // 1024)
 """
 
 
