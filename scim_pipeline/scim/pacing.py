@@ -9,17 +9,20 @@ answers say adjusts both:
   SailPoint reads them): the pacer holds just under the announced rate, and stops until the reset when the server
   says nothing remains;
 - **unannounced limits** — a 429 sets the rate just under what the server actually accepted during the last second
-  (a multiplicative cut when that cannot be measured). 429s answering requests sent before the last cut do not cut
-  again, and there is at most one cut per second. Before a full second of history only a flood of 429s (10 of the
-  latest 16 answers to requests sent since the last cut: the server's burst allowance is spent) cuts. Sustained
-  success while the pacer is what holds requests back raises the rate additively (1 % of the rate found, per
-  second), so the pacer keeps probing just above the limit.
-- **concurrency** — the window of requests in flight is cut by a quarter on the same events; otherwise, once per
+  (a multiplicative cut when that cannot be measured; never more than a halving). 429s answering requests sent
+  before the last cut do not cut again, and there is at most one cut per second. Before a full second of history
+  only a flood of 429s (10 of the latest 16 answers to requests sent since the last cut: the server's burst
+  allowance is spent) cuts. A cut never goes under half of the most the server accepted in the last 30 s.
+  Sustained success while the pacer is what holds requests back raises the rate additively (1 % of the rate found
+  per second, the step doubling every 10 s without a 429), so the pacer keeps probing just above the limit and finds
+  a raised limit again.
+- **concurrency** — the window of requests in flight is cut by a quarter on those events while unpaced; once per
   window of answers, it grows by one while few requests are only queued (latency near the lowest seen) and shrinks
   by one when many are (TCP Vegas). Once paced, it is also held to what the rate times the latency needs.
 - **429s that do not depend on the rate** — when a cut within one congestion episode slowed the client down and
   the share of 429s stayed the same (a gateway throttling a share of requests), that share is tolerated from then
-  on instead of cutting the rate down to nothing; a share up to 2 % above it never cuts. (A gateway refusing a
+  on instead of cutting the rate down to nothing; a share up to 2 % above it never cuts. While the client sends
+  far under its rate (few requests left to make), only a high share of 429s cuts. (A gateway refusing a
   third of all requests from the very first second looks like a flood, and is paced as a limit.)
 
 ``ceiling_per_s`` (``SCIM_RATE_LIMIT``) is never exceeded. With ``adaptive=False`` the pacer only applies the
@@ -53,6 +56,8 @@ FALLBACK_CUT = 0.7
 GROWTH_PER_S = 0.01
 """Additive growth per second of sustained success, as a share of the rate found at the last cut."""
 GROWTH_INTERVAL_S = 0.5
+GROWTH_DOUBLING_S = 10.0
+GROWTH_BOOST_CAP = 25.0
 SETTLE_ANSWERS = 25
 """An accepted rate is measured after a cut over at least the time this many answers take (50 ms to 1 s)."""
 MIN_CUT_INTERVAL_S = 1.0
@@ -64,6 +69,14 @@ LATEST = 16
 FLOOD_THROTTLED = 10
 """A flood: this many of the latest answers were 429s (a gateway refusing even 15 % of requests at random makes one
 about once in 100,000 answers)."""
+MAX_CUT = 0.5
+PEAK_FLOOR = 0.5
+PEAK_MEMORY_S = 30.0
+DEMAND_BOUND = 0.5
+DEMAND_BOUND_SHARE = 0.25
+"""Below half the rate, or with fewer than ``MIN_MEASURED_ANSWERS`` answers in the last second, only a 429 share
+this high cuts: the client is not sending enough to find a limit."""
+MIN_MEASURED_ANSWERS = 20
 WINDOW_CUT = 0.75
 MIN_WINDOW = 2
 QUEUED_LOW = 2.0
@@ -225,6 +238,8 @@ class Pacer:
         self._cuts = 0
         self._first_answer_at: float | None = None
         self._latency_s: float | None = None
+        self._accepted_peaks: deque[tuple[float, float]] = deque()
+        self._last_held_back_at = -math.inf
         self._base_latency_s = math.inf
         self._share_at_episode = 0.0
         self._last_measured_cut = -math.inf
@@ -290,6 +305,7 @@ class Pacer:
         if self._in_flight < self.concurrency and not self._waiters:
             self._in_flight += 1
             return
+        self._last_held_back_at = self._clock()
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(granted)
         try:
@@ -318,6 +334,7 @@ class Pacer:
             self._next_slot = turn + 1.0 / rate
         if turn > now:
             self._held_back = True
+            self._last_held_back_at = now
             await self._sleep(turn - now)
 
     # -- feedback -------------------------------------------------------------------------------------------------
@@ -383,6 +400,12 @@ class Pacer:
         recent = now - self._last_measured_cut < RECENT_CUT_S
         accepted = self._accepted_rate(now)
         sending = self._accepted_rate(now, all_answers=True)
+        current = self.rate_per_s
+        few = answers < MIN_MEASURED_ANSWERS
+        if share < DEMAND_BOUND_SHARE and (few or (current is not None and sending < DEMAND_BOUND * current)):
+            # Sending far under the rate (few requests to make), or too few answers to measure: what the server
+            # accepted measures our demand, not its limit, and a few 429s at this pace are no sign of one.
+            return
         if recent and self._rate_independent(share, sending, accepted):
             # Slowing down did not make the 429s rarer, and the server accepted less in proportion: the 429s do not
             # depend on our rate (a gateway throttling a share of requests). Cutting again would only collapse the
@@ -427,13 +450,18 @@ class Pacer:
         accepted = self._accepted_rate(now)
         current = self.rate_per_s
         target = accepted * under if accepted > 0 else max(1.0, sending * FALLBACK_CUT)
-        if current is not None and target >= current:
-            target = current * FALLBACK_CUT
+        if current is not None:
+            # At most a halving per cut: a measurement taken while sending little says little about the limit.
+            target = current * FALLBACK_CUT if target >= current else max(target, current * MAX_CUT)
+        # Never under half of the most the server accepted lately: 429s that keep coming whatever the rate (a
+        # gateway refusing a share of requests) must not cut the rate down to nothing.
+        target = max(target, PEAK_FLOOR * max((rate for _, rate in self._accepted_peaks), default=0.0))
         if self.ceiling_per_s is not None:
             target = min(target, self.ceiling_per_s)
         self._learned = max(MIN_RATE_PER_S, target)
         self._step = self._learned * GROWTH_PER_S
-        self._window = max(1, math.ceil(self._window * WINDOW_CUT))
+        if current is None:  # once paced, the rate bounds the load; the window only follows the latency
+            self._window = max(1, math.ceil(self._window * WINDOW_CUT))
         self._successes_in_window = 0
         self._last_cut = now
         self._last_growth = now
@@ -454,10 +482,19 @@ class Pacer:
             elif queued > QUEUED_HIGH and self._window > MIN_WINDOW:
                 self._window -= 1
         elapsed = now - self._last_growth
-        if self._learned is None or elapsed < GROWTH_INTERVAL_S:
+        if elapsed < GROWTH_INTERVAL_S:
+            return
+        self._accepted_peaks.append((now, sum(1 for _, throttled in self._answers if not throttled) / MEASURE_WINDOW_S))
+        while self._accepted_peaks and self._accepted_peaks[0][0] < now - PEAK_MEMORY_S:
+            self._accepted_peaks.popleft()
+        if self._learned is None:
+            self._last_growth = now
             return
         if self._held_back:  # only a rate that is what holds requests back needs to grow
-            self._learned += self._step * elapsed
+            # The longer without a 429, the faster the probe (doubling every 10 s): a rate cut too deep, or a
+            # limit that was raised, is found again in seconds rather than minutes.
+            boost = min(GROWTH_BOOST_CAP, 2.0 ** ((now - self._last_cut) / GROWTH_DOUBLING_S))
+            self._learned += self._step * boost * elapsed
         self._last_growth = now
         self._held_back = False
 
