@@ -78,13 +78,34 @@ class _TokenBucket:
         self.updated = time.monotonic()
 
     def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+        self._refill()
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
         return False
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def headers(self, style: str) -> list[tuple[bytes, bytes]]:
+        """The bucket announced as ``style``: its quota per one-second window, what remains, and the seconds
+        until it is full again."""
+        self._refill()
+        quota = math.floor(self.capacity)
+        remaining = math.floor(self.tokens)
+        reset = math.ceil((self.capacity - self.tokens) / self.rate)
+        if style == "x-ratelimit":
+            return [
+                (b"x-ratelimit-limit", str(quota).encode()),
+                (b"x-ratelimit-remaining", str(remaining).encode()),
+                (b"x-ratelimit-reset", str(reset).encode()),
+            ]
+        return [
+            (b"ratelimit-policy", f'"default";q={quota};w=1'.encode()),
+            (b"ratelimit", f'"default";r={remaining};t={reset}'.encode()),
+        ]
 
 
 class Emulator:
@@ -176,6 +197,12 @@ class Emulator:
     def within_rate_limit(self) -> bool:
         return self._bucket is None or self._bucket.take()
 
+    def rate_limit_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers announcing the rate limit on a SCIM answer (none unless ``announce_rate_limit`` asks)."""
+        if self._bucket is None or self.config.announce_rate_limit == "none":
+            return []
+        return self._bucket.headers(self.config.announce_rate_limit)
+
     def force(self, *misbehaviours: str) -> None:
         """Make the next SCIM requests misbehave in this order, before any random draw.
 
@@ -212,6 +239,19 @@ class Emulator:
         if roll < config.drop_rate:
             return self.rng.choice(("drop-before", "drop-after"))
         return None
+
+
+def _announcing(emulator: Emulator, send: Send) -> Send:
+    """``send`` with the rate-limit headers added to the answer's start (when the emulator announces its limit)."""
+    if emulator.config.announce_rate_limit == "none" or emulator.config.rate_limit_per_s is None:
+        return send
+
+    async def announce(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *emulator.rate_limit_headers()]}
+        await send(message)
+
+    return announce
 
 
 def _hash(token: str) -> str:
@@ -370,6 +410,7 @@ class EmulatorApp:
             await self._dispatch(scope, receive, exchange.forwarding(send))
             return
         misbehaviour = emulator.draw_misbehaviour()
+        send = _announcing(emulator, send)
         if misbehaviour == "429":
             exchange.note = "rate limited"
             retry_after = str(emulator.config.retry_after_s)

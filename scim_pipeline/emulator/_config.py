@@ -9,6 +9,9 @@ DEMO_CLIENT_ID = "scim-demo"
 DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the published demo credential of a local test server
 
 
+RATE_LIMIT_ANNOUNCEMENTS = ("none", "x-ratelimit", "ietf")
+
+
 def _demo_clients() -> dict[str, str]:
     return {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET}
 
@@ -39,6 +42,9 @@ class EmulatorConfig:
     """Token-bucket rate (burst of one second); over it requests answer 429 with ``Retry-After``."""
     retry_after_s: int = 1
     """The ``Retry-After`` value (seconds) sent with 429 and 503 answers."""
+    announce_rate_limit: str = "none"
+    """Whether SCIM answers announce ``rate_limit_per_s`` in headers: ``none``, ``x-ratelimit``
+    (``X-RateLimit-Limit/-Remaining/-Reset``) or ``ietf`` (``RateLimit-Policy`` and ``RateLimit``)."""
 
     fault_rate: float = 0.0
     """Share of SCIM requests answering a transient 500 or 503, before anything is written."""
@@ -85,6 +91,8 @@ class EmulatorConfig:
             raise ValueError("token_lifetime_s must be positive")
         if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
             raise ValueError("rate_limit_per_s must be positive (or None for no limit)")
+        if self.announce_rate_limit not in RATE_LIMIT_ANNOUNCEMENTS:
+            raise ValueError(f"announce_rate_limit must be one of {', '.join(RATE_LIMIT_ANNOUNCEMENTS)}")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ValueError("latency_ms and latency_jitter_ms must not be negative")
         if not self.clients:
@@ -99,7 +107,8 @@ class EmulatorConfig:
             f"EmulatorConfig(db_path={self.db_path!r}, clients={sorted(self.clients)!r}, "
             f"token_lifetime_s={self.token_lifetime_s}, page_size_cap={self.page_size_cap}, "
             f"latency_ms={self.latency_ms}, latency_jitter_ms={self.latency_jitter_ms}, "
-            f"rate_limit_per_s={self.rate_limit_per_s}, fault_rate={self.fault_rate}, "
+            f"rate_limit_per_s={self.rate_limit_per_s}, announce_rate_limit={self.announce_rate_limit!r}, "
+            f"fault_rate={self.fault_rate}, "
             f"unavailable_rate={self.unavailable_rate}, throttle_rate={self.throttle_rate}, "
             f"drop_rate={self.drop_rate}, absolute_endpoints={self.absolute_endpoints}, "
             f"refuse_attribute_path_patch={self.refuse_attribute_path_patch}, "

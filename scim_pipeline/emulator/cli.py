@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from ._config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig
+from ._config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, RATE_LIMIT_ANNOUNCEMENTS, EmulatorConfig
 from ._server import EmulatorServer, is_loopback
 
 
@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="random extra latency, up to N ms")
     parser.add_argument("--rate-limit", type=float, metavar="R", help="requests/s before answering 429")
     parser.add_argument("--retry-after", type=int, default=1, metavar="S", help="Retry-After of 429/503")
+    parser.add_argument(
+        "--announce-rate-limit",
+        choices=RATE_LIMIT_ANNOUNCEMENTS,
+        default="none",
+        help="announce --rate-limit in the answers' headers (X-RateLimit-* or the IETF RateLimit fields)",
+    )
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of transient 500/503 answers")
     parser.add_argument("--unavailable-rate", type=float, default=0.0, help="share of 503 answers (Retry-After)")
     parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of 429 answers (Retry-After)")
@@ -88,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         latency_jitter_ms=args.jitter_ms,
         rate_limit_per_s=args.rate_limit,
         retry_after_s=args.retry_after,
+        announce_rate_limit=args.announce_rate_limit,
         fault_rate=args.fault_rate,
         unavailable_rate=args.unavailable_rate,
         throttle_rate=args.throttle_rate,

@@ -3,7 +3,7 @@ service-provider profiles (``delinea``, ``rfc7644``) with their filter and opera
 discovery and the connection check. Imports nothing from Dagster, pandas or the emulator."""
 
 from .check import CheckReport, CheckRow, run_check
-from .client import ClientStats, RateLimiter, ScimClient, ScimResult
+from .client import ClientStats, ScimClient, ScimResult
 from .discovery import ServerCapabilities, discover
 from .errors import (
     AmbiguousMatchError,
@@ -13,6 +13,7 @@ from .errors import (
     OperationRefused,
     PaginationError,
     ProfileViolation,
+    ScimAnswerTooLarge,
     ScimBadRequest,
     ScimClientError,
     ScimConflict,
@@ -22,6 +23,7 @@ from .errors import (
     ScimPipelineError,
     ScimPreconditionFailed,
     ScimRateLimited,
+    ScimRedirected,
     ScimServerError,
     ScimServiceUnavailable,
     ScimTransportError,
@@ -37,6 +39,7 @@ from .models import (
     ScimUser,
     parse_resource,
 )
+from .pacing import Pacer, PacingSnapshot
 from .profiles import (
     DELINEA,
     RFC7644,
@@ -67,14 +70,16 @@ __all__ = [
     "Group",
     "Operation",
     "OperationRefused",
+    "Pacer",
+    "PacingSnapshot",
     "PaginationError",
     "PatchForm",
     "PatchKind",
     "PrivilegedData",
     "Profile",
     "ProfileViolation",
-    "RateLimiter",
     "ResourceTypeRules",
+    "ScimAnswerTooLarge",
     "ScimBadRequest",
     "ScimClient",
     "ScimClientError",
@@ -85,6 +90,7 @@ __all__ = [
     "ScimPipelineError",
     "ScimPreconditionFailed",
     "ScimRateLimited",
+    "ScimRedirected",
     "ScimResult",
     "ScimServerError",
     "ScimServiceUnavailable",

@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from .errors import AuthenticationError
+from ._exchange import AnswerTooLarge, send_bounded
+from .errors import AuthenticationError, location_origin
+from .redaction import register_secret, scrub
 
 __all__ = ["ClientCredentialsAuth"]
 
@@ -29,6 +31,9 @@ logger = logging.getLogger("scim_pipeline.scim")
 _MAX_REFRESH_MARGIN_S = 60.0
 _REFRESH_MARGIN_SHARE = 0.1
 _BEARER = "bearer"
+_TOKEN_ANSWER_LIMIT = 1024 * 1024
+"""A token answer is a few hundred bytes; anything near this is not one."""
+_OAUTH_TEXT_LIMIT = 200
 
 
 class ClientCredentialsAuth(httpx.Auth):
@@ -55,6 +60,8 @@ class ClientCredentialsAuth(httpx.Auth):
         self.scope = scope
         self._clock = clock
         self._http: httpx.AsyncClient | None = None
+        self._deadline_s = 30.0
+        register_secret(client_secret.get_secret_value())
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
@@ -63,9 +70,10 @@ class ClientCredentialsAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"ClientCredentialsAuth(token_url={self.token_url!r}, client_id={self.client_id!r})"
 
-    def bind(self, http: httpx.AsyncClient) -> None:
-        """Use ``http`` (no auth of its own) to reach the token endpoint."""
+    def bind(self, http: httpx.AsyncClient, *, deadline_s: float = 30.0) -> None:
+        """Use ``http`` (no auth of its own) to reach the token endpoint, each request within ``deadline_s``."""
         self._http = http
+        self._deadline_s = deadline_s
 
     def expire(self) -> None:
         """Forget the cached token's lifetime, so the next request fetches a new one."""
@@ -104,17 +112,38 @@ class ClientCredentialsAuth(httpx.Auth):
             form["scope"] = self.scope
         self.token_requests += 1
         started = self._clock()
+        request = self._http.build_request("POST", self.token_url, data=form, headers={"Accept": "application/json"})
         try:
-            response = await self._http.post(self.token_url, data=form, headers={"Accept": "application/json"})
+            response = await send_bounded(
+                self._http, request, deadline_s=self._deadline_s, max_bytes=_TOKEN_ANSWER_LIMIT
+            )
         except httpx.TransportError as error:
             raise AuthenticationError(
                 f"could not reach the token endpoint {self.token_url}: {type(error).__name__}",
                 token_url=self.token_url,
             ) from None
+        except AnswerTooLarge as error:
+            raise AuthenticationError(
+                f"the token endpoint {self.token_url} answered HTTP {error.status} with more than "
+                f"{_TOKEN_ANSWER_LIMIT} bytes; refused",
+                token_url=self.token_url,
+                status=error.status,
+            ) from None
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise AuthenticationError(
+                f"the token endpoint {self.token_url} answered HTTP {response.status_code} redirecting to "
+                f"{location_origin(response)}; redirects are not followed with the client secret "
+                "(set SCIM_TOKEN_URL to the final address)",
+                token_url=self.token_url,
+                status=response.status_code,
+            )
         body = _json_object(response)
         if response.status_code != httpx.codes.OK:
-            oauth_error = body.get("error") if isinstance(body.get("error"), str) else None
+            oauth_error = _oauth_text(body.get("error"))
+            description = _oauth_text(body.get("error_description"))
             suffix = f" (OAuth error {oauth_error!r})" if oauth_error else ""
+            if description:
+                suffix += f": {description}"
             raise AuthenticationError(
                 f"the token endpoint {self.token_url} answered HTTP {response.status_code}{suffix}",
                 token_url=self.token_url,
@@ -129,6 +158,7 @@ class ClientCredentialsAuth(httpx.Auth):
                 token_url=self.token_url,
                 status=response.status_code,
             )
+        register_secret(access_token)
         lifetime = _lifetime(body.get("expires_in"))
         margin = min(_MAX_REFRESH_MARGIN_S, lifetime * _REFRESH_MARGIN_SHARE)
         self._token = access_token
@@ -156,6 +186,14 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _oauth_text(value: object) -> str | None:
+    """An OAuth ``error`` / ``error_description`` fit for a message: scrubbed, on one line, bounded."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = " ".join(scrub(value).split())
+    return text if len(text) <= _OAUTH_TEXT_LIMIT else text[: _OAUTH_TEXT_LIMIT - 1] + "…"
 
 
 def _lifetime(expires_in: object) -> float:

@@ -1,80 +1,71 @@
-"""The async SCIM client: one httpx connection pool, one token, one concurrency bound and one rate
-limiter shared by all callers; typed errors; retries; safe creates; faithful index pagination.
+"""The async SCIM client: one stock ``httpx.AsyncClient``, one token, one pacer shared by all callers; typed errors;
+one retry policy; safe creates; faithful, bounded index pagination.
 
-Retries (stamina) cover 429, 500, 502, 503, 504, connection failures and timeouts, honouring
-``Retry-After`` (seconds or an HTTP date) up to ``max_retry_wait_s``. A POST is never resent
-blindly once it may have reached the server: a lost answer (dropped connection, read timeout,
-500/502/504) or a 409 is resolved by looking the resource up by its matching attribute; only when
-the lookup proves the resource absent is the POST sent again. 429 and 503 answers mean the
-request was not applied, so they are retried like any other. /Bulk is never used.
+Each request has one overall deadline (``timeout_s``: connect, send and the whole answer) and a size cap on its
+answer (``max_response_bytes``, counted after decompression). Redirects are errors, never followed. Every text a
+server sends passes through :func:`~scim_pipeline.scim.redaction.scrub` before it reaches a message or a log.
+
+Retries: a 429 is retried for as long as ``retry_budget_s`` allows (a time budget: while the target keeps answering,
+throttling never fails an operation), honouring ``Retry-After`` (seconds or an HTTP date) up to
+``max_retry_wait_s``; 500, 502, 503, 504, connection failures and timeouts get at most ``max_attempts`` attempts,
+with jittered exponential backoff. A POST is never resent blindly once it may have reached the server: a lost
+answer (dropped connection, deadline passed, 500/502/504) or a 409 is resolved by looking the resource up by its
+matching attribute; only when the lookup proves the resource absent is the POST sent again. 429 and 503 answers
+mean the request was not applied, so they are retried like any other. /Bulk is never used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.cookiejar
 import importlib.util
 import json
 import logging
+import math
+import random
 import ssl
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import httpx
-import stamina
 from scim2_models import Resource
 
 from . import lookup, patch_forms
-from ._logging import install_httpx_log_redaction
-from ._transport import Http11Transport
+from ._exchange import AnswerTooLarge, send_bounded
+from ._logging import RETRY_LOGGER, install_library_log_redaction
 from .auth import ClientCredentialsAuth
 from .errors import (
     AuthenticationError,
     ConfigurationError,
     PaginationError,
+    ScimAnswerTooLarge,
     ScimHTTPError,
     ScimPipelineError,
+    ScimRedirected,
     ScimTransportError,
     ScimUnauthorized,
     error_from_response,
+    location_origin,
     parse_error_body,
 )
 from .filters import check_filter
 from .models import resource_payload
+from .pacing import Pacer, PacingSnapshot, parse_retry_after
 from .profiles import Operation, Profile, ResourceTypeRules, get_profile
+from .redaction import scrub
 from .settings import ConnectionSettings
 from .target_quirks import TargetQuirks
 
-__all__ = ["ClientStats", "RateLimiter", "ScimClient", "ScimResult", "parse_retry_after"]
+__all__ = ["ClientStats", "ScimClient", "ScimResult", "parse_retry_after"]
 
 _T = TypeVar("_T")
 
 logger = logging.getLogger("scim_pipeline.scim")
-install_httpx_log_redaction()
-
-
-def _skip_absent_sniffio_import() -> None:
-    """Make httpcore's per-request ``import sniffio`` fail cheaply when sniffio is not installed.
-
-    httpcore imports the optional ``sniffio`` inside every lock and semaphore it sets up (several per request)
-    and falls back to asyncio on ImportError. anyio ≥ 4.11 no longer installs sniffio, and Python does not cache
-    a failed import, so each request paid a full ``sys.path`` scan: about a third of the client's CPU
-    (encode/httpcore#1103). A ``None`` entry in ``sys.modules`` makes that import fail at once; httpcore then
-    picks asyncio exactly as before. An installed sniffio is left alone.
-    """
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
-_skip_absent_sniffio_import()
+retry_logger = logging.getLogger(RETRY_LOGGER)
+install_library_log_redaction()
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -95,7 +86,11 @@ _ANSWER_LOST = (
     httpx.RemoteProtocolError,
     httpx.CloseError,
 )
-"""Transport failures after the request may have reached the server."""
+"""Transport failures after the request may have reached the server (the overall deadline is a ReadTimeout)."""
+
+_FIRST_BACKOFF_S = 0.1
+_HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None
+"""HTTP/2 is offered when the optional ``h2`` package is installed (``httpx[http2]``), as httpx documents."""
 
 
 @dataclass
@@ -133,46 +128,10 @@ class ClientStats:
     transport_errors: int = 0
     pages: int = 0
     retry_wait_s: float = 0.0
-    """Sum of the waits chosen from ``Retry-After`` (exponential backoffs not included)."""
+    """Sum of the waits chosen from ``Retry-After`` (backoffs without one not included)."""
     by_status: Counter[int] = field(default_factory=Counter)
-
-
-class RateLimiter:
-    """Paces acquisitions to ``rate_per_s``, shared by every caller of one client.
-
-    Each caller reserves the next free slot synchronously (the event loop is single-threaded, so
-    no lock is needed) and sleeps until it comes, so the rate holds under any concurrency.
-    """
-
-    def __init__(self, rate_per_s: float, *, clock: Any = time.monotonic) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate_per_s must be positive")
-        self.interval = 1.0 / rate_per_s
-        self._clock = clock
-        self._next_slot = 0.0
-
-    async def acquire(self) -> None:
-        now = self._clock()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date); ``None`` if
-    absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    pacing: PacingSnapshot | None = None
+    """Where the pacer stands (rate, concurrency, what was announced or learned)."""
 
 
 class _RetryableAnswer(Exception):
@@ -219,26 +178,24 @@ class ScimClient:
         self.profile: Profile = get_profile(settings.profile)
         self._base_url = settings.base_url.rstrip("/")
         self._stats = ClientStats()
-        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
-        self._limiter = RateLimiter(settings.rate_limit_per_s) if settings.rate_limit_per_s else None
-        pool = settings.max_concurrency + 4  # room for the token request and lookups
-        verify = _tls_context(settings) if transport is None else True
-        if transport is None and not _proxies_configured():
-            transport = Http11Transport(
-                ssl_context=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify),
-                max_connections=pool,
-            )
-        # Requests go straight to a transport we know (ours, or one passed in) rather than through
-        # ``AsyncClient.send``: see :meth:`_send_direct`. With a proxy from the environment, httpx routes.
-        self._direct_transport = transport
+        self.pacer = Pacer(
+            max_concurrency=settings.max_concurrency,
+            ceiling_per_s=settings.rate_limit_per_s,
+            adaptive=settings.adaptive_pacing,
+        )
+        # Every request, the token request and look-ups included, holds a pacer slot: no more connections are needed.
+        pool = settings.max_concurrency
+        # httpx's stock transport: with ``transport=None`` httpx builds it from these settings and honours the
+        # proxies of the environment (``trust_env``); a transport passed in (tests) is used as it is.
         self._http = httpx.AsyncClient(
             transport=transport,
-            verify=verify,
+            verify=_tls_context(settings) if transport is None else True,
+            http2=_HTTP2_AVAILABLE and transport is None,
+            trust_env=True,
+            follow_redirects=False,
             timeout=httpx.Timeout(settings.timeout_s),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
-            cookies=_CookieJarSkippingAnswersWithoutCookies(),
-            event_hooks={"response": [self._count_response]},
         )
         self._auth: ClientCredentialsAuth | None = None
         if settings.client_id is not None and settings.client_secret is not None:
@@ -248,9 +205,7 @@ class ScimClient:
                 client_secret=settings.client_secret,
                 scope=settings.scope or None,
             )
-            self._auth.bind(self._http)
-        self._default_headers = list(self._http.headers.multi_items())
-        self._timeout_extension = {"timeout": httpx.Timeout(settings.timeout_s).as_dict()}
+            self._auth.bind(self._http, deadline_s=settings.timeout_s)
 
     def __repr__(self) -> str:
         return f"ScimClient(base_url={self._base_url!r}, profile={self.profile.name!r})"
@@ -269,18 +224,13 @@ class ScimClient:
     def stats(self) -> ClientStats:
         """Counters of this client's activity."""
         self._stats.token_requests = self._auth.token_requests if self._auth else 0
+        self._stats.pacing = self.pacer.snapshot()
         return self._stats
 
     @property
     def auth(self) -> ClientCredentialsAuth | None:
         """The token source (``None`` when no client credentials are configured)."""
         return self._auth
-
-    async def _count_response(self, response: httpx.Response) -> None:
-        if self._auth is not None and str(response.request.url) == self._auth.token_url:
-            return
-        self._stats.requests += 1
-        self._stats.by_status[response.status_code] += 1
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -295,114 +245,76 @@ class ScimClient:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         if_match: str | None = None,
+        resource_type: str | None = None,
     ) -> httpx.Response:
+        """One request through the pacer, with the bearer token (one refetch and resend after a 401)."""
         headers = {"Content-Type": SCIM_MEDIA_TYPE} if body is not None else {}
         if if_match is not None:
             headers["If-Match"] = if_match
         content = json.dumps(body).encode() if body is not None else None
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        async with self._semaphore:
-            try:
-                if self._direct_transport is not None:
-                    return await self._send_direct(method, url, params, content, headers)
-                request = self._http.build_request(method, url, params=params, content=content, headers=headers)
-                logger.debug("%s %s", method, request.url)
-                return await self._http.send(
-                    request, auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
-                )
-            except httpx.TransportError:
-                self._stats.transport_errors += 1
-                raise
+        async with self.pacer.slot() as slot:
+            token = await self._auth.token() if self._auth is not None else None
+            response = await self._exchange(method, resource_type, url, params, content, headers, token)
+            if response.status_code == httpx.codes.UNAUTHORIZED and self._auth is not None and token is not None:
+                logger.info("the SCIM server refused the access token; fetching a new one once")
+                token = await self._auth.refetch_after_401(token)
+                response = await self._exchange(method, resource_type, url, params, content, headers, token)
+            slot.observe(response.status_code, response.headers)
+        return response
 
-    async def _send_direct(
+    async def _exchange(
         self,
         method: str,
+        resource_type: str | None,
         url: str,
         params: Mapping[str, str] | None,
         content: bytes | None,
         headers: dict[str, str],
+        token: str | None,
     ) -> httpx.Response:
-        """Send through the transport itself, doing what ``AsyncClient.send`` would do for a SCIM call.
-
-        Why: ``AsyncClient.send`` (URL merging, the generator-based auth and redirect flows, event hooks, the
-        cookie jar's ``urllib`` request copy) cost about a fifth of the client's CPU per request in a profile, for
-        nothing a SCIM call needs. Kept here: the client's default headers, its timeouts, the bearer token with
-        one refetch and resend on a 401 (as :class:`ClientCredentialsAuth` does), cookies when the server sets
-        any, the response counters and httpx's INFO line (with its query string redacted as before).
-        """
-        transport = self._direct_transport
-        assert transport is not None
-        target = _cached_url(url) if not params else httpx.URL(url, params=params)
-        token = await self._auth.token() if self._auth is not None else None
-        for attempt in (1, 2):
-            request = httpx.Request(
-                method,
-                target,
-                headers=self._request_headers(headers, token),
-                content=content,
-                extensions=self._timeout_extension,
-            )
-            cookies = self._http.cookies
-            if cookies.jar:
-                cookies.set_cookie_header(request)
-            logger.debug("%s %s", method, target)
-            response = await transport.handle_async_request(request)
-            response.request = request
-            await response.aread()
-            if _sets_cookies(response):
-                cookies.extract_cookies(response)
-            self._stats.requests += 1
-            self._stats.by_status[response.status_code] += 1
-            if _httpx_logger.isEnabledFor(logging.INFO):
-                _httpx_logger.info(
-                    'HTTP Request: %s %s "%s %d %s"',
-                    method,
-                    target,
-                    response.http_version,
-                    response.status_code,
-                    response.reason_phrase,
-                )
-            if response.status_code != httpx.codes.UNAUTHORIZED or self._auth is None or attempt == 2:
-                return response
-            logger.info("the SCIM server refused the access token; fetching a new one once")
-            assert token is not None
-            token = await self._auth.refetch_after_401(token)
-        raise AssertionError("unreachable")
-
-    def _request_headers(self, headers: dict[str, str], token: str | None) -> list[tuple[str, str]]:
-        # The per-call headers (Content-Type, If-Match) are never among the client's defaults: no merging needed.
-        merged = [*self._default_headers, *headers.items()]
+        request = self._http.build_request(method, url, params=params, content=content, headers=headers)
         if token is not None:
-            merged.append(("Authorization", f"Bearer {token}"))
-        return merged
+            request.headers["Authorization"] = f"Bearer {token}"
+        logger.debug("%s %s", method, request.url)
+        try:
+            response = await send_bounded(
+                self._http,
+                request,
+                deadline_s=self.settings.timeout_s,
+                max_bytes=self.settings.max_response_bytes,
+            )
+        except httpx.TransportError:
+            self._stats.transport_errors += 1
+            raise
+        except AnswerTooLarge as too_large:
+            self._count(too_large.status)
+            raise ScimAnswerTooLarge(
+                status=too_large.status,
+                scim_type=None,
+                detail=f"the answer is larger than SCIM_MAX_RESPONSE_BYTES ({too_large.limit} bytes); refused",
+                method=method,
+                resource_type=resource_type,
+            ) from None
+        self._count(response.status_code)
+        if 300 <= response.status_code < 400:
+            raise ScimRedirected(
+                status=response.status_code,
+                scim_type=None,
+                detail=f"a redirect to {location_origin(response)}; redirects are never followed (the access "
+                "token would go along): set SCIM_BASE_URL to the final address",
+                method=method,
+                resource_type=resource_type,
+            )
+        return response
 
-    def _retry_policy(self, method: str, resource_type: str | None, *, resend_lost: bool) -> Any:
-        def decide(error: Exception) -> bool | float:
-            retry: bool | float = False
-            if isinstance(error, _RetryableAnswer):
-                wait = error.retry_after
-                if wait is not None:
-                    retry = min(wait, self.settings.max_retry_wait_s)
-                    self._stats.retry_wait_s += retry
-                else:
-                    retry = True
-                reason = f"HTTP {error.response.status_code}"
-            elif isinstance(error, _ProvedAbsent):
-                retry, reason = True, "an unknown outcome (proved absent)"
-            elif isinstance(error, _NEVER_SENT) or (resend_lost and isinstance(error, _ANSWER_LOST)):
-                retry, reason = True, type(error).__name__
-            elif isinstance(error, AuthenticationError) and (
-                error.status is None or error.status in _RETRYABLE_STATUSES
-            ):
-                retry, reason = True, "the token endpoint being unavailable"
-            if retry is not False:
-                self._stats.retries += 1
-                how = f"in {retry:.1f} s" if not isinstance(retry, bool) else "with backoff"
-                logger.info("%s %s: retrying %s after %s", method, resource_type, how, reason)
-            return retry
+    def _count(self, status: int) -> None:
+        self._stats.requests += 1
+        self._stats.by_status[status] += 1
 
-        return decide
+    def _backoff_s(self, failures: int) -> float:
+        """Jittered exponential backoff after the ``failures``-th failure, capped at ``max_retry_wait_s``."""
+        ceiling = min(self.settings.max_retry_wait_s, _FIRST_BACKOFF_S * 2 ** (failures - 1))
+        return random.uniform(ceiling / 2, ceiling)
 
     async def _with_retries(
         self,
@@ -412,33 +324,54 @@ class ScimClient:
         *,
         resend_lost: bool,
     ) -> _T:
-        """``attempt_once(1)``, and only when it raises, the retry loop (attempt 2 onwards).
+        """``attempt_once(n)`` until it returns, or until the retry policy gives up (then its error is raised).
 
-        Why: setting up stamina's retry context costs about a tenth of the client's CPU per request (tenacity
-        inspects its callbacks every time), while nearly every call succeeds the first time. A first failure is
-        handed to the loop as its attempt 1, so the policy, the waits and the attempt numbers are exactly those of
-        a loop run from the start.
-        """
-        try:
-            return await attempt_once(1)
-        except Exception as error:  # the policy below decides what is retried; anything else is raised again
-            first_failure = error
-        async for attempt in self._retrying(method, resource_type, resend_lost=resend_lost):
-            with attempt:
-                if attempt.num == 1:
-                    raise first_failure
-                return await attempt_once(attempt.num)
-        raise AssertionError("the retry loop ends by returning or raising")
+        The one retry policy of the client: a 429 is retried while ``retry_budget_s`` lasts (time, not a count);
+        any other retryable failure counts against ``max_attempts``."""
+        started = time.monotonic()
+        number = 0
+        failures = 0
+        throttled = 0
+        while True:
+            number += 1
+            try:
+                return await attempt_once(number)
+            except Exception as error:
+                wait, reason, is_throttle = self._retry_decision(error, resend_lost=resend_lost)
+                if reason is None:
+                    raise
+                if is_throttle:
+                    throttled += 1
+                    wait = self._backoff_s(throttled) if wait is None else wait
+                    if time.monotonic() + wait - started > self.settings.retry_budget_s:
+                        raise
+                else:
+                    failures += 1
+                    if failures >= self.settings.max_attempts:
+                        raise
+                    wait = self._backoff_s(failures) if wait is None else wait
+                self._stats.retries += 1
+                retry_logger.info(
+                    "%s %s: retrying in %.2f s after %s", method, resource_type or "SCIM endpoint", wait, reason
+                )
+                await asyncio.sleep(wait)
 
-    def _retrying(self, method: str, resource_type: str | None, *, resend_lost: bool) -> Any:
-        return stamina.retry_context(
-            on=self._retry_policy(method, resource_type, resend_lost=resend_lost),
-            attempts=self.settings.max_attempts,
-            timeout=None,
-            wait_initial=0.1,
-            wait_max=self.settings.max_retry_wait_s,
-            wait_jitter=min(1.0, self.settings.max_retry_wait_s),
-        )
+    def _retry_decision(self, error: Exception, *, resend_lost: bool) -> tuple[float | None, str | None, bool]:
+        """``(wait, or None for a backoff; reason, or None when not retryable; whether it is throttling)``."""
+        if isinstance(error, _RetryableAnswer):
+            wait = None
+            if error.retry_after is not None:
+                wait = min(error.retry_after, self.settings.max_retry_wait_s)
+                self._stats.retry_wait_s += wait
+            status = error.response.status_code
+            return wait, f"HTTP {status}", status == httpx.codes.TOO_MANY_REQUESTS
+        if isinstance(error, _ProvedAbsent):
+            return None, "an unknown outcome (proved absent)", False
+        if isinstance(error, _NEVER_SENT) or (resend_lost and isinstance(error, _ANSWER_LOST)):
+            return None, type(error).__name__, False
+        if isinstance(error, AuthenticationError) and (error.status is None or error.status in _RETRYABLE_STATUSES):
+            return None, "the token endpoint being unavailable", False
+        return None, None, False
 
     def _final_error(
         self,
@@ -457,7 +390,7 @@ class ScimClient:
         if isinstance(cause, httpx.TransportError):
             raise ScimTransportError(
                 f"{method} {resource_type or 'SCIM endpoint'}: no answer after {attempts} "
-                f"attempt(s) ({type(cause).__name__}: {cause})",
+                f"attempt(s) ({type(cause).__name__}: {scrub(str(cause))})",
                 method=method,
                 resource_type=resource_type,
                 attempts=attempts,
@@ -511,7 +444,9 @@ class ScimClient:
         async def attempt_once(number: int) -> httpx.Response:
             nonlocal attempts
             attempts = number
-            response = await self._send_once(method, url, params=params, body=body, if_match=if_match)
+            response = await self._send_once(
+                method, url, params=params, body=body, if_match=if_match, resource_type=resource_type
+            )
             status = response.status_code
             if status in _RETRYABLE_STATUSES and status not in passthrough:
                 raise _RetryableAnswer(response)
@@ -581,16 +516,24 @@ class ScimClient:
 
         A smaller ``itemsPerPage`` than asked is honoured (the next page starts after what was
         actually received); reading stops at ``totalResults``. A server that ignores
-        ``startIndex`` (the same resources again) or stops short of ``totalResults`` raises
-        :class:`~scim_pipeline.scim.PaginationError` instead of looping or truncating.
+        ``startIndex`` (the same resources again), stops short of ``totalResults``, keeps returning
+        pages beyond what its first ``totalResults`` and page size imply, or beyond ``max_pages``,
+        raises :class:`~scim_pipeline.scim.PaginationError` instead of looping or truncating.
         """
         rules = self._require(resource_type, Operation.SEARCH)
         checked = check_filter(self.profile, resource_type, filter)
         count = page_size or self.settings.page_size
+        max_pages = self.settings.max_pages
         start = 1
+        pages = 0
+        implied_pages: int | None = None
         seen: set[str] = set()
         previous_ids: list[str] | None = None
         while True:
+            if pages >= max_pages:
+                raise PaginationError(
+                    f"GET {resource_type}: still more pages after {pages} (SCIM_MAX_PAGES); refusing to read on"
+                )
             params = {"startIndex": str(start), "count": str(count)}
             if checked is not None:
                 params["filter"] = str(checked)
@@ -598,8 +541,17 @@ class ScimClient:
             answer = await self._request("GET", resource_type, rules.endpoint, params=params)
             body = _json_body(answer.response, "GET", resource_type)
             self._stats.pages += 1
+            pages += 1
             resources = _list_resources(body)
             total = _int_or_none(body.get("totalResults"))
+            if implied_pages is None and total is not None and resources:
+                # What the first page announces, with room for resources created while we read.
+                implied_pages = math.ceil(total / len(resources)) * 2 + 2
+            if implied_pages is not None and pages > implied_pages:
+                raise PaginationError(
+                    f"GET {resource_type}: {pages} pages read, far beyond what the first page's totalResults "
+                    "and page size imply; refusing to read on"
+                )
             ids = [_identity(resource) for resource in resources]
             if resources and (ids == previous_ids or (start > 1 and all(each in seen for each in ids))):
                 raise PaginationError(
@@ -715,7 +667,7 @@ class ScimClient:
             nonlocal attempts
             attempts = number
             try:
-                response = await self._send_once("POST", url, body=payload)
+                response = await self._send_once("POST", url, body=payload, resource_type=resource_type)
             except _ANSWER_LOST as lost:
                 if match_value is None:
                     raise
@@ -843,26 +795,6 @@ class ScimClient:
         )
 
 
-class _CookieJarSkippingAnswersWithoutCookies(http.cookiejar.CookieJar):
-    """A cookie jar that returns at once for an answer with no ``Set-Cookie`` header (nearly every SCIM answer).
-
-    The standard jar rebuilds every answer's headers as an ``email.message.Message`` (twice: once only for a debug
-    log line) before finding no cookie in them: about a tenth of the client's CPU per request. Answers that do set
-    cookies are handled exactly as before.
-    """
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        headers = getattr(getattr(response, "response", None), "headers", None)
-        if isinstance(headers, httpx.Headers) and "set-cookie" not in headers and "set-cookie2" not in headers:
-            return
-        super().extract_cookies(response, request)
-
-
-def _proxies_configured() -> bool:
-    """Whether the environment names an HTTP(S) proxy: then httpx's own transport (which honours it) is used."""
-    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
-
-
 def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:
     """What httpx verifies against: the system CAs, a CA bundle, or nothing (if asked)."""
     verify = settings.tls_verify
@@ -942,17 +874,3 @@ def _raw_value_of(payload: Mapping[str, Any], attribute: str | None) -> object:
 
 def _scim_type(response: httpx.Response) -> str | None:
     return parse_error_body(response)[0] if response.status_code >= 400 else None
-
-
-_httpx_logger = logging.getLogger("httpx")
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_url(url: str) -> httpx.URL:
-    """Parsed URLs of the paths the client sends to again and again (the collections, groups being patched):
-    httpx validates every character of a URL it parses. ``httpx.URL`` is immutable, so sharing one is safe."""
-    return httpx.URL(url)
-
-
-def _sets_cookies(response: httpx.Response) -> bool:
-    return any(name.lower() in (b"set-cookie", b"set-cookie2") for name, _ in response.headers.raw)

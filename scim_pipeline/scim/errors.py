@@ -10,6 +10,8 @@ Callers catch a family, not a string::
     ├── AuthenticationError         the token endpoint refused us or could not be reached
     ├── ScimTransportError          no HTTP answer (connection refused, timeout) after the retries
     ├── ScimHTTPError               the SCIM server answered with an error status
+    │   ├── ScimRedirected          3xx: redirects are never followed (names the Location's origin only)
+    │   ├── ScimAnswerTooLarge      the answer passed SCIM_MAX_RESPONSE_BYTES (decoded); refused
     │   ├── ScimClientError         4xx
     │   │   ├── ScimBadRequest          400 (invalidFilter, invalidSyntax, noTarget, …)
     │   │   ├── ScimUnauthorized        401 (even after a fresh token)
@@ -20,11 +22,13 @@ Callers catch a family, not a string::
     │   │   └── ScimRateLimited         429 (after the retries)
     │   └── ScimServerError         5xx
     │       └── ScimServiceUnavailable  502, 503, 504 (after the retries)
-    ├── PaginationError             a server's paging cannot be trusted (e.g. it ignores startIndex)
+    ├── PaginationError             a server's paging cannot be trusted (it ignores startIndex, or keeps
+    │                               returning pages beyond its totalResults or SCIM_MAX_PAGES)
     └── AmbiguousMatchError         a lookup by a matching attribute found several resources
 
-No message carries a secret, a token, or a filter value: filter values are roster data (user names
-are personal data), so a detail the server echoes has its quoted strings masked.
+No message carries a secret, a token, or a filter value: every text a server sends passes through
+:func:`~scim_pipeline.scim.redaction.scrub` first, and filter values are roster data (user names are
+personal data), so a detail the server echoes has its quoted strings masked.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Any
 
 import httpx
 
+from .redaction import scrub
+
 __all__ = [
     "AmbiguousMatchError",
     "AuthenticationError",
@@ -43,6 +49,7 @@ __all__ = [
     "OperationRefused",
     "PaginationError",
     "ProfileViolation",
+    "ScimAnswerTooLarge",
     "ScimBadRequest",
     "ScimClientError",
     "ScimConflict",
@@ -52,11 +59,13 @@ __all__ = [
     "ScimPipelineError",
     "ScimPreconditionFailed",
     "ScimRateLimited",
+    "ScimRedirected",
     "ScimServerError",
     "ScimServiceUnavailable",
     "ScimTransportError",
     "ScimUnauthorized",
     "error_from_response",
+    "location_origin",
     "mask_quoted",
 ]
 
@@ -181,6 +190,15 @@ class ScimHTTPError(ScimPipelineError):
         return text
 
 
+class ScimRedirected(ScimHTTPError):
+    """A 3xx answer. Redirects are never followed (the bearer token would go along) and never taken as success
+    (an empty answer read as "no resources" would make a reconcile forget what it manages)."""
+
+
+class ScimAnswerTooLarge(ScimHTTPError):
+    """The answer's body, decoded, passed ``SCIM_MAX_RESPONSE_BYTES``; it was not read further."""
+
+
 class ScimClientError(ScimHTTPError):
     """A 4xx answer."""
 
@@ -269,8 +287,25 @@ def _error_class(status: int, scim_type: str | None) -> type[ScimHTTPError]:
     return ScimHTTPError
 
 
+def location_origin(response: httpx.Response) -> str:
+    """The origin (scheme, host, port) a redirect points to, never its path or query (they may hold tokens)."""
+    location = response.headers.get("location")
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        target = response.request.url.join(location.strip())
+    except (httpx.InvalidURL, RuntimeError, ValueError):
+        return "an unreadable Location"
+    if not target.scheme or not target.host:
+        return "an unreadable Location"
+    origin = f"{target.scheme}://{target.host}"
+    if target.port is not None:
+        origin += f":{target.port}"
+    return scrub(origin)
+
+
 def _clean_detail(text: str) -> str | None:
-    text = " ".join(mask_quoted(text).split())
+    text = " ".join(mask_quoted(scrub(text)).split())
     if not text:
         return None
     if len(text) > _DETAIL_LIMIT:

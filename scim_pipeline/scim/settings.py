@@ -28,6 +28,12 @@ ENV_VARIABLES: dict[str, str] = {
     "max_concurrency": "SCIM_CONCURRENCY",
     "rate_limit_per_s": "SCIM_RATE_LIMIT",
     "timeout_s": "SCIM_TIMEOUT",
+    "max_attempts": "SCIM_MAX_ATTEMPTS",
+    "max_retry_wait_s": "SCIM_MAX_RETRY_WAIT_S",
+    "retry_budget_s": "SCIM_RETRY_BUDGET_S",
+    "adaptive_pacing": "SCIM_ADAPTIVE_PACING",
+    "max_response_bytes": "SCIM_MAX_RESPONSE_BYTES",
+    "max_pages": "SCIM_MAX_PAGES",
 }
 """Which environment variable feeds which field (the error messages name the variable)."""
 
@@ -50,6 +56,12 @@ def _field_label(field: str) -> str:
 
 def _check_url(field: str, url: str) -> str:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Never echo the URL: what precedes the "@" is a password.
+        raise ConfigurationError(
+            f"{_field_label(field)}: credentials in the URL (user:password@host) are refused; "
+            "give them as SCIM_CLIENT_ID and SCIM_CLIENT_SECRET"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"{_field_label(field)}: expected an absolute http(s) URL such as https://tenant.delinea.app/scim/v2"
@@ -82,13 +94,29 @@ class ConnectionSettings(BaseModel):
     profile: str = Field(default="delinea", description="Service-provider profile name")
     ca_bundle: Path | None = Field(default=None, description="CA bundle (PEM) to verify TLS")
     verify_tls: bool = Field(default=True, description="Verify TLS certificates")
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout, seconds")
+    timeout_s: float = Field(
+        default=30.0, gt=0, description="Overall deadline of one request: connect, send and the whole answer, seconds"
+    )
     max_concurrency: int = Field(default=16, ge=1, description="Requests in flight at once")
     rate_limit_per_s: float | None = Field(
         default=None, gt=0, description="Client-side rate limit, requests per second"
     )
-    max_attempts: int = Field(default=6, ge=1, description="Attempts per request, retries included")
+    max_attempts: int = Field(
+        default=6, ge=1, description="Attempts per request after 5xx answers and transport failures (429 excepted)"
+    )
     max_retry_wait_s: float = Field(default=60.0, ge=0, description="Longest wait before a retry (caps Retry-After)")
+    retry_budget_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long one request keeps being retried after 429 answers (a time budget, not a count)",
+    )
+    adaptive_pacing: bool = Field(
+        default=True, description="Find and hold the target's rate (429s, rate-limit headers); off = unpaced"
+    )
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest answer accepted, bytes after decompression"
+    )
+    max_pages: int = Field(default=50_000, ge=1, description="Most pages one paged read may take")
     page_size: int = Field(default=100, ge=1, description="count asked for per page")
     member_chunk: int = Field(default=100, ge=1, description="Members per PATCH")
 

@@ -14,7 +14,6 @@ from typing import Any
 import certifi
 import httpx
 import pytest
-import stamina
 
 from scim_pipeline.scim import (
     AmbiguousMatchError,
@@ -31,7 +30,7 @@ from scim_pipeline.scim import (
     ScimServiceUnavailable,
     ScimTransportError,
 )
-from scim_pipeline.scim.client import RateLimiter, parse_retry_after
+from scim_pipeline.scim.client import parse_retry_after
 
 from .mock_service import (
     BASE_URL,
@@ -193,29 +192,6 @@ async def test_transient_statuses_are_retried(status: int) -> None:
     assert (result.status, result.attempts) == (200, 3)
 
 
-async def test_a_call_that_succeeds_at_once_sets_up_no_retry_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The retry loop is only built after a first failure (it is the costliest part of a call that succeeds)."""
-    loops: list[str] = []
-    original = stamina.retry_context
-
-    def counting_retry_context(**kwargs: Any) -> Any:
-        loops.append("built")
-        return original(**kwargs)
-
-    monkeypatch.setattr(stamina, "retry_context", counting_retry_context)
-    service = MockScim(lambda request: scim_json(201 if request.method == "POST" else 200, _user(1)))
-    async with ScimClient(mock_settings(), transport=service.transport) as client:
-        await client.create("Users", user_payload("user1"))
-        await client.get("Users", "id-1")
-        await client.patch("Users", "id-1", [{"op": "replace", "path": "active", "value": False}])
-    assert loops == []
-    flaky = _flaky([scim_error(503)], scim_json(200, _user(1)))
-    async with ScimClient(mock_settings(), transport=flaky.transport) as client:
-        result = await client.get("Users", "id-1")
-    assert loops == ["built"]
-    assert (result.attempts, client.stats.retries) == (2, 1)
-
-
 async def test_a_create_failing_once_is_retried_with_the_same_attempt_numbers() -> None:
     service = _flaky([scim_error(503), scim_error(429)], scim_json(201, _user(1)))
     async with ScimClient(mock_settings(), transport=service.transport) as client:
@@ -260,14 +236,34 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after(None) is None
 
 
-async def test_attempts_are_bounded_then_the_typed_error_is_raised() -> None:
-    service = MockScim(lambda request: scim_error(429, retry_after="0"))
+async def test_attempts_after_5xx_are_bounded_then_the_typed_error_is_raised() -> None:
+    service = MockScim(lambda request: scim_error(503, retry_after="0"))
     async with ScimClient(mock_settings(max_attempts=3), transport=service.transport) as client:
-        with pytest.raises(ScimRateLimited) as caught:
+        with pytest.raises(ScimServiceUnavailable) as caught:
             await client.get("Users", "id-1")
     assert caught.value.attempts == 3
     assert "after 3 attempts" in str(caught.value)
     assert len(service.scim_requests) == 3
+
+
+async def test_429s_are_retried_for_the_time_budget_not_a_count_of_attempts() -> None:
+    service = MockScim(lambda request: scim_error(429, retry_after="0"))
+    settings = mock_settings(max_attempts=2, retry_budget_s=0.5, adaptive_pacing=False)
+    async with ScimClient(settings, transport=service.transport) as client:
+        started = time.monotonic()
+        with pytest.raises(ScimRateLimited) as caught:
+            await client.get("Users", "id-1")
+        elapsed = time.monotonic() - started
+    assert caught.value.attempts > 2  # far more than max_attempts …
+    assert 0.3 <= elapsed <= 1.5  # … until the budget ran out
+
+
+async def test_a_429_then_success_within_the_budget_is_no_failure() -> None:
+    service = _flaky([scim_error(429, retry_after="0")] * 10, scim_json(200, _user(1)))
+    settings = mock_settings(max_attempts=2, adaptive_pacing=False)
+    async with ScimClient(settings, transport=service.transport) as client:
+        result = await client.get("Users", "id-1")
+    assert (result.status, result.attempts) == (200, 11)
 
 
 async def test_connection_failures_and_timeouts_are_retried_for_reads() -> None:
@@ -483,13 +479,6 @@ async def test_the_rate_limit_spaces_requests_across_all_callers() -> None:
     async with ScimClient(settings, transport=service.transport) as client:
         await asyncio.gather(*(client.get("Users", "id-1") for _ in range(21)))
     assert stamps[-1] - stamps[0] >= 20 / 50 * 0.95
-
-
-async def test_the_rate_limiter_paces_acquisitions() -> None:
-    limiter = RateLimiter(100)
-    started = time.monotonic()
-    await asyncio.gather(*(limiter.acquire() for _ in range(11)))
-    assert time.monotonic() - started >= 0.095
 
 
 async def test_bulk_is_never_used() -> None:

@@ -133,3 +133,23 @@ def test_the_client_runs_on_uvloop_too(delinea: Any) -> None:
     ids = uvloop.run(provision())
     assert len(set(ids)) == 40
     assert {r.status for r in _requests(delinea, token=False)} == {200, 201}
+
+
+@pytest.mark.parametrize("announce", ["none", "x-ratelimit", "ietf"])
+async def test_default_settings_hold_the_emulators_rate_limit_with_no_failed_create(announce: str) -> None:
+    """400 creates against a 50 requests/s limit, with the client's default settings: none fails, 429s stay rare
+    (rarer still when the limit is announced), and the rate found stays under the limit."""
+    with _server(rate_limit_per_s=50, announce_rate_limit=announce) as server:
+        async with ScimClient(_settings(server, max_retry_wait_s=60)) as client:
+            results = await asyncio.gather(
+                *(client.create("Users", {"userName": f"paced{i:04d}"}) for i in range(400)),
+                return_exceptions=True,
+            )
+            snapshot = client.pacer.snapshot()
+        statuses = Counter(record.status for record in _requests(server, token=False))
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert statuses[201] == 400
+    # Unannounced, the first 429s come when the burst allowance runs out with 16 requests in flight.
+    assert statuses[429] <= (0.005 if announce != "none" else 0.08) * sum(statuses.values())
+    assert snapshot.rate_per_s is not None
+    assert snapshot.rate_per_s <= 50 * 1.1

@@ -67,6 +67,39 @@ def test_from_env_reads_the_scim_variables() -> None:
     assert (settings.max_concurrency, settings.rate_limit_per_s, settings.timeout_s) == (4, 12.5, 7)
 
 
+def test_from_env_reads_the_retry_pacing_and_limit_variables() -> None:
+    env = {
+        "SCIM_BASE_URL": "https://acme.delinea.app/scim/v2",
+        "SCIM_MAX_ATTEMPTS": "3",
+        "SCIM_MAX_RETRY_WAIT_S": "5",
+        "SCIM_RETRY_BUDGET_S": "120",
+        "SCIM_ADAPTIVE_PACING": "false",
+        "SCIM_MAX_RESPONSE_BYTES": "1048576",
+        "SCIM_MAX_PAGES": "10",
+    }
+    settings = ConnectionSettings.from_env(env)
+    assert (settings.max_attempts, settings.max_retry_wait_s, settings.retry_budget_s) == (3, 5, 120)
+    assert settings.adaptive_pacing is False
+    assert (settings.max_response_bytes, settings.max_pages) == (1048576, 10)
+
+
+def test_the_safe_defaults_of_the_limits() -> None:
+    settings = ConnectionSettings(base_url="https://acme.delinea.app/scim/v2")
+    assert settings.adaptive_pacing is True
+    assert settings.retry_budget_s == 300
+    assert settings.max_response_bytes == 32 * 1024 * 1024
+    assert settings.max_pages == 50_000
+
+
+@pytest.mark.parametrize("field", ["base_url", "token_url"])
+def test_credentials_in_a_url_are_refused_without_echoing_them(field: str) -> None:
+    values = {"base_url": "https://acme.delinea.app/scim/v2", field: "https://svc:pa55-word@acme.delinea.app/x"}
+    with pytest.raises(ConfigurationError, match="credentials in the URL") as caught:
+        ConnectionSettings(**values)
+    assert "pa55-word" not in str(caught.value)
+    assert "svc" not in str(caught.value)
+
+
 def test_flags_override_the_environment_and_unset_flags_fall_through() -> None:
     env = {"SCIM_BASE_URL": "https://a.test/scim/v2", "SCIM_SCOPE": "from-env"}
     settings = ConnectionSettings.from_env(env, scope="from-flag", profile=None)
