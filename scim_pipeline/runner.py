@@ -333,31 +333,17 @@ class _progress_to_stderr:
 @contextmanager
 def _retry_chatter(*, verbose: bool) -> Iterator[None]:
     """Retry and pacing lines only with --verbose: the summary counts the retries."""
-    loggers = [logging.getLogger(name) for name in ("stamina", "scim_pipeline.scim", "httpx")]
+    loggers = [logging.getLogger(name) for name in ("scim_pipeline.scim.retries", "scim_pipeline.scim", "httpx")]
     before = [logger.level for logger in loggers]
-    hooks: Any = None
-    try:
-        from stamina import instrumentation
-
-        hooks = instrumentation.get_on_retry_hooks()
-        if not verbose:
-            instrumentation.set_on_retry_hooks([])
-    except ImportError:  # stamina replaced by the client's own retry loop
-        pass
-    if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        for logger in loggers:
-            logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    for logger in loggers:
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+        if verbose:
             logger.addHandler(handler)
-    else:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         for logger, level in zip(loggers, before, strict=True):
             logger.setLevel(level)
-        if hooks is not None:
-            from stamina import instrumentation
-
-            instrumentation.set_on_retry_hooks(hooks)
+            if verbose:
+                logger.removeHandler(handler)

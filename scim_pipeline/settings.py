@@ -88,6 +88,21 @@ class PipelineSettings(BaseSettings):
     )
     timeout: float = Field(default=30.0, gt=0, description="Deadline of one request, seconds.")
     member_chunk: int = Field(default=100, ge=1, le=10_000, description="Member operations per group PATCH.")
+    adaptive_pacing: bool = Field(
+        default=True,
+        description="Find and hold the target's rate from its 429s and rate-limit headers (under SCIM_RATE_LIMIT).",
+    )
+    retry_budget_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long one request keeps retrying 429 answers while the target keeps answering, seconds.",
+    )
+    max_attempts: int = Field(default=6, ge=1, description="Attempts per request on 5xx and transport errors.")
+    max_retry_wait_s: float = Field(default=60.0, ge=0, description="Longest wait before one retry (caps Retry-After).")
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest answer accepted, after decompression, bytes."
+    )
+    max_pages: int = Field(default=50_000, ge=1, description="Most pages one listing may take before it is refused.")
 
     # The roster
     source: Literal["file", "ldap", "entra", "okta", "scim", "sql"] = Field(

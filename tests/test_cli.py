@@ -287,3 +287,30 @@ def test_a_configuration_error_is_one_line_that_does_not_promise_a_retry(clean_e
     assert "SCIM_SHARDS" in result.stderr
     assert "retries" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_retry_lines_show_only_with_verbose(clean_env: dict[str, str], tmp_path: Path) -> None:
+    from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
+
+    roster = tmp_path / "roster"
+    roster.mkdir()
+    write_users(roster, [f"u{i}@example.com,G{i},F{i},true" for i in range(20)])
+    config = EmulatorConfig(clients={CLIENT: SECRET}, unavailable_rate=0.3, retry_after_s=0, seed=4)
+    with EmulatorServer(config) as server:
+        env = {
+            **clean_env,
+            "SCIM_BASE_URL": server.base_url,
+            "SCIM_TOKEN_URL": server.token_url,
+            "SCIM_CLIENT_ID": CLIENT,
+            "SCIM_CLIENT_SECRET": SECRET,
+            "SCIM_ROSTER": str(roster),
+        }
+        quiet = run_cli("sync", env=env)
+        write_users(roster, [f"u{i}@example.com,G{i},F{i} Renamed,true" for i in range(20)])
+        verbose = run_cli("sync", "--verbose", env=env)
+
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert summary_value(quiet.stdout, "retries") > 0  # the summary counts them...
+    assert "retry" not in quiet.stderr.lower()  # ...without a line per retry
+    assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert "retry" in verbose.stderr.lower()

@@ -88,6 +88,12 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
     rate_limit: float | None = Field(default=None, description="Ceiling on requests per second.")
     timeout: float = Field(default=30.0, description="Deadline of one request, seconds.")
     member_chunk: int = Field(default=100, description="Member operations per group PATCH.")
+    adaptive_pacing: bool = Field(default=True, description="Pace on the target's 429s and rate-limit headers.")
+    retry_budget_s: float = Field(default=300.0, description="Seconds one request keeps retrying 429s.")
+    max_attempts: int = Field(default=6, description="Attempts per request on 5xx and transport errors.")
+    max_retry_wait_s: float = Field(default=60.0, description="Longest wait before one retry, seconds.")
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, description="Largest answer accepted, bytes.")
+    max_pages: int = Field(default=50_000, description="Most pages one listing may take.")
     source: Literal["file", "ldap", "entra", "okta", "scim", "sql"] = Field(
         default="file",
         description="Roster source: file (the roster folder) or a connector, configured by its SCIM_<SOURCE>_* "

@@ -51,7 +51,13 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
     rate_limit_per_s: float | None = Field(
         default=None, description="Client-side cap on requests per second (SCIM_RATE_LIMIT)."
     )
-    timeout_s: float = Field(default=30.0, description="Per-request timeout in seconds (SCIM_TIMEOUT).")
+    timeout_s: float = Field(default=30.0, description="Deadline of one request in seconds (SCIM_TIMEOUT).")
+    adaptive_pacing: bool = Field(default=True, description="Pace on the target's answers (SCIM_ADAPTIVE_PACING).")
+    retry_budget_s: float = Field(default=300.0, description="Retry time for 429s (SCIM_RETRY_BUDGET_S).")
+    max_attempts: int = Field(default=6, description="Attempts on 5xx and transport errors (SCIM_MAX_ATTEMPTS).")
+    max_retry_wait_s: float = Field(default=60.0, description="Longest wait before a retry (SCIM_MAX_RETRY_WAIT_S).")
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, description="Answer size cap (SCIM_MAX_RESPONSE_BYTES).")
+    max_pages: int = Field(default=50_000, description="Page cap of one listing (SCIM_MAX_PAGES).")
     member_chunk: int = Field(default=100, description="Member operations per group PATCH (SCIM_MEMBER_CHUNK).")
     demo_db_path: str | None = Field(
         default=None,
@@ -102,6 +108,12 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
             "rate_limit_per_s": self.rate_limit_per_s,
             "timeout_s": self.timeout_s,
             "member_chunk": self.member_chunk,
+            "adaptive_pacing": self.adaptive_pacing,
+            "retry_budget_s": self.retry_budget_s,
+            "max_attempts": self.max_attempts,
+            "max_retry_wait_s": self.max_retry_wait_s,
+            "max_response_bytes": self.max_response_bytes,
+            "max_pages": self.max_pages,
         }
         if self.demo_mode:
             if self._emulator is None:
@@ -171,6 +183,12 @@ def target_resource(
         "timeout_s": settings.timeout,
         "member_chunk": settings.member_chunk,
         "lease_wait_s": settings.lease_wait,
+        "adaptive_pacing": settings.adaptive_pacing,
+        "retry_budget_s": settings.retry_budget_s,
+        "max_attempts": settings.max_attempts,
+        "max_retry_wait_s": settings.max_retry_wait_s,
+        "max_response_bytes": settings.max_response_bytes,
+        "max_pages": settings.max_pages,
         "demo_name": demo_name if settings.demo_mode else None,
     }
     if settings.base_url is not None and settings.client_id is not None:
