@@ -1,10 +1,41 @@
-"""Where the pipeline keeps its own files (state store, demo target, change sets) inside a Dagster home."""
+"""The Dagster home the command line uses, and where the pipeline keeps its own files (state store, demo target,
+change sets) inside it.
+
+:func:`prepare_dagster_home` makes a home's first use safe when many CLI processes start at once: Dagster creates
+its SQLite storages (and stamps their Alembic revisions) on first open, and two processes doing that together can
+leave ``alembic_version`` with two heads — a home every later run fails on. Here one process at a time, under a
+file lock, writes ``dagster.yaml`` and opens the instance once; the others then find it ready.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from scim_pipeline.scim.errors import ConfigurationError
+
+__all__ = ["INSTANCE_YAML", "pipeline_home", "prepare_dagster_home"]
+
+INSTANCE_YAML = """\
+# Written by scim-pipeline for a Dagster home it created.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    # Provisioning steps share the pool `scim_target`: one at a time, so parallel runs (a backfill over many
+    # shards, a schedule tick during a backfill) cannot add up to more than the target's rate.
+    default_limit: 1
+"""
+"""The instance configuration of a home the CLI creates (production settings: deploy/dagster.yaml)."""
+
+_LOCK_NAME = ".scim_pipeline.lock"
+_LOCK_WAIT_S = 120.0
 
 
 def pipeline_home(instance: Any | None = None) -> Path:
@@ -18,3 +49,85 @@ def pipeline_home(instance: Any | None = None) -> Path:
     home = Path(root) / "scim_pipeline"
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def prepare_dagster_home(path: str | Path) -> Path:
+    """Make ``path`` a ready Dagster home and return it (absolute): the folder, a ``dagster.yaml`` (written only
+    when absent, atomically), and Dagster's own storages created once.
+
+    Safe when many processes call it at once. A home Dagster cannot open (e.g. an ``alembic_version`` with two
+    heads left by an earlier race) raises a one-line ``ConfigurationError`` naming the folder and the fix.
+    """
+    home = Path(path).expanduser().absolute()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"DAGSTER_HOME {home} cannot be created: {error.strerror}") from None
+    with _exclusive(home / _LOCK_NAME):
+        _write_if_absent(home / "dagster.yaml", INSTANCE_YAML)
+        _open_storages_once(home)
+    return home
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock on ``lock_path`` held by one process at a time (released when the process dies)."""
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ConfigurationError(
+                        f"another process has been preparing the Dagster home {lock_path.parent} for over "
+                        f"{_LOCK_WAIT_S:.0f} s (it holds {lock_path}); stop it or try again"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _write_if_absent(target: Path, text: str) -> None:
+    """Write ``target`` whole or not at all (a temp file renamed over it), keeping any existing file."""
+    if target.exists():
+        return
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as temp:
+            temp.write(text)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def _open_storages_once(home: Path) -> None:
+    """Open the instance (which creates and stamps its storages when they are new) and read from each storage."""
+    from dagster import DagsterInstance
+
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_concurrency_keys()
+            if instance.schedule_storage is not None:
+                instance.schedule_storage.all_instigator_state()
+    except ConfigurationError:
+        raise
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        raise ConfigurationError(
+            f"the Dagster home {home} cannot be opened ({type(error).__name__}: {reason}): move it away "
+            f"(mv {home} {home}.broken) and run again, or after a Dagster upgrade run "
+            f"`DAGSTER_HOME={home} dagster instance migrate`"
+        ) from None

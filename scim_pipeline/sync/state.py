@@ -1,6 +1,8 @@
 """The provisioning state store: what this pipeline manages on the target, and every call it made.
 
-One SQLite file (WAL, ``busy_timeout``) holds:
+SQLite (a file: WAL, ``busy_timeout``) or PostgreSQL (``psycopg``), chosen by ``SCIM_STATE_URL``, through SQLAlchemy
+Core; the tables are defined once in :mod:`scim_pipeline.sync.state_schema` and created or upgraded by the Alembic
+migrations in ``scim_pipeline/migrations`` when the store is opened. It holds:
 
 - ``managed_users`` / ``managed_groups``: the objects we created or adopted, with their SCIM id, origin
   (``created`` | ``adopted``), the attribute values we last wrote or observed (JSON, plus a 64-bit hash of them so
@@ -9,6 +11,9 @@ One SQLite file (WAL, ``busy_timeout``) holds:
 - ``managed_memberships``: the (group, user) pairs *we* added or adopted — only those are ever removed.
 - ``audit``: one row per executed call — when, run, partition, resource type, operation, matching key, SCIM id,
   HTTP status, scimType, latency, attempts, outcome, error. Never an attribute value beyond the matching key.
+  docs/audit.md lists the questions a reviewer asks of it.
+- ``target_settings``: small per-target values (source watermarks, client quirks) by namespace and key.
+- ``writer_leases``: who writes to which target right now (:meth:`ProvisioningState.writer_lease`).
 
 Writes go through :class:`StateBatch`, applied in one short transaction; the executor flushes a batch every
 ~50 ms or 200 outcomes. Creates are crash-safe because a ``pending_create`` marker is committed before the POST
@@ -17,13 +22,13 @@ is sent: a rerun looks such an identity up before creating it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,80 +37,44 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.pool import StaticPool
 
 from scim_pipeline.scim.errors import ConfigurationError
+from scim_pipeline.sync import lease as _lease
+from scim_pipeline.sync.lease import LeaseHeld, LeaseLost, WriterLease
+from scim_pipeline.sync.state_schema import (
+    audit as audit_table,
+)
+from scim_pipeline.sync.state_schema import (
+    managed_groups,
+    managed_memberships,
+    managed_users,
+    target_settings,
+    upsert,
+)
 
 __all__ = [
     "UNKNOWN_HASH",
     "AuditRecord",
     "EscrowPolicy",
     "HeldIdentity",
+    "LeaseHeld",
+    "LeaseLost",
     "ManagedCounts",
     "ManagedSnapshot",
     "ProvisioningState",
     "StateBatch",
+    "WriterLease",
     "attrs_hashes",
 ]
 
 Origin = Literal["created", "adopted"]
 ResourceKind = Literal["Users", "Groups"]
-
-_SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS managed_users (
-    key_norm TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    scim_id TEXT,
-    shard INTEGER NOT NULL DEFAULT 0,
-    origin TEXT NOT NULL DEFAULT 'created',
-    attrs TEXT NOT NULL DEFAULT '{}',
-    attrs_hash INTEGER NOT NULL DEFAULT 0,
-    active INTEGER,
-    status TEXT NOT NULL DEFAULT 'ok',
-    last_error TEXT,
-    fail_count INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS managed_users_scim_id ON managed_users (scim_id);
-CREATE TABLE IF NOT EXISTS managed_groups (
-    key_norm TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    scim_id TEXT,
-    origin TEXT NOT NULL DEFAULT 'created',
-    attrs TEXT NOT NULL DEFAULT '{}',
-    attrs_hash INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'ok',
-    last_error TEXT,
-    fail_count INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS managed_memberships (
-    group_key_norm TEXT NOT NULL,
-    user_key_norm TEXT NOT NULL,
-    PRIMARY KEY (group_key_norm, user_key_norm)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    run_id TEXT,
-    partition TEXT,
-    resource_type TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    key TEXT,
-    scim_id TEXT,
-    http_status INTEGER,
-    scim_type TEXT,
-    latency_ms REAL,
-    attempts INTEGER,
-    outcome TEXT NOT NULL,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_run ON audit (run_id);
-"""
 
 USER_SNAPSHOT_COLUMNS = (
     "key_norm",
@@ -230,14 +199,43 @@ class AuditRecord:
     at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class ManagedUpsert:
+    """A user or group we manage after a successful call (``shard`` and ``active`` are None for groups)."""
+
+    key_norm: str
+    key: str
+    scim_id: str | None
+    attrs: str
+    attrs_hash: int
+    origin: Origin | None
+    status: Literal["ok", "pending_create"]
+    shard: int | None = None
+    active: int | None = None
+
+
+@dataclass(frozen=True)
+class FailedCall:
+    """A failed call for an identity: counted for escrow (``shard`` is None for groups)."""
+
+    key_norm: str
+    key: str
+    error: str
+    shard: int | None = None
+
+
 @dataclass
 class StateBatch:
-    """Outcomes to apply in one transaction. Build it up, then :meth:`ProvisioningState.apply` it."""
+    """Outcomes to apply in one transaction. Build it up, then :meth:`ProvisioningState.apply` it.
 
-    user_upserts: list[dict[str, Any]] = field(default_factory=list)
-    group_upserts: list[dict[str, Any]] = field(default_factory=list)
-    user_failures: list[tuple[str, str, str, int, str]] = field(default_factory=list)
-    group_failures: list[tuple[str, str, str]] = field(default_factory=list)
+    The executor appends to the plain lists (deletes, hash refreshes as ``(attrs_hash, key_norm)``, membership
+    pairs as ``(group_key_norm, user_key_norm)``, audit records); upserts and failures go through the methods.
+    """
+
+    user_upserts: list[ManagedUpsert] = field(default_factory=list)
+    group_upserts: list[ManagedUpsert] = field(default_factory=list)
+    user_failures: list[FailedCall] = field(default_factory=list)
+    group_failures: list[FailedCall] = field(default_factory=list)
     user_deletes: list[str] = field(default_factory=list)
     group_deletes: list[str] = field(default_factory=list)
     user_hash_refreshes: list[tuple[int, str]] = field(default_factory=list)
@@ -276,17 +274,17 @@ class StateBatch:
         """Record a user we manage (after a successful call). ``origin=None`` keeps the stored origin;
         ``attrs_hash`` is the roster hash when ``attrs`` are exactly the roster's values (see :func:`attrs_hashes`)."""
         self.user_upserts.append(
-            {
-                "key_norm": key_norm,
-                "key": key,
-                "scim_id": scim_id,
-                "shard": int(shard),
-                "origin": origin,
-                "attrs": _dump_attrs(attrs),
-                "attrs_hash": int(attrs_hash),
-                "active": _active_flag(attrs),
-                "status": status,
-            }
+            ManagedUpsert(
+                key_norm=key_norm,
+                key=key,
+                scim_id=scim_id,
+                attrs=_dump_attrs(attrs),
+                attrs_hash=int(attrs_hash),
+                origin=origin,
+                status=status,
+                shard=int(shard),
+                active=_active_flag(attrs),
+            )
         )
 
     def upsert_group(
@@ -302,24 +300,24 @@ class StateBatch:
     ) -> None:
         """Record a group we manage (after a successful call); see :meth:`upsert_user`."""
         self.group_upserts.append(
-            {
-                "key_norm": key_norm,
-                "key": key,
-                "scim_id": scim_id,
-                "origin": origin,
-                "attrs": _dump_attrs(attrs),
-                "attrs_hash": int(attrs_hash),
-                "status": status,
-            }
+            ManagedUpsert(
+                key_norm=key_norm,
+                key=key,
+                scim_id=scim_id,
+                attrs=_dump_attrs(attrs),
+                attrs_hash=int(attrs_hash),
+                origin=origin,
+                status=status,
+            )
         )
 
     def fail_user(self, key_norm: str, *, key: str, error: str, shard: int = 0) -> None:
         """Count a failed call for a user (escrow); the stored attributes stay what the target last accepted."""
-        self.user_failures.append((key_norm, key, error, int(shard), "failed"))
+        self.user_failures.append(FailedCall(key_norm, key, error, int(shard)))
 
     def fail_group(self, key_norm: str, *, key: str, error: str) -> None:
         """Count a failed call for a group (escrow)."""
-        self.group_failures.append((key_norm, key, error))
+        self.group_failures.append(FailedCall(key_norm, key, error))
 
 
 def _dump_attrs(attrs: Mapping[str, Any]) -> str:
@@ -402,29 +400,6 @@ class HeldIdentity:
     last_error: str | None
 
 
-def _json_column(name: str) -> str:
-    # SQLite aggregates a whole column into one JSON array in C: far cheaper than a Python tuple per row.
-    if name == "active":
-        return "json_group_array(coalesce(active, -1))"
-    return f"json_group_array({name})"
-
-
-def _frame_from_json(texts: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
-    data: dict[str, Any] = {}
-    for name, text in zip(columns, texts, strict=True):
-        values = json.loads(text)
-        if name in {"shard", "fail_count", "attrs_hash"}:
-            data[name] = np.asarray(values, dtype=np.int64)
-        elif name == "next_attempt_at":
-            data[name] = np.asarray(values, dtype=float)
-        elif name == "active":
-            flags = np.asarray(values, dtype=np.int8)
-            data[name] = pd.arrays.BooleanArray(flags == 1, flags < 0)
-        else:
-            data[name] = pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string()))
-    return pd.DataFrame(data, columns=list(columns))
-
-
 def _frame(rows: list[tuple[Any, ...]], columns: Sequence[str]) -> pd.DataFrame:
     arrays = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     data: dict[str, Any] = {}
@@ -440,47 +415,202 @@ def _frame(rows: list[tuple[Any, ...]], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(columns))
 
 
-class ProvisioningState:
-    """The SQLite-backed provisioning state. Open it with :meth:`open`; close it (or use ``with``)."""
+_USER_ROW_COLUMNS = (*USER_SNAPSHOT_COLUMNS, "last_error")
+_GROUP_ROW_COLUMNS = (*GROUP_SNAPSHOT_COLUMNS, "last_error")
+_INT_COLUMNS = frozenset({"shard", "fail_count", "attrs_hash"})
 
-    def __init__(self, connection: sqlite3.Connection, *, location: str) -> None:
-        self._conn = connection
-        self._lock = threading.RLock()
-        self.location = location
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
-            (str(_SCHEMA_VERSION),),
+
+def _frame_from_rows(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> pd.DataFrame:
+    """Typed columns from fetched rows: int64 counters, float times (NaN for none), a nullable boolean ``active``,
+    Arrow-backed strings for the rest."""
+    table = np.empty((len(rows), len(columns)), dtype=object)
+    if rows:
+        table[:] = rows
+    data: dict[str, Any] = {}
+    for index, name in enumerate(columns):
+        values = table[:, index]
+        if name in _INT_COLUMNS:
+            data[name] = values.astype(np.int64)
+        elif name == "next_attempt_at":
+            data[name] = np.where(pd.isna(values), np.nan, values).astype(float)
+        elif name == "active":
+            unknown = pd.isna(values)
+            flags = np.where(unknown, 0, values).astype(np.int8)
+            data[name] = pd.arrays.BooleanArray(flags == 1, unknown)
+        else:
+            data[name] = pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string()))
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def _fetch_tuples(conn: sa.Connection, statement: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """Run a Core SELECT on the driver's own cursor: plain tuples, which NumPy turns into columns at C speed (a
+    million SQLAlchemy ``Row`` objects cost seconds more to build and to take apart)."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.params
+    if compiled.positional and compiled.positiontup is not None:
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _escrow_delay(policy: EscrowPolicy, fail_count: int) -> float | None:
+    """Seconds an identity with ``fail_count`` failures in a row waits: none below the threshold, then doubling."""
+    if fail_count < policy.after_failures:
+        return None
+    exponent = max(0, min(fail_count - policy.after_failures, 30))
+    return float(min(policy.max_delay_s, policy.base_delay_s * (1 << exponent)))
+
+
+_URL_HELP = (
+    "SCIM_STATE_URL must be sqlite:///<absolute path>, a file path, :memory:, or "
+    "postgresql+psycopg://user@host:port/database (the password from PGPASSWORD or ~/.pgpass, or in the URL)"
+)
+_MIGRATION_LOCK_KEY = 0x5C1A_57A7E
+"""The PostgreSQL advisory lock that serializes the state store's migrations (any constant every opener shares)."""
+_MIGRATIONS = "scim_pipeline:migrations"
+
+
+def _engine_for(url: str | Path) -> tuple[sa.Engine, str]:
+    """The engine for a ``SCIM_STATE_URL`` value and the location to show (never a password)."""
+    text = str(url).strip()
+    if text in {":memory:", "sqlite://", "sqlite:///:memory:"}:
+        # One connection shared by every thread (a heartbeat included), so they all see the same database.
+        engine = sa.create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine, wal=False)
+        return engine, ":memory:"
+    if text.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        try:
+            parsed = sa.make_url(text)
+        except sa.exc.ArgumentError as error:
+            raise ConfigurationError(_URL_HELP) from error
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+        return engine, parsed.render_as_string(hide_password=True)
+    if text.startswith("sqlite://"):
+        path_text = text.removeprefix("sqlite://")
+        if not path_text.startswith("/"):
+            raise ConfigurationError(_URL_HELP)
+    elif "://" in text or not text:
+        raise ConfigurationError(f"{_URL_HELP}; other databases are not supported")
+    else:
+        path_text = text
+    path = Path(path_text).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        sa.URL.create("sqlite", database=str(path)), connect_args={"check_same_thread": False, "timeout": 30.0}
+    )
+    _configure_sqlite(engine, wal=True)
+    return engine, str(path)
+
+
+def _configure_sqlite(engine: sa.Engine, *, wal: bool) -> None:
+    """SQLite as many processes share it (a `dagster dev` backfill runs one per shard): WAL so readers never block
+    the writer, a busy timeout instead of "database is locked", and transactions that we begin ourselves — writes
+    with ``BEGIN IMMEDIATE``, so two writers queue for the lock instead of failing on a read-to-write upgrade."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN would defeat the one below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        if wal:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL: a committed transaction survives a process crash (only an OS crash may lose the last ones).
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        write = connection.get_execution_options().get("state_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@functools.cache
+def _script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", _MIGRATIONS)
+    return config
+
+
+def _migrate(engine: sa.Engine, location: str) -> None:
+    """Bring the store to the head revision, once, whoever opens it at the same time.
+
+    The whole check-and-upgrade runs in one write transaction holding the database's lock (SQLite's write lock via
+    ``BEGIN IMMEDIATE``; a transaction-scoped advisory lock on PostgreSQL, whose DDL is transactional), so a second
+    opener waits, then finds the head revision and does nothing: never two ``alembic_version`` rows. A store made
+    before the migrations existed (a ``meta`` table, no ``alembic_version``) is stamped with revision 0001 first.
+    """
+    head = _script_directory().get_current_head()
+    with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_heads() == (head,):
+            return
+    with engine.connect().execution_options(state_write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        tables = set(sa.inspect(conn).get_table_names())
+        config = _alembic_config()
+        config.attributes["connection"] = conn
+        if "meta" in tables and "alembic_version" not in tables:
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+        heads = MigrationContext.configure(conn).get_current_heads()
+    if heads != (head,):
+        raise ConfigurationError(
+            f"the state store {location} is at revision(s) {', '.join(heads) or 'none'}, not {head}: "
+            "it was written by another version of scim-pipeline"
         )
-        self._conn.commit()
+
+
+class ProvisioningState:
+    """The provisioning state on SQLite or PostgreSQL. Open it with :meth:`open`; close it (or use ``with``)."""
+
+    def __init__(self, engine: sa.Engine, *, location: str) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(state_write=True)
+        self.location = location
+        # An in-memory SQLite database is one connection: threads take turns on it. Elsewhere the pool gives
+        # each thread its own connection.
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if location == ":memory:" else contextlib.nullcontext()
+        )
+        _migrate(engine, location)
 
     @classmethod
     def open(cls, url: str | Path) -> ProvisioningState:
-        """Open (creating if needed) the state store at ``sqlite:///abs/path``, a plain path, or ``:memory:``.
+        """Open (creating or upgrading if needed) the state store at ``sqlite:///abs/path``, a plain path,
+        ``:memory:`` or ``postgresql+psycopg://…`` (``postgresql://`` means the same).
 
-        Raises ``ConfigurationError`` naming ``SCIM_STATE_URL`` for any other URL scheme.
+        Raises ``ConfigurationError`` naming ``SCIM_STATE_URL`` for any other URL, or when the database cannot be
+        reached.
         """
-        text = str(url).strip()
-        if text in {":memory:", "sqlite://", "sqlite:///:memory:"}:
-            return cls(_connect(":memory:"), location=":memory:")
-        if text.startswith("sqlite://"):
-            path_text = text.removeprefix("sqlite://")
-            if not path_text.startswith("/"):
-                raise ConfigurationError("SCIM_STATE_URL must be sqlite:///<absolute path>, a file path or :memory:")
-        elif "://" in text or not text:
-            raise ConfigurationError(
-                "SCIM_STATE_URL must be sqlite:///<absolute path>, a file path or :memory: "
-                "(other databases are not supported)"
-            )
-        else:
-            path_text = text
-        path = Path(path_text).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(_connect(str(path)), location=str(path))
+        engine, location = _engine_for(url)
+        try:
+            return cls(engine, location=location)
+        except sa.exc.OperationalError as error:
+            engine.dispose()
+            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+            raise ConfigurationError(f"cannot open the state store {location} (SCIM_STATE_URL): {reason}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._engine.dispose()
 
     def __enter__(self) -> ProvisioningState:
         return self
@@ -491,25 +621,23 @@ class ProvisioningState:
     def __repr__(self) -> str:
         return f"ProvisioningState({self.location!r})"
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._lock, self._engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._lock, self._writer.begin() as conn:
+            yield conn
 
     # ---- reads -------------------------------------------------------------------------------------------
 
     def is_empty(self) -> bool:
         """True when we manage nothing yet (the first run against a tenant adopts what matches)."""
-        with self._lock:
-            users = self._conn.execute("SELECT 1 FROM managed_users LIMIT 1").fetchone()
-            groups = self._conn.execute("SELECT 1 FROM managed_groups LIMIT 1").fetchone()
+        with self._read() as conn:
+            users = conn.execute(sa.select(sa.literal(1)).select_from(managed_users).limit(1)).first()
+            groups = conn.execute(sa.select(sa.literal(1)).select_from(managed_groups).limit(1)).first()
         return users is None and groups is None
 
     def managed_users(
@@ -519,30 +647,25 @@ class ProvisioningState:
         unknown = set(columns) - set(USER_SNAPSHOT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown managed-user columns: {sorted(unknown)}")
-        sql = "SELECT " + ", ".join(_json_column(c) for c in columns) + " FROM managed_users"
-        params: tuple[Any, ...] = ()
+        statement = sa.select(*(managed_users.c[name] for name in columns))
         if shards is not None:
-            shard_list = sorted({int(s) for s in shards})
-            sql += f" WHERE shard IN ({', '.join('?' * len(shard_list))})"
-            params = tuple(shard_list)
-        with self._lock:
-            texts = self._conn.execute(sql, params).fetchone()
-        return _frame_from_json(texts, columns)
+            statement = statement.where(managed_users.c.shard.in_(sorted({int(s) for s in shards})))
+        return self._frame(statement, columns)
 
     def managed_groups(self) -> pd.DataFrame:
         """Managed groups as a DataFrame; see :class:`ManagedSnapshot`."""
-        sql = "SELECT " + ", ".join(_json_column(c) for c in GROUP_SNAPSHOT_COLUMNS) + " FROM managed_groups"
-        with self._lock:
-            texts = self._conn.execute(sql).fetchone()
-        return _frame_from_json(texts, GROUP_SNAPSHOT_COLUMNS)
+        statement = sa.select(*(managed_groups.c[name] for name in GROUP_SNAPSHOT_COLUMNS))
+        return self._frame(statement, GROUP_SNAPSHOT_COLUMNS)
 
     def managed_memberships(self) -> pd.DataFrame:
         """The (group_key_norm, user_key_norm) pairs we added or adopted."""
         columns = ("group_key_norm", "user_key_norm")
-        sql = "SELECT " + ", ".join(_json_column(c) for c in columns) + " FROM managed_memberships"
-        with self._lock:
-            texts = self._conn.execute(sql).fetchone()
-        return _frame_from_json(texts, columns)
+        return self._frame(sa.select(*(managed_memberships.c[name] for name in columns)), columns)
+
+    def _frame(self, statement: sa.Select[Any], columns: Sequence[str]) -> pd.DataFrame:
+        with self._read() as conn:
+            rows = _fetch_tuples(conn, statement)
+        return _frame_from_rows(rows, columns)
 
     def snapshot(self, shards: Iterable[int] | None = None) -> ManagedSnapshot:
         """Everything a plan needs. With ``shards``, users are limited to them (groups and memberships are not)."""
@@ -555,94 +678,156 @@ class ProvisioningState:
 
     def load_attrs(self, kind: ResourceKind, key_norms: Sequence[str]) -> dict[str, str]:
         """key_norm → recorded attribute JSON, for the given managed users or groups."""
-        table = "managed_users" if kind == "Users" else "managed_groups"
+        table = managed_users if kind == "Users" else managed_groups
         found: dict[str, str] = {}
-        with self._lock:
+        with self._read() as conn:
             for start in range(0, len(key_norms), 500):
                 chunk = list(key_norms[start : start + 500])
-                found.update(
-                    self._conn.execute(
-                        f"SELECT key_norm, attrs FROM {table} WHERE key_norm IN ({', '.join('?' * len(chunk))})",
-                        chunk,
-                    ).fetchall()
-                )
+                rows = conn.execute(sa.select(table.c.key_norm, table.c.attrs).where(table.c.key_norm.in_(chunk)))
+                found.update((str(k), str(a)) for k, a in rows)
         return found
 
     def counts(self, shards: Iterable[int] | None = None) -> ManagedCounts:
         """Counts of what we manage, for the guards (users limited to ``shards`` when given)."""
-        where = "WHERE scim_id IS NOT NULL"
-        params: tuple[Any, ...] = ()
+        users_statement = sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.coalesce(managed_users.c.active, 1)), 0)
+        ).where(managed_users.c.scim_id.is_not(None))
         if shards is not None:
-            shard_list = sorted({int(s) for s in shards})
-            where += f" AND shard IN ({', '.join('?' * len(shard_list))})"
-            params = tuple(shard_list)
-        with self._lock:
-            users, active = self._conn.execute(
-                f"SELECT count(*), coalesce(sum(coalesce(active, 1)), 0) FROM managed_users {where}",
-                params,
-            ).fetchone()
-            (groups,) = self._conn.execute("SELECT count(*) FROM managed_groups WHERE scim_id IS NOT NULL").fetchone()
+            users_statement = users_statement.where(managed_users.c.shard.in_(sorted({int(s) for s in shards})))
+        groups_statement = sa.select(sa.func.count()).where(managed_groups.c.scim_id.is_not(None))
+        with self._read() as conn:
+            users, active = conn.execute(users_statement).one()
+            groups = conn.execute(groups_statement).scalar_one()
         return ManagedCounts(users=int(users), active_users=int(active), groups=int(groups))
 
     def user_ids(self) -> dict[str, str]:
         """key_norm → SCIM id of every managed user that has one (manager references are resolved with it)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT key_norm, scim_id FROM managed_users WHERE scim_id IS NOT NULL"
-            ).fetchall()
-        return dict(rows)
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(managed_users.c.key_norm, managed_users.c.scim_id).where(managed_users.c.scim_id.is_not(None))
+            ).tuples()
+            return {str(k): str(i) for k, i in rows}
 
     def held(self, resource_type: ResourceKind, *, now: float | None = None) -> dict[str, HeldIdentity]:
         """Identities in escrow right now, by key_norm."""
-        table = "managed_users" if resource_type == "Users" else "managed_groups"
+        table = managed_users if resource_type == "Users" else managed_groups
         moment = time.time() if now is None else now
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT key_norm, key, fail_count, next_attempt_at, last_error FROM {table} "
-                "WHERE next_attempt_at IS NOT NULL AND next_attempt_at > ?",
-                (moment,),
-            ).fetchall()
+        statement = sa.select(
+            table.c.key_norm, table.c.key, table.c.fail_count, table.c.next_attempt_at, table.c.last_error
+        ).where(table.c.next_attempt_at.is_not(None), table.c.next_attempt_at > moment)
+        with self._read() as conn:
+            rows = conn.execute(statement).tuples().all()
         return {row[0]: HeldIdentity(resource_type, row[0], row[1], int(row[2]), float(row[3]), row[4]) for row in rows}
 
     def get_user(self, key_norm: str) -> dict[str, Any] | None:
         """One managed user's row (attrs decoded), or None."""
         return self._get_managed(
-            "managed_users",
-            "key_norm, key, scim_id, shard, origin, attrs, attrs_hash, active, status, last_error, fail_count, "
-            "next_attempt_at",
+            managed_users,
+            _USER_ROW_COLUMNS,
             key_norm,
         )
 
     def get_group(self, key_norm: str) -> dict[str, Any] | None:
         """One managed group's row (attrs decoded), or None."""
         return self._get_managed(
-            "managed_groups",
-            "key_norm, key, scim_id, origin, attrs, attrs_hash, status, last_error, fail_count, next_attempt_at",
+            managed_groups,
+            _GROUP_ROW_COLUMNS,
             key_norm,
         )
 
-    def _get_managed(self, table: str, columns: str, key_norm: str) -> dict[str, Any] | None:
-        with self._lock:
-            cursor = self._conn.execute(f"SELECT {columns} FROM {table} WHERE key_norm = ?", (key_norm,))
-            row = cursor.fetchone()
-            names = [d[0] for d in cursor.description]
+    def _get_managed(self, table: sa.Table, columns: Sequence[str], key_norm: str) -> dict[str, Any] | None:
+        statement = sa.select(*(table.c[name] for name in columns)).where(table.c.key_norm == key_norm)
+        with self._read() as conn:
+            row = conn.execute(statement).mappings().first()
         if row is None:
             return None
-        record = dict(zip(names, row, strict=True))
+        record = dict(row)
         record["attrs"] = json.loads(record["attrs"])
         return record
 
     def audit(self, run_id: str | None = None) -> pd.DataFrame:
         """The audit trail (optionally of one run), oldest first."""
-        sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit"
-        params: tuple[Any, ...] = ()
+        return self.audit_query(run_id=run_id)
+
+    def audit_query(
+        self,
+        *,
+        run_id: str | None = None,
+        key: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        failed: bool = False,
+        http_status: int | None = None,
+        resource_type: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Audit rows matching every given condition, oldest first (docs/audit.md: the questions a reviewer asks).
+
+        ``key`` is the matching key exactly as recorded (a person's userName, a group's displayName); ``since`` /
+        ``until`` are epoch seconds (``since`` inclusive, ``until`` exclusive); ``failed`` keeps the failed calls
+        only; ``limit`` keeps the newest ``limit`` rows.
+        """
+        table = audit_table
+        conditions: list[sa.ColumnElement[bool]] = []
         if run_id is not None:
-            sql += " WHERE run_id = ?"
-            params = (run_id,)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
-        frame = pd.DataFrame(rows, columns=list(AUDIT_COLUMNS))
-        return frame
+            conditions.append(table.c.run_id == run_id)
+        if key is not None:
+            conditions.append(table.c.key == key)
+        if since is not None:
+            conditions.append(table.c.at >= since)
+        if until is not None:
+            conditions.append(table.c.at < until)
+        if failed:
+            conditions.append(table.c.outcome == "failed")
+        if http_status is not None:
+            conditions.append(table.c.http_status == http_status)
+        if resource_type is not None:
+            conditions.append(table.c.resource_type == resource_type)
+        statement = sa.select(*(table.c[name] for name in AUDIT_COLUMNS)).where(*conditions)
+        if limit is not None:
+            newest = statement.order_by(table.c.id.desc()).limit(limit).subquery()
+            statement = sa.select(*(newest.c[name] for name in AUDIT_COLUMNS)).order_by(newest.c.id)
+        else:
+            statement = statement.order_by(table.c.id)
+        with self._read() as conn:
+            rows = _fetch_tuples(conn, statement)
+        return pd.DataFrame(rows, columns=list(AUDIT_COLUMNS))
+
+    # ---- settings and the writer lease ---------------------------------------------------------------------
+
+    def get_value(self, namespace: str, key: str) -> str | None:
+        """A small stored value (e.g. a source's delta link, a target's quirk), or None when never set."""
+        statement = sa.select(target_settings.c.value).where(
+            target_settings.c.namespace == namespace, target_settings.c.key == key
+        )
+        with self._read() as conn:
+            value = conn.execute(statement).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    def set_value(self, namespace: str, key: str, value: str) -> None:
+        """Store (or replace) a small value under ``namespace`` / ``key``. Never a secret."""
+        with self._write() as conn:
+            statement = upsert(conn, target_settings).values(
+                namespace=namespace, key=key, value=value, updated_at=time.time()
+            )
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[target_settings.c.namespace, target_settings.c.key],
+                    set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+                )
+            )
+
+    def writer_lease(
+        self, target: str, holder: str, *, wait_s: float = 30.0, ttl_s: float = 60.0
+    ) -> contextlib.AbstractContextManager[WriterLease]:
+        """Be the only writer to ``target`` while the block runs (across processes and machines sharing this store).
+
+        ``holder`` names us in the other writers' messages, e.g. ``"run 1f3e… (pid 412 on host sync-1)"``. Waits up
+        to ``wait_s`` for a live holder, then raises :class:`LeaseHeld` naming it and since when; a holder that
+        stopped renewing (it died) loses the lease ``ttl_s`` after its last renewal. The lease tells whom we waited
+        for (``waited_s``, ``waited_for``) and whether we took over a dead holder's lease (``took_over_from``).
+        """
+        return _lease.hold_writer_lease(self._write, target, holder, wait_s=wait_s, ttl_s=ttl_s)
 
     # ---- writes ------------------------------------------------------------------------------------------
 
@@ -652,32 +837,40 @@ class ProvisioningState:
         Existing rows keep their data; only rows without a SCIM id are marked.
         """
         now = time.time()
-        with self._transaction() as conn:
-            if kind == "Users":
-                conn.executemany(
-                    "INSERT INTO managed_users (key_norm, key, shard, status, updated_at) "
-                    "VALUES (?, ?, ?, 'pending_create', ?) ON CONFLICT (key_norm) DO UPDATE SET "
-                    "status = 'pending_create', updated_at = excluded.updated_at "
-                    "WHERE managed_users.scim_id IS NULL",
-                    ((kn, k, int(s), now) for kn, k, s in rows),
-                )
-            else:
-                conn.executemany(
-                    "INSERT INTO managed_groups (key_norm, key, status, updated_at) "
-                    "VALUES (?, ?, 'pending_create', ?) ON CONFLICT (key_norm) DO UPDATE SET "
-                    "status = 'pending_create', updated_at = excluded.updated_at "
-                    "WHERE managed_groups.scim_id IS NULL",
-                    ((kn, k, now) for kn, k, _ in rows),
-                )
+        table = managed_users if kind == "Users" else managed_groups
+        params = [
+            {"key_norm": kn, "key": k, "status": "pending_create", "updated_at": now}
+            | ({"shard": int(s)} if kind == "Users" else {})
+            for kn, k, s in rows
+        ]
+        if not params:
+            return
+        with self._write() as conn:
+            statement = upsert(conn, table)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[table.c.key_norm],
+                    set_={"status": statement.excluded.status, "updated_at": statement.excluded.updated_at},
+                    where=table.c.scim_id.is_(None),
+                ),
+                params,
+            )
 
     def clear_pending_creates(self, kind: ResourceKind, key_norms: Iterable[str]) -> None:
         """Drop markers of creates that were never sent (a run stopped early): nothing to look up for them."""
-        table = "managed_users" if kind == "Users" else "managed_groups"
-        with self._transaction() as conn:
-            conn.executemany(
-                f"DELETE FROM {table} WHERE key_norm = ? AND scim_id IS NULL "
-                "AND status = 'pending_create' AND fail_count = 0",
-                ((kn,) for kn in key_norms),
+        table = managed_users if kind == "Users" else managed_groups
+        params = [{"b_key_norm": kn} for kn in key_norms]
+        if not params:
+            return
+        with self._write() as conn:
+            conn.execute(
+                sa.delete(table).where(
+                    table.c.key_norm == sa.bindparam("b_key_norm"),
+                    table.c.scim_id.is_(None),
+                    table.c.status == "pending_create",
+                    table.c.fail_count == 0,
+                ),
+                params,
             )
 
     def apply(self, batch: StateBatch, *, escrow: EscrowPolicy | None = None) -> None:
@@ -686,159 +879,187 @@ class ProvisioningState:
             return
         policy = escrow or EscrowPolicy()
         now = time.time()
-        with self._transaction() as conn:
+        with self._write() as conn:
             if batch.user_upserts:
-                conn.executemany(
-                    "INSERT INTO managed_users (key_norm, key, scim_id, shard, origin, attrs, attrs_hash, "
-                    "active, status, last_error, fail_count, next_attempt_at, updated_at) VALUES "
-                    "(:key_norm, :key, :scim_id, :shard, coalesce(:origin, 'created'), :attrs, :attrs_hash, "
-                    ":active, :status, NULL, 0, NULL, :now) ON CONFLICT (key_norm) DO UPDATE SET "
-                    "key = excluded.key, scim_id = coalesce(excluded.scim_id, managed_users.scim_id), "
-                    "shard = excluded.shard, origin = coalesce(:origin, managed_users.origin), "
-                    "attrs = excluded.attrs, attrs_hash = excluded.attrs_hash, active = excluded.active, "
-                    "status = excluded.status, last_error = NULL, fail_count = 0, "
-                    "next_attempt_at = NULL, updated_at = excluded.updated_at",
-                    ({**row, "now": now} for row in batch.user_upserts),
-                )
+                _upsert_managed(conn, managed_users, batch.user_upserts, now)
             if batch.group_upserts:
-                conn.executemany(
-                    "INSERT INTO managed_groups (key_norm, key, scim_id, origin, attrs, attrs_hash, status, "
-                    "last_error, fail_count, next_attempt_at, updated_at) VALUES "
-                    "(:key_norm, :key, :scim_id, coalesce(:origin, 'created'), :attrs, :attrs_hash, :status, "
-                    "NULL, 0, NULL, :now) ON CONFLICT (key_norm) DO UPDATE SET "
-                    "key = excluded.key, scim_id = coalesce(excluded.scim_id, managed_groups.scim_id), "
-                    "origin = coalesce(:origin, managed_groups.origin), attrs = excluded.attrs, "
-                    "attrs_hash = excluded.attrs_hash, status = excluded.status, last_error = NULL, "
-                    "fail_count = 0, next_attempt_at = NULL, updated_at = excluded.updated_at",
-                    ({**row, "now": now} for row in batch.group_upserts),
-                )
-            escrow_sql = (
-                "fail_count = {table}.fail_count + 1, last_error = excluded.last_error, "
-                "status = CASE WHEN {table}.scim_id IS NULL THEN 'failed' ELSE {table}.status END, "
-                "next_attempt_at = CASE WHEN {table}.fail_count + 1 >= :after THEN "
-                ":now + min(:max_delay, :base * (1 << min({table}.fail_count + 1 - :after, 30))) "
-                "ELSE NULL END, updated_at = excluded.updated_at"
-            )
-            escrow_params = {
-                "after": policy.after_failures,
-                "base": policy.base_delay_s,
-                "max_delay": policy.max_delay_s,
-                "now": now,
-            }
-            first_delay = policy.base_delay_s if policy.after_failures <= 1 else None
+                _upsert_managed(conn, managed_groups, batch.group_upserts, now)
             if batch.user_failures:
-                conn.executemany(
-                    "INSERT INTO managed_users (key_norm, key, shard, status, last_error, fail_count, "
-                    "next_attempt_at, updated_at) VALUES (:key_norm, :key, :shard, 'failed', :error, 1, "
-                    ":first_next, :now) ON CONFLICT (key_norm) DO UPDATE SET "
-                    + escrow_sql.format(table="managed_users"),
-                    (
-                        {
-                            "key_norm": kn,
-                            "key": k,
-                            "shard": shard,
-                            "error": err,
-                            "first_next": None if first_delay is None else now + first_delay,
-                            **escrow_params,
-                        }
-                        for kn, k, err, shard, _ in batch.user_failures
-                    ),
-                )
+                _record_failures(conn, managed_users, batch.user_failures, policy, now)
             if batch.group_failures:
-                conn.executemany(
-                    "INSERT INTO managed_groups (key_norm, key, status, last_error, fail_count, "
-                    "next_attempt_at, updated_at) VALUES (:key_norm, :key, 'failed', :error, 1, "
-                    ":first_next, :now) ON CONFLICT (key_norm) DO UPDATE SET "
-                    + escrow_sql.format(table="managed_groups"),
-                    (
-                        {
-                            "key_norm": kn,
-                            "key": k,
-                            "error": err,
-                            "first_next": None if first_delay is None else now + first_delay,
-                            **escrow_params,
-                        }
-                        for kn, k, err in batch.group_failures
-                    ),
-                )
+                _record_failures(conn, managed_groups, batch.group_failures, policy, now)
             if batch.user_deletes:
-                conn.executemany("DELETE FROM managed_users WHERE key_norm = ?", ((kn,) for kn in batch.user_deletes))
-                conn.executemany(
-                    "DELETE FROM managed_memberships WHERE user_key_norm = ?",
-                    ((kn,) for kn in batch.user_deletes),
-                )
+                _delete_managed(conn, managed_users, managed_memberships.c.user_key_norm, batch.user_deletes)
             if batch.group_deletes:
-                conn.executemany("DELETE FROM managed_groups WHERE key_norm = ?", ((kn,) for kn in batch.group_deletes))
-                conn.executemany(
-                    "DELETE FROM managed_memberships WHERE group_key_norm = ?",
-                    ((kn,) for kn in batch.group_deletes),
-                )
-            if batch.user_hash_refreshes:
-                conn.executemany(
-                    "UPDATE managed_users SET attrs_hash = ? WHERE key_norm = ?", batch.user_hash_refreshes
-                )
-            if batch.group_hash_refreshes:
-                conn.executemany(
-                    "UPDATE managed_groups SET attrs_hash = ? WHERE key_norm = ?", batch.group_hash_refreshes
-                )
+                _delete_managed(conn, managed_groups, managed_memberships.c.group_key_norm, batch.group_deletes)
+            for table, refreshes in (
+                (managed_users, batch.user_hash_refreshes),
+                (managed_groups, batch.group_hash_refreshes),
+            ):
+                if refreshes:
+                    conn.execute(
+                        sa.update(table)
+                        .where(table.c.key_norm == sa.bindparam("b_key_norm"))
+                        .values(attrs_hash=sa.bindparam("b_hash")),
+                        [{"b_hash": int(h), "b_key_norm": kn} for h, kn in refreshes],
+                    )
             if batch.membership_adds:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO managed_memberships (group_key_norm, user_key_norm) VALUES (?, ?)",
-                    batch.membership_adds,
+                conn.execute(
+                    upsert(conn, managed_memberships).on_conflict_do_nothing(),
+                    [{"group_key_norm": g, "user_key_norm": u} for g, u in batch.membership_adds],
                 )
             if batch.membership_removes:
-                conn.executemany(
-                    "DELETE FROM managed_memberships WHERE group_key_norm = ? AND user_key_norm = ?",
-                    batch.membership_removes,
+                conn.execute(
+                    sa.delete(managed_memberships).where(
+                        managed_memberships.c.group_key_norm == sa.bindparam("b_group"),
+                        managed_memberships.c.user_key_norm == sa.bindparam("b_user"),
+                    ),
+                    [{"b_group": g, "b_user": u} for g, u in batch.membership_removes],
                 )
             if batch.audit:
-                conn.executemany(
-                    "INSERT INTO audit (at, run_id, partition, resource_type, operation, key, scim_id, "
-                    "http_status, scim_type, latency_ms, attempts, outcome, error) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        (
-                            r.at,
-                            r.run_id,
-                            r.partition,
-                            r.resource_type,
-                            r.operation,
-                            r.key,
-                            r.scim_id,
-                            r.http_status,
-                            r.scim_type,
-                            r.latency_ms,
-                            r.attempts,
-                            r.outcome,
-                            r.error,
-                        )
+                conn.execute(
+                    sa.insert(audit_table),
+                    [
+                        {
+                            "at": r.at,
+                            "run_id": r.run_id,
+                            "partition": r.partition,
+                            "resource_type": r.resource_type,
+                            "operation": r.operation,
+                            "key": r.key,
+                            "scim_id": r.scim_id,
+                            "http_status": r.http_status,
+                            "scim_type": r.scim_type,
+                            "latency_ms": r.latency_ms,
+                            "attempts": r.attempts,
+                            "outcome": r.outcome,
+                            "error": r.error,
+                        }
                         for r in batch.audit
-                    ),
+                    ],
                 )
 
     def set_observed_attrs(self, kind: ResourceKind, updates: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the recorded attribute values of managed objects (key_norm → attrs), e.g. after drift."""
-        table = "managed_users" if kind == "Users" else "managed_groups"
+        if not updates:
+            return
+        table = managed_users if kind == "Users" else managed_groups
         now = time.time()
-        with self._transaction() as conn:
-            if kind == "Users":
-                conn.executemany(
-                    f"UPDATE {table} SET attrs = ?, attrs_hash = ?, active = ?, updated_at = ? WHERE key_norm = ?",
-                    ((_dump_attrs(a), UNKNOWN_HASH, _active_flag(a), now, kn) for kn, a in updates.items()),
-                )
-            else:
-                conn.executemany(
-                    f"UPDATE {table} SET attrs = ?, attrs_hash = ?, updated_at = ? WHERE key_norm = ?",
-                    ((_dump_attrs(a), UNKNOWN_HASH, now, kn) for kn, a in updates.items()),
-                )
+        values: dict[str, Any] = {
+            "attrs": sa.bindparam("b_attrs"),
+            "attrs_hash": UNKNOWN_HASH,
+            "updated_at": now,
+        }
+        if kind == "Users":
+            values["active"] = sa.bindparam("b_active", type_=sa.Integer)
+        params = [
+            {"b_key_norm": kn, "b_attrs": _dump_attrs(a)} | ({"b_active": _active_flag(a)} if kind == "Users" else {})
+            for kn, a in updates.items()
+        ]
+        with self._write() as conn:
+            conn.execute(sa.update(table).where(table.c.key_norm == sa.bindparam("b_key_norm")).values(values), params)
 
 
-def _connect(database: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False, timeout=30.0)
-    connection.execute("PRAGMA busy_timeout = 30000")
-    if database != ":memory:":
-        connection.execute("PRAGMA journal_mode = WAL")
-    # WAL + NORMAL: a committed transaction survives a process crash (only an OS crash may lose the last ones).
-    connection.execute("PRAGMA synchronous = NORMAL")
-    connection.execute("PRAGMA foreign_keys = ON")
-    return connection
+def _upsert_managed(conn: sa.Connection, table: sa.Table, rows: Sequence[ManagedUpsert], now: float) -> None:
+    is_users = "shard" in table.c
+    statement = upsert(conn, table)
+    keep_or_replace: dict[str, Any] = {
+        "key": statement.excluded.key,
+        # A record without an id (an outcome that learned none) keeps the id we know.
+        "scim_id": sa.func.coalesce(statement.excluded.scim_id, table.c.scim_id),
+        # origin=None keeps the stored origin (an update never turns a created user into an adopted one).
+        "origin": sa.func.coalesce(sa.bindparam("b_origin", type_=sa.Text), table.c.origin),
+        "attrs": statement.excluded.attrs,
+        "attrs_hash": statement.excluded.attrs_hash,
+        "status": statement.excluded.status,
+        "last_error": None,
+        "fail_count": 0,
+        "next_attempt_at": None,
+        "updated_at": statement.excluded.updated_at,
+    }
+    if is_users:
+        keep_or_replace |= {"shard": statement.excluded.shard, "active": statement.excluded.active}
+    columns = {
+        "key_norm": sa.bindparam("b_key_norm"),
+        "key": sa.bindparam("b_key"),
+        "scim_id": sa.bindparam("b_scim_id", type_=sa.Text),
+        "origin": sa.func.coalesce(sa.bindparam("b_origin", type_=sa.Text), "created"),
+        "attrs": sa.bindparam("b_attrs"),
+        "attrs_hash": sa.bindparam("b_attrs_hash", type_=sa.BigInteger),
+        "status": sa.bindparam("b_status"),
+        "fail_count": 0,
+        "updated_at": now,
+    }
+    if is_users:
+        columns |= {"shard": sa.bindparam("b_shard"), "active": sa.bindparam("b_active", type_=sa.Integer)}
+    params = [
+        {
+            "b_key_norm": r.key_norm,
+            "b_key": r.key,
+            "b_scim_id": r.scim_id,
+            "b_origin": r.origin,
+            "b_attrs": r.attrs,
+            "b_attrs_hash": r.attrs_hash,
+            "b_status": r.status,
+        }
+        | ({"b_shard": r.shard, "b_active": r.active} if is_users else {})
+        for r in rows
+    ]
+    statement = statement.values(columns)
+    conn.execute(
+        statement.on_conflict_do_update(index_elements=[table.c.key_norm], set_=keep_or_replace),
+        params,
+    )
+
+
+def _record_failures(
+    conn: sa.Connection, table: sa.Table, failures: Sequence[FailedCall], policy: EscrowPolicy, now: float
+) -> None:
+    """Count failures per identity (escrow) — read the counters under the write lock, compute the delay, write back."""
+    is_users = "shard" in table.c
+    keys = sorted({f.key_norm for f in failures})
+    known: dict[str, tuple[int, str | None, str]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = conn.execute(
+            sa.select(table.c.key_norm, table.c.fail_count, table.c.scim_id, table.c.status)
+            .where(table.c.key_norm.in_(chunk))
+            .with_for_update()
+        ).tuples()
+        known.update({str(kn): (int(fc), sid, str(st)) for kn, fc, sid, st in rows})
+    updated: dict[str, dict[str, Any]] = {}
+    for failure in failures:
+        fail_count, scim_id, status = known.get(failure.key_norm, (0, None, "failed"))
+        fail_count += 1
+        status = "failed" if scim_id is None else status
+        known[failure.key_norm] = (fail_count, scim_id, status)
+        delay = _escrow_delay(policy, fail_count)
+        row: dict[str, Any] = {
+            "key_norm": failure.key_norm,
+            "key": failure.key,
+            "status": status,
+            "last_error": failure.error,
+            "fail_count": fail_count,
+            "next_attempt_at": None if delay is None else now + delay,
+            "updated_at": now,
+        }
+        if is_users:
+            row["shard"] = failure.shard or 0
+        updated[failure.key_norm] = row
+    statement = upsert(conn, table)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c.key_norm],
+            set_={
+                name: statement.excluded[name]
+                for name in ("status", "last_error", "fail_count", "next_attempt_at", "updated_at")
+            },
+        ),
+        list(updated.values()),
+    )
+
+
+def _delete_managed(conn: sa.Connection, table: sa.Table, membership_side: sa.Column[Any], keys: Sequence[str]) -> None:
+    params = [{"b_key_norm": kn} for kn in keys]
+    conn.execute(sa.delete(table).where(table.c.key_norm == sa.bindparam("b_key_norm")), params)
+    conn.execute(sa.delete(managed_memberships).where(membership_side == sa.bindparam("b_key_norm")), params)
