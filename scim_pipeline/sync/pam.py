@@ -293,7 +293,11 @@ async def read_target_access(
         )
 
     try:
-        await asyncio.gather(*(read_container(n, name, i) for n, (name, i) in wanted.items()))
+        reads = [(n, name, i) for n, (name, i) in wanted.items()]
+        # The first read alone: a 403 (no Owner rights) then stops the cycle's PAM requests after one request.
+        for first in reads[:1]:
+            await read_container(*first)
+        await asyncio.gather(*(read_container(*each) for each in reads[1:]))
         if access.placements or managed.placements:
             result.privileged_data = await calls.call(
                 "PrivilegedData", "read", "(all)", lambda: client.search("PrivilegedData")
@@ -823,7 +827,8 @@ async def plan_pam(context: CycleContext, principal_ids: Mapping[PrincipalKey, s
     report.guard = permission_guard(plan, managed, context.options.guards)
     if target.forbidden is not None:
         _fail_once(context, report)
-    context.report.execution = context.report.execution.merge(ExecutionReport(calls=target.requests))
+    # The reads are counted in the report (``target.requests``), not as calls: like the roster's reads, they change
+    # nothing, and a cycle that changes nothing makes no call.
     return report
 
 
@@ -898,7 +903,8 @@ class _PamPhase:
             execution.counts[(resource_type, op, "ok")] += 1
             batch.audit.append(_audit(context, resource_type, op, key, "ok", status, began, None, result))
 
-        await asyncio.gather(*(one(*item) for item in work))
+        await one(*work[0])  # alone first, as the reads: a 403 is then one request
+        await asyncio.gather(*(one(*item) for item in work[1:]))
         execution.calls = calls.requests - before
         execution.wall_s = time.perf_counter() - started
         context.state.apply(batch)
