@@ -21,9 +21,8 @@ def load(tmp_path: Path, text: str, name: str = "access.yaml") -> AccessFile:
 
 
 def rejections(access: AccessFile) -> list[tuple[int, str | None, str | None, str]]:
-    return [
-        (int(r), k, f, str(reason)) for r, k, f, reason in access.rejected[["row", "key", "field", "reason"]].values
-    ]
+    rows = access.rejected[["row", "key", "field", "reason"]].itertuples(index=False)
+    return [(int(r), k if isinstance(k, str) else None, f, str(reason)) for r, k, f, reason in rows]
 
 
 def test_a_yaml_file_yields_containers_permissions_and_placements(tmp_path: Path) -> None:
