@@ -243,3 +243,17 @@ def test_missing_owner_rights_are_reported_once_with_the_fix(
     assert len(failures) == 1
     assert "grant it Owner, Edit, Add Secret and View" in failures[0].message
     assert outcome.counts["user_creates"] == len(roster.users)  # users and groups are provisioned all the same
+
+
+def test_the_component_takes_the_access_file(tmp_path: Path) -> None:
+    from scim_pipeline.assets.component import ScimProvisioningComponent
+
+    path = tmp_path / "access.yaml"
+    write_access(path, ACCESS)
+    live = ScimProvisioningComponent(base_url="https://tenant.example/scim/v2", client_id="svc", access=str(path))
+    assert live.definitions().resources["roster"].access_path() == path
+    without = ScimProvisioningComponent(base_url="https://tenant.example/scim/v2", client_id="svc")
+    assert without.definitions().resources["roster"].access_path() is None
+    demo = ScimProvisioningComponent().definitions().resources["roster"].access_path()
+    assert demo is not None
+    assert demo.name == "access.yaml"
