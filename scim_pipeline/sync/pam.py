@@ -223,6 +223,8 @@ class TargetAccess:
     privileged_data: list[dict[str, Any]] | None = None
     requests: int = 0
     forbidden: Failure | None = None
+    failures: list[Failure] = field(default_factory=list)
+    """Reads that failed (other than a 403): nothing is planned for what they would have read."""
 
 
 class _Forbidden(Exception):
@@ -268,6 +270,13 @@ async def read_target_access(
         wanted[container.name_norm] = (container.name, known[1] if known else container.scim_id)
 
     async def read_container(name_norm: str, name: str, scim_id: str | None) -> None:
+        try:
+            await read_one(name_norm, name, scim_id)
+        except ScimPipelineError as error:
+            status = error.status if isinstance(error, ScimHTTPError) else None
+            result.failures.append(Failure("Containers", "read", name, status, None, str(error)))
+
+    async def read_one(name_norm: str, name: str, scim_id: str | None) -> None:
         found: dict[str, Any] | None = None
         if scim_id is not None:
             try:
@@ -283,14 +292,16 @@ async def read_target_access(
             return
         model = parse_resource("Containers", found)
         target = TargetContainer(scim_id=str(model.id), name=str(getattr(model, "name", None) or name))
-        result.containers[name_norm] = target
         permission_filter = str(eq_filter("container.value", target.scim_id))
-        result.permissions[target.scim_id] = await calls.call(
+        permissions = await calls.call(
             "ContainerPermissions",
             "read",
             name,
             lambda: client.search("ContainerPermissions", permission_filter),
         )
+        # Known only once its permissions are read: a container half read is not planned for.
+        result.permissions[target.scim_id] = permissions
+        result.containers[name_norm] = target
 
     try:
         reads = [(n, name, i) for n, (name, i) in wanted.items()]
@@ -299,9 +310,13 @@ async def read_target_access(
             await read_container(*first)
         await asyncio.gather(*(read_container(*each) for each in reads[1:]))
         if access.placements or managed.placements:
-            result.privileged_data = await calls.call(
-                "PrivilegedData", "read", "(all)", lambda: client.search("PrivilegedData")
-            )
+            try:
+                result.privileged_data = await calls.call(
+                    "PrivilegedData", "read", "(all)", lambda: client.search("PrivilegedData")
+                )
+            except ScimPipelineError as error:
+                status = error.status if isinstance(error, ScimHTTPError) else None
+                result.failures.append(Failure("PrivilegedData", "read", "(all)", status, None, str(error)))
     except _Forbidden:
         pass
     result.requests = calls.requests
@@ -827,6 +842,8 @@ async def plan_pam(context: CycleContext, principal_ids: Mapping[PrincipalKey, s
     report.guard = permission_guard(plan, managed, context.options.guards)
     if target.forbidden is not None:
         _fail_once(context, report)
+    if target.failures:
+        context.report.execution = context.report.execution.merge(ExecutionReport(failures=list(target.failures)))
     # The reads are counted in the report (``target.requests``), not as calls: like the roster's reads, they change
     # nothing, and a cycle that changes nothing makes no call.
     return report

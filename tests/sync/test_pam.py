@@ -341,3 +341,19 @@ async def test_a_user_and_group_sync_leaves_the_pam_kinds_alone(
     report = await cycle(target, state, access(*BASE), kinds=kinds)
     assert report.pam is None
     assert target.emulator.store.count("Containers") == 0
+
+
+async def test_a_container_that_cannot_be_read_is_reported_and_the_others_proceed(
+    target: Target, state: ProvisioningState
+) -> None:
+    store = target.emulator.store
+    parent = store.create("Containers", {"schemas": [CONTAINER], "name": "Europe"})
+    store.create("Containers", {"schemas": [CONTAINER], "name": "Production"})
+    store.create("Containers", {"schemas": [CONTAINER], "name": "Production", "parent": {"value": parent["id"]}})
+
+    report = await cycle(target, state, access(*BASE))
+
+    assert report.failed
+    failures = [f for f in report.execution.failures if f.resource_type == "Containers"]
+    assert [(f.op, f.key) for f in failures] == [("read", "Production")]
+    assert {container for container, _principal, _rights in permissions_on_target(target)} == {"Staging"}
