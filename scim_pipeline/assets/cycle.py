@@ -462,7 +462,9 @@ class _CycleStep:
         outcome = CycleOutcome.from_report(
             report, rejected=roster.rejected, sources=loaded.sources, target=self.target.describe()
         )
-        outcome.write(report_path(context.instance, options.run_id))
+        path = report_path(context.instance, options.run_id)
+        outcome.write(path)
+        _prune_reports(path.parent)
         context.log.info(
             f"cycle done in {time.perf_counter() - started:.1f} s: {outcome.calls} SCIM calls, "
             f"{outcome.failed_calls} failed"
@@ -806,6 +808,16 @@ class _CycleStep:
                 + " | ".join(lines),
                 metadata={"failures": len(report.execution.failures)},
             )
+
+
+KEPT_REPORTS = 1000
+
+
+def _prune_reports(folder: Any, keep: int = KEPT_REPORTS) -> None:
+    """Keep the newest ``keep`` run reports: an hourly schedule must not fill the disk (Dagster keeps the runs)."""
+    reports = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime)
+    for old in reports[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def _has_key(context: AssetExecutionContext) -> bool:

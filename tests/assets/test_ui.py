@@ -114,7 +114,7 @@ def dagster_dev(tmp_path: Path) -> Iterator[str]:
 
 
 def runs(url: str) -> list[dict[str, Any]]:
-    data = graphql(url, "{ runsOrError { ... on Runs { results { runId status jobName } } } }")
+    data = graphql(url, "{ runsOrError { ... on Runs { results { runId status jobName startTime endTime } } } }")
     results: list[dict[str, Any]] = data["runsOrError"]["results"]
     return results
 
@@ -171,6 +171,7 @@ def test_materialize_all_in_the_ui_runs_the_whole_cycle_in_one_run(dagster_dev: 
             time.sleep(2)
         assert len(launched) == 1, launched
         assert launched[0]["status"] == "SUCCESS", launched
+        print(f"\nMaterialize all: 1 run, {launched[0]['endTime'] - launched[0]['startTime']:.1f} s from start to end")
 
         page.goto(f"{url}/assets/user_changes", wait_until="networkidle", timeout=120_000)
         page.get_by_text("creates").first.wait_for(timeout=60_000)
