@@ -752,6 +752,7 @@ class _CycleStep:
         path = pipeline_home(self.context.instance) / "access_snapshots" / f"{self.context.run.run_id}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.to_csv(path, index=False)
+        _prune_reports(path.parent, pattern="*.csv")
         managed = snapshot["managed"].astype(bool) if len(snapshot) else pd.Series([], dtype=bool)
         principals = snapshot[["container_id", "principal_type", "principal_id"]].drop_duplicates()
         yield self._result(
@@ -813,9 +814,10 @@ class _CycleStep:
 KEPT_REPORTS = 1000
 
 
-def _prune_reports(folder: Any, keep: int = KEPT_REPORTS) -> None:
-    """Keep the newest ``keep`` run reports: an hourly schedule must not fill the disk (Dagster keeps the runs)."""
-    reports = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime)
+def _prune_reports(folder: Any, keep: int = KEPT_REPORTS, *, pattern: str = "*.json") -> None:
+    """Keep the newest ``keep`` run reports (and access snapshots): an hourly schedule must not fill the disk
+    (Dagster keeps the runs)."""
+    reports = sorted(folder.glob(pattern), key=lambda path: path.stat().st_mtime)
     for old in reports[:-keep]:
         old.unlink(missing_ok=True)
 
