@@ -168,9 +168,19 @@ def _run_check(args: argparse.Namespace) -> int:
             "(start one with `scim-pipeline emulator` and export the variables it prints)"
         )
     settings = ConnectionSettings.from_env(**overrides)
-    report = asyncio.run(run_check(settings, write_probes=args.probe_writes))
+    report = asyncio.run(run_check(settings, write_probes=args.probe_writes, containers=_access_containers()))
     print(report.render())
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _access_containers() -> list[str]:
+    """The container names of the access file (SCIM_ACCESS), whose rights `check` verifies; none when unset."""
+    path = os.environ.get("SCIM_ACCESS", "").strip()
+    if not path:
+        return []
+    from scim_pipeline.sync.access import load_access
+
+    return [container.name for container in load_access(path, users=(), groups=()).containers]
 
 
 def _run_demo(args: argparse.Namespace) -> int:

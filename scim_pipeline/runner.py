@@ -209,13 +209,20 @@ _WHO = (
     ("group", "resolve", "earlier group creates looked up"),
     ("membership", "add", "members added"),
     ("membership", "remove", "members removed"),
+    ("container", "create", "containers created"),
+    ("container", "adopt", "containers adopted"),
+    ("permission", "delete", "container permissions deleted"),
+    ("permission", "add", "container permissions added"),
+    ("permission", "adopt", "container permissions adopted"),
+    ("privileged_data", "attach", "privileged data attached"),
+    ("privileged_data", "detach", "privileged data detached"),
 )
 SHOWN = 10
 
 
 def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, show_all: bool = False) -> str:
     """What `plan`, `sync` and `demo` print: the counts, then who — first the changes, then what was set aside."""
-    from scim_pipeline.sync.outcome import PLAN_COUNTS
+    from scim_pipeline.sync.outcome import PAM_COUNTS, PLAN_COUNTS
 
     errors = errors or []
     limit = None if show_all else SHOWN
@@ -223,11 +230,15 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
     if outcome.target:
         lines.append(f"target: {outcome.target}")
     lines.append("")
-    width = max(len(label) for _, label in PLAN_COUNTS) + 4
+    with_pam = "permission_adds" in outcome.counts  # an access file was given: Delinea's containers too
+    width = max(len(label) for _, label in (*PLAN_COUNTS, *(PAM_COUNTS if with_pam else ()))) + 4
     for name, label in PLAN_COUNTS:
         lines.append(f"  {label:<{width}}{outcome.counts.get(name, 0):>10,}")
     lines.append(f"  {'memberships deferred':<{width}}{outcome.counts.get('deferred', 0):>10,}")
     lines.append(f"  {'rejected roster rows':<{width}}{outcome.counts.get('rejected_rows', 0):>10,}")
+    if with_pam:
+        for name, label in PAM_COUNTS:
+            lines.append(f"  {label:<{width}}{outcome.counts.get(name, 0):>10,}")
     if not outcome.dry_run:
         lines.append(f"  {'SCIM calls':<{width}}{outcome.calls:>10,}")
         lines.append(f"  {'failed changes':<{width}}{len(outcome.failures):>10,}")
@@ -266,6 +277,12 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
         for drift in outcome.drift[:limit]:
             lines.append(f"  {drift.resource_type} {drift.key}: {drift.attribute}")
         lines.extend(_more(len(outcome.drift), limit))
+    if outcome.access_drift:
+        lines.append("")
+        lines.append(f"containers to fix by hand ({len(outcome.access_drift):,}) — never attempted:")
+        for drift in outcome.access_drift[:limit]:
+            lines.append(f"  {drift.resource_type} {drift.key}: {drift.attribute}")
+        lines.extend(_more(len(outcome.access_drift), limit))
     if outcome.failures:
         lines.append("")
         lines.append(f"failed changes ({len(outcome.failures):,}):")

@@ -116,6 +116,11 @@ class PipelineSettings(BaseSettings):
         "bundled sample (demo).",
     )
     mapping: str | None = Field(default=None, description="Mapping file (YAML); default the built-in columns.")
+    access: str | None = Field(
+        default=None,
+        description="Access file (YAML or CSV, docs/access.md): Delinea containers, the rights of groups and users on "
+        "them, and privileged-data placement. Unset = no container sync (demo mode: the bundled sample).",
+    )
 
     # State and partitions
     state_url: str | None = Field(
@@ -153,7 +158,7 @@ class PipelineSettings(BaseSettings):
         description="Let one run pass the deletion, empty-roster, shrunken-roster and mass-update guards.",
     )
 
-    @field_validator("base_url", "token_url", "client_id", "ca_bundle", "roster", "mapping", "state_url")
+    @field_validator("base_url", "token_url", "client_id", "ca_bundle", "roster", "mapping", "access", "state_url")
     @classmethod
     def _strip(cls, value: str | None) -> str | None:
         if value is None:

@@ -314,3 +314,85 @@ def test_retry_lines_show_only_with_verbose(clean_env: dict[str, str], tmp_path:
     assert "retry" not in quiet.stderr.lower()  # ...without a line per retry
     assert verbose.returncode == 0, verbose.stdout + verbose.stderr
     assert "retry" in verbose.stderr.lower()
+
+
+def test_an_access_file_through_the_cli_provisions_containers_and_a_second_sync_changes_nothing(
+    cli_roster: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    _roster, env = cli_roster
+    access = tmp_path / "access.csv"
+    access.write_text(
+        "container,type,name,rights\n"
+        "Vault,group,Vault Admins,Owner;Edit;Add Secret;View\n"
+        "Vault,group,Auditors,View\n"
+        "Vault,user,u3@example.com,Edit\n"
+        "Audit,group,Auditors,View;Read\n",
+        encoding="utf-8",
+    )
+    env = {**env, "SCIM_ACCESS": str(access)}
+
+    plan = run_cli("plan", "--all", env=env)
+
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert summary_value(plan.stdout, "containers created") == 2
+    assert summary_value(plan.stdout, "container permissions added") == 3
+    assert "group Vault Admins — Add Secret, Edit, Owner, View on Vault" in plan.stdout
+    assert re.search(r"access\.csv row 5, rights: unknown right 'Read'", plan.stdout), plan.stdout
+    sync = run_cli("sync", "--json", env=env)
+    document = json.loads(sync.stdout)
+    assert document["result"] == "ok", sync.stdout + sync.stderr
+    assert document["counts"]["permission_adds"] == 3
+    assert document["calls"] == 6 + 2 + 2 + 2 + 3  # users, groups, member PATCHes, containers, permissions
+
+    again = run_cli("sync", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert summary_value(again.stdout, "SCIM calls") == 0
+    assert summary_value(again.stdout, "container permissions added") == 0
+
+
+def test_a_missing_owner_right_through_the_cli_is_one_line_with_the_fix(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    process = subprocess.Popen(
+        [*CLI, "emulator", "--port", "0", "--client", f"{CLIENT}:{SECRET}", "--no-owner-rights"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed: dict[str, str] = {}
+        while not {"SCIM_BASE_URL", "SCIM_TOKEN_URL"} <= printed.keys():
+            line = process.stdout.readline()
+            assert line, "the emulator did not print its URLs"
+            found = re.search(r"(SCIM_BASE_URL|SCIM_TOKEN_URL)=(\S+)", line)
+            if found:
+                printed[found.group(1)] = found.group(2).strip("'\"")
+        roster = tmp_path / "roster"
+        roster.mkdir()
+        write_users(roster, ["u0@example.com,G0,F0,true"])
+        (roster / "groups.csv").write_text("group_name\nAuditors\n")
+        (roster / "memberships.csv").write_text("group_name,user_name\nAuditors,u0@example.com\n")
+        access = tmp_path / "access.yaml"
+        access.write_text(
+            "containers:\n  - name: Vault\n    permissions:\n      - group: Auditors\n        rights: View\n"
+        )
+        env = {
+            **clean_env,
+            **printed,
+            "SCIM_CLIENT_ID": CLIENT,
+            "SCIM_CLIENT_SECRET": SECRET,
+            "SCIM_ROSTER": str(roster),
+            "SCIM_ACCESS": str(access),
+        }
+
+        result = run_cli("sync", env=env)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if "lacks Owner-level rights" in line]
+    assert len(lines) == 1, result.stdout
+    assert "grant it Owner, Edit, Add Secret and View" in lines[0]

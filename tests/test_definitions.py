@@ -21,6 +21,14 @@ ASSETS = {
     "user_provisioning",
     "group_provisioning",
     "membership_provisioning",
+    "access_file",
+    "container_changes",
+    "permission_changes",
+    "privileged_data_changes",
+    "container_provisioning",
+    "permission_provisioning",
+    "privileged_data_provisioning",
+    "access_snapshot",
     "provisioning_audit",
 }
 
@@ -41,6 +49,8 @@ def test_the_default_location_is_demo_mode_with_every_asset_check_and_schedule()
         ("user_changes", "shrunken_roster"),
         ("user_changes", "mass_update"),
         ("target_snapshot", "target_matches_managed_state"),
+        ("permission_changes", "permission_removals"),
+        ("access_snapshot", "access_matches_file"),
     } <= checks
     assert {schedule.name for schedule in defs.schedules or []} == {"scim_sync_schedule", "scim_reconcile_schedule"}
     assert defs.resolve_job_def("scim_sync").description.startswith("[DEMO MODE")
@@ -70,6 +80,18 @@ def test_lineage_reads_roster_to_changes_to_provisioning_to_audit() -> None:
     assert "user_changes" in parents("user_provisioning")
     assert {"user_provisioning", "group_provisioning"} <= parents("membership_changes")
     assert {"user_provisioning", "group_provisioning", "membership_provisioning"} <= parents("provisioning_audit")
+
+
+def test_lineage_reads_roster_to_groups_to_container_permissions() -> None:
+    graph = asset_graph(build_definitions({}))
+
+    def parents(name: str) -> set[str]:
+        return {key.to_user_string() for key in graph.get(AssetKey(name)).parent_keys}
+
+    assert {"access_file", "idp_groups", "group_provisioning", "user_provisioning"} <= parents("permission_changes")
+    assert {"permission_changes", "container_provisioning"} <= parents("permission_provisioning")
+    assert {"permission_provisioning", "privileged_data_provisioning"} <= parents("access_snapshot")
+    assert build_definitions({}).resolve_job_def("scim_permission_sync") is not None
 
 
 def test_provisioning_assets_share_the_target_pool() -> None:

@@ -101,6 +101,11 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     roster: str | None = Field(default=None, description="Roster folder; empty = the bundled sample.")
     mapping: str | None = Field(default=None, description="Mapping file (YAML).")
+    access: str | None = Field(
+        default=None,
+        description="Access file (YAML or CSV): containers, rights of groups and users, privileged-data placement "
+        "(docs/access.md); empty = no container sync (demo mode: the bundled sample).",
+    )
     upstream_users: str | None = Field(
         default=None,
         description="Asset key (a/b) of your own users DataFrame asset: the roster comes from it instead of the "

@@ -4,6 +4,9 @@
                  ─► target_snapshot
                  ─► user_changes / group_changes / membership_changes          (+ the guards, as asset checks)
                  ─► group_provisioning ─► user_provisioning ─► membership_provisioning
+    access_file  ─► container_changes / permission_changes / privileged_data_changes   (Delinea's PAM kinds)
+                 ─► container_provisioning ─► permission_provisioning / privileged_data_provisioning
+                 ─► access_snapshot
                  ─► provisioning_audit
 
 Every asset above is an output of ONE multi-asset step, ``scim_cycle``, which runs
@@ -65,6 +68,7 @@ GUARDS_BY_ASSET = {
     "user_changes": ("deletion_threshold", "empty_roster", "shrunken_roster", "mass_update"),
     "group_changes": ("group_removals",),
     "membership_changes": ("membership_removals",),
+    "permission_changes": ("permission_removals",),
 }
 GUARD_DESCRIPTIONS = {
     "deletion_threshold": "Disables + deletes in this cycle stay under SCIM_MAX_DELETES (default 20 % of the active "
@@ -75,11 +79,21 @@ GUARD_DESCRIPTIONS = {
     "group_removals": "Groups released or deleted in one cycle stay under 20 % of the groups we manage (at least 5), "
     "and an empty groups file never releases them all.",
     "membership_removals": "Members removed in one cycle stay under 20 % of the memberships we added (at least 100).",
+    "permission_removals": "Container permissions removed in one cycle stay under SCIM_MAX_DELETES (default 20 % of "
+    "the permissions we manage, at least 10).",
 }
 KIND_OF_PROVISIONING = {
     "group_provisioning": "groups",
     "user_provisioning": "users",
     "membership_provisioning": "memberships",
+    "container_provisioning": "containers",
+    "permission_provisioning": "permissions",
+    "privileged_data_provisioning": "privileged_data",
+}
+PAM_RESOURCE_TYPES = {
+    "container_provisioning": "Containers",
+    "permission_provisioning": "ContainerPermissions",
+    "privileged_data_provisioning": "PrivilegedData",
 }
 
 
@@ -139,7 +153,17 @@ class CycleAssets:
 ROSTER_ASSETS = ("idp_users", "idp_groups", "idp_memberships", "roster_rejections")
 CHANGE_ASSETS = ("user_changes", "group_changes", "membership_changes")
 PROVISIONING_ASSETS = ("group_provisioning", "user_provisioning", "membership_provisioning")
-ALL_CYCLE_ASSETS = (*ROSTER_ASSETS, "target_snapshot", *CHANGE_ASSETS, *PROVISIONING_ASSETS, "provisioning_audit")
+PAM_CHANGE_ASSETS = ("container_changes", "permission_changes", "privileged_data_changes")
+PAM_PROVISIONING_ASSETS = ("container_provisioning", "permission_provisioning", "privileged_data_provisioning")
+PAM_ASSETS = (*PAM_CHANGE_ASSETS, *PAM_PROVISIONING_ASSETS, "access_snapshot")
+ALL_CYCLE_ASSETS = (
+    *ROSTER_ASSETS,
+    "target_snapshot",
+    *CHANGE_ASSETS,
+    *PROVISIONING_ASSETS,
+    *PAM_ASSETS,
+    "provisioning_audit",
+)
 
 
 def report_path(instance: Any, run_id: str) -> Any:
@@ -171,13 +195,21 @@ def build_cycle_assets(
     def key(name: str) -> AssetKey:
         return AssetKey([*prefix, name])
 
-    names = {name: key(name) for name in ("roster_files", *ALL_CYCLE_ASSETS)}
+    names = {name: key(name) for name in ("roster_files", "access_file", *ALL_CYCLE_ASSETS)}
     roster_files = AssetSpec(
         names["roster_files"],
         description="The IdP roster (SCIM_ROSTER folder, or the configured source). Not materialized here: the "
         "IdP, or its export job, owns it.",
         group_name=_group(prefix, "idp"),
         kinds={"csv"},
+    )
+    access_file = AssetSpec(
+        names["access_file"],
+        description="The access file (SCIM_ACCESS, docs/access.md): Delinea containers, the rights of roster groups "
+        "and users on each, and which existing privileged data belongs where. Not materialized here: the identity "
+        "team owns it (in git or a spreadsheet export).",
+        group_name=_group(prefix, "idp"),
+        kinds={"yaml"},
     )
     roster_deps = {table: [names["roster_files"]] for table in ("users", "groups", "memberships")}
     if upstream:
@@ -201,7 +233,28 @@ def build_cycle_assets(
         "group_provisioning": ["group_changes"],
         "user_provisioning": ["user_changes", "group_provisioning"],
         "membership_provisioning": ["membership_changes", "user_provisioning", "group_provisioning"],
-        "provisioning_audit": ["group_provisioning", "user_provisioning", "membership_provisioning"],
+        "container_changes": ["target_snapshot"],
+        # Permissions name the SCIM ids the group and user provisioning produced: roster → groups → permissions.
+        "permission_changes": [
+            "idp_groups",
+            "idp_users",
+            "container_changes",
+            "group_provisioning",
+            "user_provisioning",
+        ],
+        "privileged_data_changes": ["container_changes"],
+        "container_provisioning": ["container_changes"],
+        "permission_provisioning": ["permission_changes", "container_provisioning"],
+        "privileged_data_provisioning": ["privileged_data_changes", "container_provisioning"],
+        "access_snapshot": ["permission_provisioning", "privileged_data_provisioning"],
+        "provisioning_audit": [
+            "group_provisioning",
+            "user_provisioning",
+            "membership_provisioning",
+            "container_provisioning",
+            "permission_provisioning",
+            "privileged_data_provisioning",
+        ],
     }
     descriptions = {
         "idp_users": "Users in scope, validated and mapped to SCIM attributes (read by the sync step itself).",
@@ -220,6 +273,16 @@ def build_cycle_assets(
         "group_provisioning": "The group changes executed as individual SCIM calls.",
         "user_provisioning": "Per shard: the user changes executed as individual SCIM calls (managers first).",
         "membership_provisioning": "The membership changes executed as group PATCH calls.",
+        "container_changes": "Containers (Secret Server folders) of the access file to create by name or adopt; "
+        "renames and deletions are reported as drift to fix by hand (Delinea's SCIM API offers neither).",
+        "permission_changes": "Container permissions to add and delete (never edited in place: other rights are a "
+        "delete and an add), planned from one filtered read per container. Guarded.",
+        "privileged_data_changes": "Existing privileged data to attach to or detach from containers (never created).",
+        "container_provisioning": "The container creates executed as SCIM calls.",
+        "permission_provisioning": "The permission deletes and adds executed as SCIM calls.",
+        "privileged_data_provisioning": "The privileged-data attaches and detaches executed as PATCH calls.",
+        "access_snapshot": "Who holds which right on which managed container now — container, principal (user or "
+        "group), right, managed by us or not — for access reviews, with drift against the access file.",
         "provisioning_audit": "Every SCIM call of this run: when, what, on which key, the outcome, HTTP status, "
         "scimType, latency, attempts. Never a secret, never an attribute value beyond the matching key.",
     }
@@ -228,6 +291,9 @@ def build_cycle_assets(
         "target_snapshot": "target",
         **dict.fromkeys(CHANGE_ASSETS, "changes"),
         **dict.fromkeys(PROVISIONING_ASSETS, "provisioning"),
+        **dict.fromkeys(PAM_CHANGE_ASSETS, "changes"),
+        **dict.fromkeys(PAM_PROVISIONING_ASSETS, "provisioning"),
+        "access_snapshot": "audit",
         "provisioning_audit": "audit",
     }
     asset_kinds = {
@@ -235,6 +301,9 @@ def build_cycle_assets(
         "target_snapshot": "scim",
         **dict.fromkeys(CHANGE_ASSETS, "pandas"),
         **dict.fromkeys(PROVISIONING_ASSETS, "scim"),
+        **dict.fromkeys(PAM_CHANGE_ASSETS, "pandas"),
+        **dict.fromkeys(PAM_PROVISIONING_ASSETS, "scim"),
+        "access_snapshot": "pandas",
         "provisioning_audit": "sqlite",
     }
     external_deps: dict[str, list[AssetKey]] = {
@@ -242,6 +311,9 @@ def build_cycle_assets(
         "idp_groups": roster_deps["groups"],
         "idp_memberships": roster_deps["memberships"],
         "roster_rejections": sorted({key for keys_ in roster_deps.values() for key in keys_}, key=str),
+        "container_changes": [names["access_file"]],
+        "permission_changes": [names["access_file"]],
+        "privileged_data_changes": [names["access_file"]],
     }
     specs = [
         AssetSpec(
@@ -266,6 +338,14 @@ def build_cycle_assets(
             asset=names["target_snapshot"],
             description="Reconciliation: the target holds what we manage, as we last wrote it (drift made in the "
             "target instead of the IdP is reported here and repaired by the next cycle).",
+        )
+    )
+    check_specs.append(
+        AssetCheckSpec(
+            "access_matches_file",
+            asset=names["access_snapshot"],
+            description="The rights held on the managed containers are those of the access file (rights missing, "
+            "different or granted outside it are listed).",
         )
     )
     op_name = "__".join([*prefix, "scim_cycle"]) if prefix else "scim_cycle"
@@ -293,7 +373,9 @@ def build_cycle_assets(
         step = _CycleStep(context, config, keys, names, shards)
         yield from step.run(frames)
 
-    assets: list[AssetsDefinition | AssetSpec] = [scim_cycle] if upstream else [roster_files, scim_cycle]
+    assets: list[AssetsDefinition | AssetSpec] = (
+        [access_file, scim_cycle] if upstream else [roster_files, access_file, scim_cycle]
+    )
     return CycleAssets(assets=assets, cycle=scim_cycle, op_name=op_name, keys=names)
 
 
@@ -327,8 +409,8 @@ class _CycleStep:
         )
         self.kinds = frozenset(
             kind for name, kind in KIND_OF_PROVISIONING.items() if name in self.selected
-        ) or frozenset(("users", "groups", "memberships"))
-        self.dry_run = config.dry_run or not (self.selected & set(PROVISIONING_ASSETS))
+        ) or frozenset(KIND_OF_PROVISIONING.values())
+        self.dry_run = config.dry_run or not (self.selected & {*PROVISIONING_ASSETS, *PAM_PROVISIONING_ASSETS})
 
     def run(self, frames: Mapping[str, pd.DataFrame]) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
         from scim_pipeline.sources import DataFrameRosterSource
@@ -351,6 +433,8 @@ class _CycleStep:
             # The state store keeps the incremental sources' watermarks: a roster read is part of the cycle.
             loaded = self.roster.load(instance=context.instance, watermarks=state, upstream=upstream)
             roster = loaded.roster
+            pam_kinds = {KIND_OF_PROVISIONING[name] for name in PAM_PROVISIONING_ASSETS}
+            access = self.roster.load_access(roster) if self.kinds & pam_kinds else None
             options = CycleOptions(
                 run_id=context.run.run_id,
                 partition=",".join(context.partition_keys) if self.shards is not None else None,
@@ -364,7 +448,7 @@ class _CycleStep:
                 user_match_attribute=str(roster.user_match),
                 group_match_attribute=str(roster.group_match),
             )
-            report = self._run_cycle(state, roster, options)
+            report = self._run_cycle(state, roster, options, access)
             audit = state.audit(run_id=options.run_id) if not self.dry_run else pd.DataFrame()
         outcome = CycleOutcome.from_report(
             report, rejected=roster.rejected, sources=loaded.sources, target=self.target.describe()
@@ -385,10 +469,13 @@ class _CycleStep:
             yield from self._provisioning_results(report, audit, ("group_provisioning", "user_provisioning"))
         yield from self._change_results(report, outcome, ("membership_changes",))
         if executed:
-            yield from self._provisioning_results(report, audit, ("membership_provisioning", "provisioning_audit"))
+            yield from self._provisioning_results(report, audit, ("membership_provisioning",))
+        yield from self._pam_results(report, outcome, audit, executed)
+        if executed:
+            yield from self._provisioning_results(report, audit, ("provisioning_audit",))
         self._raise_if_failed(report, outcome)
 
-    def _run_cycle(self, state: Any, roster: Any, options: Any) -> Any:
+    def _run_cycle(self, state: Any, roster: Any, options: Any, access: Any) -> Any:
         """The engine, as the only writer to this target (a dry run writes nothing and takes no lease), with the
         target's known quirks (dropped attributes, refused PATCH forms) loaded before and saved after."""
         from scim_pipeline.scim.target_quirks import TargetQuirks
@@ -411,6 +498,7 @@ class _CycleStep:
                     rejected=roster.rejected,
                     progress=reporter,
                     lease=lease,
+                    access=access,
                 )
 
         if options.dry_run:
@@ -578,7 +666,12 @@ class _CycleStep:
         self, report: Any, audit: pd.DataFrame, wanted: Sequence[str]
     ) -> Iterator[MaterializeResult[Any]]:
         execution = report.execution
-        kinds = {"group_provisioning": "Groups", "user_provisioning": "Users", "membership_provisioning": "Members"}
+        kinds = {
+            "group_provisioning": "Groups",
+            "user_provisioning": "Users",
+            "membership_provisioning": "Members",
+            **PAM_RESOURCE_TYPES,
+        }
         for name, resource_type in kinds.items():
             if name not in wanted or not self._wanted(name):
                 continue
@@ -621,6 +714,117 @@ class _CycleStep:
                 },
             )
 
+    def _pam_results(
+        self, report: Any, outcome: Any, audit: pd.DataFrame, executed: bool
+    ) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
+        """The PAM kinds' change sets, provisioning and access snapshot (in topological order)."""
+        pam = report.pam
+        kinds = {"container_changes": "container", "permission_changes": "permission"}
+        kinds["privileged_data_changes"] = "privileged_data"
+        counts = outcome.counts
+        plan_counts = {
+            "container_changes": ("container_creates", "container_adoptions", "access_drift"),
+            "permission_changes": (
+                "permission_adds",
+                "permission_deletes",
+                "permission_adoptions",
+                "permissions_deferred",
+                "access_rejected_rows",
+            ),
+            "privileged_data_changes": ("placement_attaches", "placement_detaches"),
+        }
+        guards = {guard.name: guard for guard in report.guards}
+        for name, kind in kinds.items():
+            if not self._wanted(name):
+                continue
+            rows = [change for change in outcome.changes if change.kind == kind]
+            preview = pd.DataFrame([row.model_dump() for row in rows[:PREVIEW_LIMIT]], columns=["op", "key", "detail"])
+            metadata: dict[str, Any] = {
+                "dagster/row_count": len(rows),
+                **counts_metadata({field: int(counts.get(field, 0)) for field in plan_counts[name]}),
+                "preview": MetadataValue.md(markdown_table(preview) if rows else "_no change_"),
+                "executed": executed,
+                "access_file": pam.access.path if pam is not None else "(none: SCIM_ACCESS is not set)",
+            }
+            if name == "container_changes" and outcome.access_drift:
+                drift = pd.DataFrame([row.model_dump() for row in outcome.access_drift[:PREVIEW_LIMIT]])
+                metadata["drift_preview"] = MetadataValue.md(markdown_table(drift))
+            if name == "permission_changes" and pam is not None and len(pam.access.rejected):
+                rejected = pam.access.rejected[["row", "key", "field", "reason"]].head(PREVIEW_LIMIT)
+                metadata["rejected_preview"] = MetadataValue.md(markdown_table(rejected))
+            yield self._result(name, metadata)
+            for guard_name in GUARDS_BY_ASSET.get(name, ()):
+                guard = guards.get(guard_name)
+                if guard is None:
+                    continue
+                yield AssetCheckResult(
+                    asset_key=self.names[name],
+                    check_name=guard.name,
+                    passed=guard.passed,
+                    description=guard.message,
+                    metadata={"observed": guard.observed, "limit": guard.limit},
+                )
+        if executed:
+            yield from self._provisioning_results(report, audit, PAM_PROVISIONING_ASSETS)
+        if self._wanted("access_snapshot"):
+            yield from self._access_snapshot_results(pam)
+
+    def _access_snapshot_results(self, pam: Any) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
+        if pam is None:
+            yield self._result("access_snapshot", {"read": False, "reason": "no access file (SCIM_ACCESS)"})
+            yield AssetCheckResult(
+                asset_key=self.names["access_snapshot"],
+                check_name="access_matches_file",
+                passed=True,
+                severity=AssetCheckSeverity.WARN,
+                description="not checked: no access file",
+            )
+            return
+        snapshot: pd.DataFrame = pam.access_snapshot
+        drift: pd.DataFrame = pam.access_drift
+        path = pipeline_home(self.context.instance) / "access_snapshots" / f"{self.context.run.run_id}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.to_csv(path, index=False)
+        _prune_reports(path.parent, pattern="*.csv")
+        managed = snapshot["managed"].astype(bool) if len(snapshot) else pd.Series([], dtype=bool)
+        principals = snapshot[["container_id", "principal_type", "principal_id"]].drop_duplicates()
+        yield self._result(
+            "access_snapshot",
+            {
+                **frame_metadata(
+                    snapshot, preview_columns=["container", "principal_type", "principal", "right", "managed"]
+                ),
+                # Numbers, so the UI plots them over time.
+                **counts_metadata(
+                    {
+                        "containers": int(snapshot["container_id"].nunique()) if len(snapshot) else 0,
+                        "permissions": len(principals),
+                        "rights": len(snapshot),
+                        "managed_rights": int(managed.sum()),
+                        "unmanaged_rights": int((~managed).sum()),
+                        "privileged_data": len(pam.placement_snapshot),
+                        "drift": len(drift),
+                    }
+                ),
+                "read_s": round(pam.read_s, 3),
+                "read_requests": pam.target.requests,
+                "path": str(path),
+                "drift_preview": MetadataValue.md(
+                    markdown_table(drift.head(PREVIEW_LIMIT)) if len(drift) else "_none_"
+                ),
+            },
+        )
+        yield AssetCheckResult(
+            asset_key=self.names["access_snapshot"],
+            check_name="access_matches_file",
+            passed=drift.empty,
+            severity=AssetCheckSeverity.WARN,
+            description="the containers hold the access file's rights"
+            if drift.empty
+            else f"{len(drift)} permission(s) differ from the access file",
+            metadata={"drift": len(drift)},
+        )
+
     def _raise_if_failed(self, report: Any, outcome: Any) -> None:
         if report.stopped_by_guard:
             failed = [guard for guard in report.guards if not guard.passed]
@@ -643,9 +847,10 @@ class _CycleStep:
 KEPT_REPORTS = 1000
 
 
-def _prune_reports(folder: Any, keep: int = KEPT_REPORTS) -> None:
-    """Keep the newest ``keep`` run reports: an hourly schedule must not fill the disk (Dagster keeps the runs)."""
-    reports = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime)
+def _prune_reports(folder: Any, keep: int = KEPT_REPORTS, *, pattern: str = "*.json") -> None:
+    """Keep the newest ``keep`` run reports (and access snapshots): an hourly schedule must not fill the disk
+    (Dagster keeps the runs)."""
+    reports = sorted(folder.glob(pattern), key=lambda path: path.stat().st_mtime)
     for old in reports[:-keep]:
         old.unlink(missing_ok=True)
 
@@ -678,7 +883,9 @@ def _audit_rows(audit: pd.DataFrame, name: str) -> pd.DataFrame:
     if audit.empty:
         return audit
     members = audit["operation"].isin(["add_members", "remove_members"])
-    if name == "membership_provisioning":
+    if name in PAM_RESOURCE_TYPES:
+        rows = audit[audit["resource_type"] == PAM_RESOURCE_TYPES[name]]
+    elif name == "membership_provisioning":
         rows = audit[members]
     elif name == "group_provisioning":
         rows = audit[(audit["resource_type"] == "Groups") & ~members]

@@ -1,7 +1,9 @@
 """Jobs and schedules, named for the sync tasks Delinea asks customers to run and monitor.
 
-- ``scim_sync`` — the full cycle (users, groups, memberships) in one run; the hourly schedule runs it over every
-  shard. ``scim_user_sync`` / ``scim_group_sync`` — the user sync and the group sync (groups and memberships) alone.
+- ``scim_sync`` — the full cycle (users, groups, memberships and, with an access file, containers, permissions and
+  privileged data) in one run; the hourly schedule runs it over every shard. ``scim_user_sync`` / ``scim_group_sync``
+  / ``scim_permission_sync`` — the user sync, the group sync (groups and memberships) and the permission sync
+  (containers, their permissions, privileged-data placement and the access snapshot) alone.
 - ``scim_plan`` — a dry run: the roster, the target read and the change sets with their guards; nothing executed.
 - ``scim_reconcile`` — a cycle that first reads the whole target: orphans adopted, drift reported and repaired.
 
@@ -28,18 +30,30 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from scim_pipeline.assets.cycle import (
     ALL_CYCLE_ASSETS,
     CHANGE_ASSETS,
+    PAM_ASSETS,
+    PAM_CHANGE_ASSETS,
     ROSTER_ASSETS,
     CycleAssets,
 )
 from scim_pipeline.assets.partitions import range_tags
 
-__all__ = ["PLAN_JOB", "RECONCILE_JOB", "SYNC_JOB", "JobNames", "build_jobs", "build_schedules", "cycle_run_config"]
+__all__ = [
+    "PERMISSION_SYNC_JOB",
+    "PLAN_JOB",
+    "RECONCILE_JOB",
+    "SYNC_JOB",
+    "JobNames",
+    "build_jobs",
+    "build_schedules",
+    "cycle_run_config",
+]
 
 SYNC_JOB = "scim_sync"
 PLAN_JOB = "scim_plan"
 RECONCILE_JOB = "scim_reconcile"
 USER_SYNC_JOB = "scim_user_sync"
 GROUP_SYNC_JOB = "scim_group_sync"
+PERMISSION_SYNC_JOB = "scim_permission_sync"
 
 
 @dataclass(frozen=True)
@@ -51,12 +65,14 @@ class JobNames:
     reconcile: str = RECONCILE_JOB
     user_sync: str = USER_SYNC_JOB
     group_sync: str = GROUP_SYNC_JOB
+    permission_sync: str = PERMISSION_SYNC_JOB
 
     @classmethod
     def for_instance(cls, name: str | None) -> JobNames:
         if not name:
             return cls()
-        return cls(*(f"{job}_{name}" for job in (SYNC_JOB, PLAN_JOB, RECONCILE_JOB, USER_SYNC_JOB, GROUP_SYNC_JOB)))
+        jobs = (SYNC_JOB, PLAN_JOB, RECONCILE_JOB, USER_SYNC_JOB, GROUP_SYNC_JOB, PERMISSION_SYNC_JOB)
+        return cls(*(f"{job}_{name}" for job in jobs))
 
 
 def cycle_run_config(op_name: str, **values: Any) -> dict[str, Any]:
@@ -97,8 +113,16 @@ def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[
             description=label + "Group sync: groups and their memberships only.",
         ),
         define_asset_job(
+            names.permission_sync,
+            selection=AssetSelection.assets(*cycle.selection(*ROSTER_ASSETS, *snapshot, *PAM_ASSETS)),
+            description=label + "Permission sync: Delinea containers, their permissions and privileged-data "
+            "placement from the access file (SCIM_ACCESS), and the access snapshot.",
+        ),
+        define_asset_job(
             names.plan,
-            selection=AssetSelection.assets(*cycle.selection(*ROSTER_ASSETS, "target_snapshot", *CHANGE_ASSETS)),
+            selection=AssetSelection.assets(
+                *cycle.selection(*ROSTER_ASSETS, "target_snapshot", *CHANGE_ASSETS, *PAM_CHANGE_ASSETS)
+            ),
             description=label + "Dry run: the roster, the change sets and the guards; nothing is executed.",
         ),
         define_asset_job(

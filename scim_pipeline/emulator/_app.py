@@ -50,6 +50,10 @@ _METHOD_OPERATIONS = {
 }
 
 
+_OWNER_GUARDED = frozenset({"Containers", "ContainerPermissions", "PrivilegedData"})
+"""What Delinea answers 403 for when the service account lacks Owner-level rights on containers."""
+
+
 class ConnectionDropped(Exception):
     """Raised to the client in place of an answer when no socket can be closed (in-process ASGI)."""
 
@@ -604,6 +608,12 @@ class EmulatorApp:
                 f"Delinea's SCIM Cloud Connector does not offer {request.method} on {kind} {resource_type}",
                 headers={"Allow": ", ".join(allowed)},
             )
+        if (
+            not self.emulator.config.owner_rights
+            and rules.endpoint in _OWNER_GUARDED
+            and (rules.endpoint, operation) != ("Containers", Operation.CREATE)
+        ):
+            raise ScimError(403, "the service account lacks Owner-level rights on this container")
         return rules, operation
 
     def _search(self, request: Request, rules: ResourceRules) -> Response:

@@ -71,6 +71,11 @@ class EmulatorConfig:
     """Filter values are read literally up to the next ``"``, escapes not decoded (as two real SCIM servers
     do): ``\\u00eb`` matches nothing, and a value holding ``\\"`` is an invalid filter."""
 
+    owner_rights: bool = True
+    """False: the service client lacks Owner-level rights on containers, so every Containers,
+    ContainerPermissions and PrivilegedData request but creating a container answers 403 (Delinea's documented
+    answer; creating a root folder needs another role right)."""
+
     seed: int = 0
     request_log_size: int = 10_000
     """How many of the latest requests stay in memory (``GET /emulator/requests``)."""
@@ -114,5 +119,5 @@ class EmulatorConfig:
             f"refuse_attribute_path_patch={self.refuse_attribute_path_patch}, "
             f"refuse_member_filter_removal={self.refuse_member_filter_removal}, "
             f"drop_attributes={self.drop_attributes!r}, strict_literal_filters={self.strict_literal_filters}, "
-            f"seed={self.seed})"
+            f"owner_rights={self.owner_rights}, seed={self.seed})"
         )

@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read filter values literally: no \\uXXXX decoding, quotes and backslashes cannot be matched",
     )
+    parser.add_argument(
+        "--no-owner-rights",
+        dest="owner_rights",
+        action="store_false",
+        help="the service client lacks Owner on containers: PAM requests (but creating a container) answer 403",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -107,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         drop_attributes=args.drop_attributes,
         allow_duplicate_names=args.allow_duplicate_names,
         strict_literal_filters=args.strict_literal_filters,
+        owner_rights=args.owner_rights,
     )
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from scim_pipeline.settings import PipelineSettings
     from scim_pipeline.sources import RosterSource
     from scim_pipeline.sources._incremental import WatermarkStore
+    from scim_pipeline.sync.access import AccessFile
     from scim_pipeline.sync.guards import GuardSettings
     from scim_pipeline.sync.mapping import Mapping as MappingModel
     from scim_pipeline.sync.roster import Roster
@@ -53,10 +54,33 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
     roster: str | None = Field(default=None, description="Roster folder (SCIM_ROSTER); unset = the bundled sample.")
     mapping: str | None = Field(default=None, description="Mapping file, YAML (SCIM_MAPPING); unset = defaults.")
     shards: int = Field(default=16, description="Shard partitions users are split into (SCIM_SHARDS).")
+    access: str | None = Field(
+        default=None, description="Access file, YAML or CSV (SCIM_ACCESS); unset = no container sync."
+    )
+    sample_access: bool = Field(
+        default=False, description="Demo mode: with the bundled sample roster, use the bundled sample access file."
+    )
 
     @property
     def uses_sample(self) -> bool:
         return self.source == "file" and not self.roster
+
+    def access_path(self) -> Path | None:
+        """The access file in effect: SCIM_ACCESS, the bundled sample in demo mode, else none (no PAM kinds)."""
+        if self.access:
+            return Path(self.access)
+        if self.sample_access and self.uses_sample:
+            return bundled_sample_roster() / "access.yaml"
+        return None
+
+    def load_access(self, roster: Roster) -> AccessFile | None:
+        """The validated access file for this roster (its users and groups are the principals it may name)."""
+        from scim_pipeline.sync.access import load_access
+
+        path = self.access_path()
+        if path is None:
+            return None
+        return load_access(path, users=roster.users["key"].astype(str), groups=roster.groups["key"].astype(str))
 
     def folder(self) -> Path:
         folder = Path(self.roster) if self.roster else bundled_sample_roster()
@@ -160,7 +184,13 @@ class SyncPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
 
 def roster_resource(settings: PipelineSettings, *, name: str | None = None) -> RosterSourceResource:
     return RosterSourceResource(
-        source=settings.source, name=name, roster=settings.roster, mapping=settings.mapping, shards=settings.shards
+        source=settings.source,
+        name=name,
+        roster=settings.roster,
+        mapping=settings.mapping,
+        shards=settings.shards,
+        access=settings.access,
+        sample_access=settings.demo_mode,
     )
 
 

@@ -18,7 +18,7 @@ import httpx
 
 from .client import ScimClient
 from .discovery import ServerCapabilities, discover
-from .errors import AuthenticationError, ScimPipelineError
+from .errors import AuthenticationError, ScimForbidden, ScimPipelineError
 from .filters import eq_filter, literal
 from .profiles import Operation
 from .settings import ConnectionSettings
@@ -30,6 +30,13 @@ _PROBE_COUNT = 2  # Delinea's own connection test reads GET /Users?startIndex=1&
 _REQUIRED = ("Users", "Groups")
 """Resource types the sync cannot work without: never skipped, and a failed probe fails the check."""
 _WRITE_PROBE = frozenset({Operation.CREATE, Operation.PATCH, Operation.DELETE})
+CONTAINER_RIGHTS = ("Owner", "Edit", "Add Secret", "View")
+"""The rights the seed asks the service account to hold on the containers it manages."""
+_PAM_TYPES = frozenset({"Containers", "ContainerPermissions", "PrivilegedData"})
+_GRANT = (
+    "grant the service account Owner, Edit, Add Secret and View on the containers it manages (a 403 means it "
+    "lacks Owner-level rights; never retried)"
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ async def run_check(
     resource_types: Sequence[str] | None = None,
     quirks: TargetQuirks | None = None,
     write_probes: bool = False,
+    containers: Sequence[str] = (),
 ) -> CheckReport:
     """Prove the token is obtained and each resource type answers a request the profile allows.
 
@@ -101,6 +109,9 @@ async def run_check(
     server in (``rfc7644``), types the server's /ResourceTypes does not list are skipped — except
     Users and Groups, always probed. ``quirks`` are those kept for this target; ``write_probes``
     lets the check create, PATCH and delete probe objects to find the PATCH forms the target accepts.
+    ``containers`` (names, e.g. those of the access file) are looked up and the service account's rights on each
+    are verified: Owner-level rights to read their permissions, and Owner, Edit, Add Secret and View when it holds
+    them as a user permission.
     """
     report = CheckReport(base_url=settings.base_url, profile=settings.profile)
     async with ScimClient(settings, transport=transport, quirks=quirks) as client:
@@ -143,7 +154,51 @@ async def run_check(
                 probed_ok.add(resource_type)
             report.rows.append(row)
         report.rows += await _patch_form_rows(client, probed_ok, write_probes=write_probes)
+        if "Containers" in client.profile.resource_types:
+            report.rows += await _container_rights_rows(client, containers, settings.client_id)
     return report
+
+
+async def _container_rights_rows(
+    client: ScimClient, containers: Sequence[str], service_account: str | None
+) -> list[CheckRow]:
+    """One row per container: found by name, its permissions readable (Owner-level rights), and which of the
+    seed's rights the service account is missing when it holds a user permission there."""
+    rows: list[CheckRow] = []
+    for name in containers:
+        label = f"rights on container {name!r}"
+        try:
+            found = await client.find_one("Containers", "name", name)
+            if found is None or not isinstance(found.get("id"), str):
+                rows.append(CheckRow(label, True, "not on the target yet (a sync creates it)", informational=True))
+                continue
+            permissions = await client.search("ContainerPermissions", str(eq_filter("container.value", found["id"])))
+        except ScimForbidden:
+            rows.append(CheckRow(label, False, f"HTTP 403: {_GRANT}"))
+            continue
+        except ScimPipelineError as error:
+            rows.append(CheckRow(label, False, str(error)))
+            continue
+        held = _rights_of_account(permissions, service_account)
+        if held is None:
+            rows.append(CheckRow(label, True, "Owner-level read: yes (rights held through a group are not shown)"))
+            continue
+        missing = [right for right in CONTAINER_RIGHTS if right not in held]
+        detail = "holds " + ", ".join(sorted(held)) if not missing else f"missing {', '.join(missing)}: {_GRANT}"
+        rows.append(CheckRow(label, not missing, detail))
+    return rows
+
+
+def _rights_of_account(permissions: Sequence[dict[str, object]], service_account: str | None) -> set[str] | None:
+    """The rights of the user permission naming the service account (its display is its user name), if any."""
+    if not service_account:
+        return None
+    for permission in permissions:
+        user = permission.get("user")
+        if isinstance(user, dict) and str(user.get("display", "")).casefold() == service_account.casefold():
+            rights = permission.get("rights")
+            return {str(r) for r in rights} if isinstance(rights, list) else set()
+    return None
 
 
 async def _patch_form_rows(client: ScimClient, probed_ok: set[str], *, write_probes: bool) -> list[CheckRow]:
@@ -238,6 +293,9 @@ async def _probe(client: ScimClient, resource_type: str) -> CheckRow:
         shown += " with a filter matching nothing"
     try:
         page = await client.page(resource_type, probe_filter, count=_PROBE_COUNT)
+    except ScimForbidden as error:
+        fix = f"; {_GRANT}" if resource_type in _PAM_TYPES else ""
+        return CheckRow(resource_type, False, f"{shown}: {error}{fix}")
     except ScimPipelineError as error:
         return CheckRow(resource_type, False, f"{shown}: {error}")
     total = page.get("totalResults")

@@ -9,8 +9,10 @@ Phases, in order (a dry run stops after the guards):
    we manage; removals of identities whose roster row was rejected are held.
 3. **guards** — over the whole plan; a failed guard stops the cycle before any call and any state change.
 4. **group upserts** → 5. **user upserts** (managers before their reports) → 6. **memberships** (planned again now
-   that the new users and groups have ids) → 7. **removals** (users disabled or deleted; groups released — after
-   the members we added were removed in 6 — or deleted).
+   that the new users and groups have ids) → 7. **containers**, **permissions** and **privileged data** (Delinea's
+   PAM kinds, from the access file: :mod:`scim_pipeline.sync.pam`; read and planned in 2, guarded in 3) → 8.
+   **removals** (users disabled or deleted; groups released — after the members we added were removed in 6 — or
+   deleted).
 
 Each phase is a small object with a name and a ``run`` coroutine over a shared :class:`CycleContext`; new resource
 kinds add phases (see :data:`EXECUTION_PHASES`) without a second orchestration. The result is a typed
@@ -24,7 +26,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pandas as pd
 
@@ -42,9 +44,13 @@ from scim_pipeline.sync.executor import CircuitBreaker, ExecutionReport, Progres
 from scim_pipeline.sync.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
 from scim_pipeline.sync.holds import hold_rejected
 from scim_pipeline.sync.lease import WriterLease
+from scim_pipeline.sync.pam import PAM_KINDS, PAM_PHASES, PamReport, plan_pam, principal_ids_of
 from scim_pipeline.sync.payloads import MANAGER_PATH
 from scim_pipeline.sync.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
 from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, ProvisioningState
+
+if TYPE_CHECKING:
+    from scim_pipeline.sync.access import AccessFile
 
 __all__ = [
     "ALL_KINDS",
@@ -58,8 +64,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["users", "groups", "memberships"]
-ALL_KINDS: frozenset[str] = frozenset({"users", "groups", "memberships"})
+Kind = Literal["users", "groups", "memberships", "containers", "permissions", "privileged_data"]
+ALL_KINDS: frozenset[str] = frozenset({"users", "groups", "memberships"}) | PAM_KINDS
+"""Every kind; the PAM kinds do nothing unless an access file is given."""
 
 USER_UPSERT_OPS = frozenset({"create", "update", "enable", "resolve", "refresh"})
 USER_REMOVAL_OPS = frozenset({"disable", "delete"})
@@ -110,6 +117,8 @@ class CycleReport:
     deferred: pd.DataFrame = field(default_factory=lambda: _empty_deferred())  # noqa: PLW0108 - defined below
     notes: list[str] = field(default_factory=list)
     phases: list[PhaseTiming] = field(default_factory=list)
+    pam: PamReport | None = None
+    """Containers, permissions and privileged data (when an access file was given)."""
 
     @property
     def dry_run(self) -> bool:
@@ -165,6 +174,7 @@ class CycleContext:
     breaker: CircuitBreaker
     progress: ProgressCallback | None = None
     lease: WriterLease | None = None
+    access: AccessFile | None = None
 
     @property
     def plan_settings(self) -> PlanSettings:
@@ -259,6 +269,14 @@ class Plan:
             memberships, _ = plan_memberships(_holding_memberships(roster, snapshot, rejected), preview, settings)
         context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
         context.report.deferred = _deferred_memberships(roster, preview, settings, context.options)
+        if context.access is not None and context.options.kinds & PAM_KINDS:
+            if context.options.shards is not None:
+                context.report.notes.append(
+                    "containers, permissions and privileged data are synced by runs over every shard only"
+                )
+            else:
+                ids = principal_ids_of(preview.users, preview.groups)
+                context.report.pam = await plan_pam(context, ids)
 
 
 class Guards:
@@ -277,6 +295,9 @@ class Guards:
             shards=shards,
             managed_memberships=len(context.state.managed_memberships()) if context.wants("memberships") else 0,
         )
+        pam = context.report.pam
+        if pam is not None and pam.guard is not None:
+            context.report.guards.append(pam.guard)
 
 
 class GroupUpserts:
@@ -361,7 +382,7 @@ class Removals:
 
 
 PLANNING_PHASES: tuple[Phase, ...] = (ReadTarget(), Plan(), Guards())
-EXECUTION_PHASES: tuple[Phase, ...] = (GroupUpserts(), UserUpserts(), Memberships(), Removals())
+EXECUTION_PHASES: tuple[Phase, ...] = (GroupUpserts(), UserUpserts(), Memberships(), *PAM_PHASES, Removals())
 
 
 async def run_cycle(
@@ -376,6 +397,7 @@ async def run_cycle(
     progress: ProgressCallback | None = None,
     phases: Sequence[Phase] | None = None,
     lease: WriterLease | None = None,
+    access: AccessFile | None = None,
     **option_values: Any,
 ) -> CycleReport:
     """Run one cycle (see the module docstring) and return its report.
@@ -383,6 +405,7 @@ async def run_cycle(
     Pass ``options`` or the :class:`CycleOptions` fields as keywords. ``rejected`` are the roster's rejected rows
     (identities whose row was rejected are never deprovisioned for it). ``phases`` replaces the execution phases.
     ``lease`` is the writer lease the caller holds on the target; each execution checks it is still held.
+    ``access`` is the validated access file (:mod:`scim_pipeline.sync.access`): the PAM kinds' desired state.
     """
     if options is None:
         options = CycleOptions(run_id=run_id, **option_values)
@@ -396,14 +419,16 @@ async def run_cycle(
         breaker=breaker or CircuitBreaker(),
         progress=progress,
         lease=lease,
+        access=access,
     )
     for phase in PLANNING_PHASES:
         await _timed(phase, context)
-    if options.dry_run or report.stopped_by_guard:
-        return report
-    for phase in phases if phases is not None else EXECUTION_PHASES:
-        if context.wants(phase.kind) and not context.breaker.is_open:
-            await _timed(phase, context)
+    if not (options.dry_run or report.stopped_by_guard):
+        for phase in phases if phases is not None else EXECUTION_PHASES:
+            if context.wants(phase.kind) and not context.breaker.is_open:
+                await _timed(phase, context)
+    if report.pam is not None:
+        report.pam.finish(state)
     return report
 
 
@@ -541,6 +566,8 @@ def change_rows(report: CycleReport) -> list[dict[str, Any]]:
             if op == "refresh":
                 continue
             rows.append({"kind": kind, "op": str(op), "key": str(key), "detail": _detail(str(op), payload, reason)})
+    if report.pam is not None:
+        rows.extend(report.pam.change_rows())
     memberships = report.executed_memberships.memberships
     users_by_norm = _user_keys(report)
     for op, group, members in memberships[["op", "key", "member_key_norms"]].itertuples(index=False):

@@ -37,6 +37,20 @@ PLAN_COUNTS = (
 )
 """The plan's counts, in the order the CLI prints them, with their labels."""
 
+PAM_COUNTS = (
+    ("container_creates", "containers created"),
+    ("container_adoptions", "containers adopted"),
+    ("permission_adds", "container permissions added"),
+    ("permission_deletes", "container permissions deleted"),
+    ("permission_adoptions", "container permissions adopted"),
+    ("placement_attaches", "privileged data attached"),
+    ("placement_detaches", "privileged data detached"),
+    ("permissions_deferred", "container permissions deferred"),
+    ("access_drift", "containers to fix by hand"),
+    ("access_rejected_rows", "rejected access-file rows"),
+)
+"""The PAM kinds' counts (only when an access file was given), in the order the CLI prints them."""
+
 
 class ChangeRow(BaseModel):
     kind: str
@@ -101,6 +115,8 @@ class CycleOutcome(BaseModel):
     rejected: list[RejectedRow] = Field(default_factory=list)
     deferred: list[DeferredRow] = Field(default_factory=list)
     drift: list[DriftRow] = Field(default_factory=list)
+    access_drift: list[DriftRow] = Field(default_factory=list)
+    """Containers and privileged data to fix by hand (renames, deletions, missing data): never attempted."""
     guards: list[GuardRow] = Field(default_factory=list)
     failures: list[FailureRow] = Field(default_factory=list)
     held: list[str] = Field(default_factory=list)
@@ -143,6 +159,11 @@ class CycleOutcome(BaseModel):
             "deferred": len(report.deferred),
             "rejected_rows": len(rejected),
         }
+        pam = report.pam
+        access_rejected: list[RejectedRow] = []
+        if pam is not None:
+            counts.update(pam.counts())
+            access_rejected = _rejected_rows(pam.access.rejected, {"access": pam.access.path})
         execution = report.execution
         return cls(
             run_ids=[report.options.run_id],
@@ -157,10 +178,17 @@ class CycleOutcome(BaseModel):
             adopted_users=report.adoption.users_adopted if report.adoption else 0,
             adopted_groups=report.adoption.groups_adopted if report.adoption else 0,
             changes=[ChangeRow(**row) for row in change_rows(report)],
-            rejected=_rejected_rows(rejected, sources or {}),
+            rejected=[*_rejected_rows(rejected, sources or {}), *access_rejected],
             deferred=[
                 DeferredRow(group=str(g), user=str(u), reason=str(r))
                 for g, u, r in report.deferred[["group", "user", "reason"]].itertuples(index=False)
+            ]
+            + [
+                DeferredRow(group=f"container {c}", user=str(p), reason=str(r))
+                for c, p, r in (pam.plan.deferred if pam is not None else [])
+            ],
+            access_drift=[
+                DriftRow(resource_type=t, key=k, attribute=a) for t, k, a in (pam.plan.drift if pam is not None else [])
             ],
             drift=[
                 DriftRow(resource_type=str(t), key=str(k), attribute=str(a))
@@ -207,6 +235,7 @@ class CycleOutcome(BaseModel):
             merged.changes.extend(outcome.changes)
             merged.deferred.extend(outcome.deferred)
             merged.drift.extend(outcome.drift)
+            merged.access_drift.extend(outcome.access_drift)
             merged.guards.extend(g for g in outcome.guards if not g.passed)
             merged.failures.extend(outcome.failures)
             merged.held.extend(outcome.held)

@@ -631,6 +631,14 @@ class ProvisioningState:
         with self._lock, self._writer.begin() as conn:
             yield conn
 
+    def reading(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A read connection, for the tables other modules own (``scim_pipeline.sync.pam``'s)."""
+        return self._read()
+
+    def writing(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """One write transaction, for the tables other modules own (``scim_pipeline.sync.pam``'s)."""
+        return self._write()
+
     # ---- reads -------------------------------------------------------------------------------------------
 
     def is_empty(self) -> bool:

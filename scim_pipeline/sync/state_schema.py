@@ -13,8 +13,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = [
     "audit",
+    "managed_containers",
     "managed_groups",
     "managed_memberships",
+    "managed_permissions",
+    "managed_placements",
     "managed_users",
     "meta",
     "metadata",
@@ -123,6 +126,44 @@ writer_leases = sa.Table(
     sa.Column("acquired_at", sa.Float, nullable=False),
     sa.Column("renewed_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+# Delinea's PAM resources (scim_pipeline/sync/pam.py). A container is known by its name (the only way Delinea finds
+# one) and its SCIM id; a permission by its container, principal and the rights we gave; a placement by the
+# privileged data's id and the container we attached it to.
+managed_containers = sa.Table(
+    "managed_containers",
+    metadata,
+    sa.Column("name_norm", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("scim_id", sa.Text, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False, server_default=sa.text("'created'")),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+managed_permissions = sa.Table(
+    "managed_permissions",
+    metadata,
+    sa.Column("container_id", sa.Text, primary_key=True),
+    sa.Column("principal_type", sa.Text, primary_key=True),
+    sa.Column("principal_key_norm", sa.Text, primary_key=True),
+    sa.Column("principal_key", sa.Text, nullable=False),
+    sa.Column("principal_id", sa.Text, nullable=False),
+    sa.Column("rights", sa.Text, nullable=False),
+    sa.Column("scim_id", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+managed_placements = sa.Table(
+    "managed_placements",
+    metadata,
+    sa.Column("data_id", sa.Text, primary_key=True),
+    sa.Column("data_key", sa.Text, nullable=False),
+    sa.Column("container_id", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 

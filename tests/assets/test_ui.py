@@ -148,7 +148,7 @@ def test_materialize_all_in_the_ui_runs_the_whole_cycle_in_one_run(dagster_dev: 
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{url}/asset-groups", wait_until="networkidle", timeout=120_000)
-        materialize_all = page.get_by_role("button", name="Materialize all (12)…")
+        materialize_all = page.get_by_role("button", name="Materialize all (19)…")
         materialize_all.wait_for(timeout=60_000)
         dismiss_newsletter_prompt(page)
         for group in ("idp", "target", "changes", "provisioning", "audit"):
@@ -181,5 +181,8 @@ def test_materialize_all_in_the_ui_runs_the_whole_cycle_in_one_run(dagster_dev: 
     user_changes = latest_metadata(url, "user_changes")
     assert user_changes["creates"] == "58"
     audit = latest_metadata(url, "provisioning_audit")
-    assert int(audit["calls"]) == 74
+    # 58 users, 8 groups, 8 member PATCHes; with the sample access file 4 containers and 10 permissions.
+    assert int(audit["calls"]) == 88
     assert audit["failures"] == "0"
+    snapshot = latest_metadata(url, "access_snapshot")
+    assert (snapshot["containers"], snapshot["permissions"], snapshot["drift"]) == ("4", "10", "0")

@@ -560,3 +560,34 @@ async def test_a_json_token_request_is_an_invalid_request(app: EmulatorApp) -> N
         )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+async def test_container_permissions_are_listed_only_with_a_filter(scim: httpx.AsyncClient) -> None:
+    container = (await scim.post("Containers", json={"name": "Payroll"})).json()
+    unfiltered = await scim.get("ContainerPermissions")
+    assert unfiltered.status_code == 400
+    assert unfiltered.json()["scimType"] == "invalidFilter"
+    by_container = await scim.get("ContainerPermissions", params={"filter": f'container.value eq "{container["id"]}"'})
+    assert by_container.status_code == 200
+    refused = await scim.get("ContainerPermissions", params={"filter": f'container.value co "{container["id"]}"'})
+    assert refused.status_code == 400
+
+
+@pytest.mark.parametrize("config", [EmulatorConfig(owner_rights=False)])
+async def test_without_owner_rights_pam_requests_answer_403_but_a_container_can_be_created(
+    scim: httpx.AsyncClient,
+) -> None:
+    created = await scim.post("Containers", json={"name": "Payroll"})
+    assert created.status_code == 201
+    container_id = created.json()["id"]
+    for method, path, params in (
+        ("GET", "Containers", {"filter": 'name eq "Payroll"'}),
+        ("GET", f"Containers/{container_id}", None),
+        ("GET", "ContainerPermissions", {"filter": f'container.value eq "{container_id}"'}),
+        ("POST", "ContainerPermissions", None),
+        ("GET", "PrivilegedData", None),
+    ):
+        answer = await scim.request(method, path, params=params, json={} if method == "POST" else None)
+        assert answer.status_code == 403, (method, path)
+        assert "Owner-level rights" in answer.json()["detail"]
+    assert (await scim.get("Users")).status_code == 200

@@ -124,3 +124,8 @@ def test_the_interop_knobs_are_flags() -> None:
     assert config.strict_literal_filters
     assert config.drop_attributes == ("title", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department")
     assert config_from_args(parse()).drop_attributes == ()
+
+
+def test_no_owner_rights_is_a_flag() -> None:
+    assert config_from_args(parse()).owner_rights
+    assert not config_from_args(parse("--no-owner-rights")).owner_rights

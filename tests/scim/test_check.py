@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
-from scim_pipeline.emulator import DEMO_CLIENT_SECRET
-from scim_pipeline.scim import run_check
+from scim_pipeline.emulator import DEMO_CLIENT_SECRET, EmulatorConfig, create_app
+from scim_pipeline.scim import ConnectionSettings, run_check
 from scim_pipeline.scim.target_quirks import PatchForm, PatchKind, TargetQuirks
 
 from .emulated_target import emulated, emulator_settings, scim_requests
@@ -157,3 +159,53 @@ async def test_forms_kept_from_earlier_runs_are_shown_without_probing() -> None:
         report = await run_check(emulator_settings(server), quirks=quirks)
     rows = {row.name: row.detail for row in report.rows}
     assert rows["PATCH Groups member-removal"] == "accepts member-value-list; refuses member-filter"
+
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+PAM = "urn:ietf:params:scim:schemas:pam:1.0"
+
+
+def _emulated(config: EmulatorConfig) -> tuple[ConnectionSettings, httpx.AsyncBaseTransport, Any]:
+    app = create_app(config)
+    settings = ConnectionSettings(
+        base_url="http://127.0.0.1:8999/scim/v2", client_id="scim-demo", client_secret="demo-secret"
+    )
+    return settings, httpx.ASGITransport(app=app), app.emulator
+
+
+async def test_missing_owner_rights_fail_the_container_rows_with_what_to_grant() -> None:
+    settings, transport, emulator = _emulated(EmulatorConfig(owner_rights=False))
+    try:
+        report = await run_check(settings, transport=transport, containers=["Vault"])
+    finally:
+        emulator.close()
+    assert not report.passed
+    rows = {row.name: row for row in report.rows}
+    for name in ("ContainerPermissions", "rights on container 'Vault'"):
+        assert not rows[name].ok
+        assert "grant the service account Owner, Edit, Add Secret and View" in rows[name].detail
+
+
+async def test_the_service_accounts_missing_container_rights_are_named() -> None:
+    settings, transport, emulator = _emulated(EmulatorConfig())
+    store = emulator.store
+    account = store.create("Users", {"schemas": [USER_SCHEMA], "userName": "scim-demo"})
+    vault = store.create("Containers", {"schemas": [f"{PAM}:Container"], "name": "Vault"})
+    store.create(
+        "ContainerPermissions",
+        {
+            "schemas": [f"{PAM}:ContainerPermission"],
+            "container": {"value": vault["id"]},
+            "user": {"value": account["id"]},
+            "rights": ["View"],
+        },
+    )
+    try:
+        report = await run_check(settings, transport=transport, containers=["Vault", "Not Yet"])
+    finally:
+        emulator.close()
+    rows = {row.name: row for row in report.rows}
+    assert not rows["rights on container 'Vault'"].ok
+    assert rows["rights on container 'Vault'"].detail.startswith("missing Owner, Edit, Add Secret:")
+    assert rows["rights on container 'Not Yet'"].informational
+    assert not report.passed

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
 from scim_pipeline.sync.state_schema import metadata
 
-HEAD = "0002"
+HEAD = "0003"
 
 # The schema exactly as the state store created it before Alembic (scim_pipeline/sync/state.py, schema_version 1).
 LEGACY_SCHEMA = """
