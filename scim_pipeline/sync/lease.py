@@ -11,6 +11,9 @@ lease can be taken over ``ttl_s`` after its last renewal.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -129,6 +132,42 @@ def _try_acquire(
     return ours, str(current.holder), float(current.acquired_at), replaced
 
 
+_LOCAL_HOLDER = re.compile(r"\(pid (\d+) on host ([^)\s]+)\)")
+
+
+def _expire_if_its_process_died_here(begin: WriteTransaction, target: str, holder: str) -> bool:
+    """Expire the lease of ``holder`` when it names a process of this host that no longer exists; True if so.
+
+    Holders named ``"… (pid N on host H)"`` (as the sync step names itself) can be checked; any other holder waits
+    out its ttl as before."""
+    found = _LOCAL_HOLDER.search(holder)
+    if found is None or found.group(2) != socket.gethostname():
+        return False
+    pid = int(found.group(1))
+    if pid == os.getpid() or _process_exists(pid):
+        return False
+    with begin() as conn:
+        result = conn.execute(
+            sa.update(writer_leases)
+            .where(writer_leases.c.target == target, writer_leases.c.holder == holder)
+            .values(expires_at=0.0)
+        )
+    logger.warning(
+        "the writer lease of target %r was held by %s, whose process is gone: taking it over", target, holder
+    )
+    return bool(result.rowcount)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
 def _renew(begin: WriteTransaction, lease: WriterLease) -> bool:
     with begin() as conn:
         now = database_now(conn)
@@ -188,6 +227,8 @@ def hold_writer_lease(
         if ours:
             break
         waited_for = current
+        if _expire_if_its_process_died_here(begin, target, current):
+            continue  # its process on this machine is gone (SIGKILL, OOM): no need to wait out its ttl
         waited = time.monotonic() - started
         if waited >= wait_s:
             raise LeaseHeld(target, current, since, waited)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -183,3 +184,22 @@ def test_the_lease_of_a_killed_holder_expires_and_is_taken_over(state_url: str, 
         assert lease.took_over_from == "run A"
         assert lease.waited_for == "run A"
         assert time.monotonic() - killed_at < 5, "a dead holder's lease expires after its ttl"
+
+
+def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(state_url: str, tmp_path: Path) -> None:
+    ProvisioningState.open(state_url).close()
+    go = tmp_path / "go"
+    go.touch()
+    holder = _start(state_url, "placeholder", go, wait_s=0, hold_s=0)
+    holder.communicate(timeout=30)  # a pid that existed on this host and is gone now
+    name = f"run A (pid {holder.pid} on host {socket.gethostname()})"
+    killed = _start(state_url, name, go, wait_s=0, hold_s=60, ttl_s=120.0)
+    assert killed.stdout is not None
+    assert killed.stdout.readline().startswith("acquired")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate(timeout=30)
+    # The holder string names the dead placeholder's pid: the lease must not wait out its 120 s ttl.
+    started = time.monotonic()
+    with ProvisioningState.open(state_url) as store, store.writer_lease("default", "run B", wait_s=30) as lease:
+        assert lease.took_over_from == name
+        assert time.monotonic() - started < 10
