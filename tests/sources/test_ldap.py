@@ -287,35 +287,48 @@ def test_memberships_can_come_from_the_memberof_overlay(directory: Directory) ->
 
 
 @pytest.mark.slow
-def test_a_sync_from_ldap_into_the_emulator_converges(tls_directory: Directory) -> None:
-    import asyncio
+def test_a_sync_from_ldap_into_the_emulator_converges(tls_directory: Directory, tmp_path: Path) -> None:
+    """The whole pipeline as a user runs it: `scim-pipeline sync` with SCIM_SOURCE=ldap over StartTLS."""
+    import os
+    import subprocess
+    import sys
 
     from scim_pipeline.emulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig, EmulatorServer
-    from scim_pipeline.scim import ConnectionSettings, ScimClient
-    from scim_pipeline.sync.cycle import run_cycle
-    from scim_pipeline.sync.state import ProvisioningState
 
-    source = LdapRosterSource(settings=settings(tls_directory.url, start_tls=True, ca_bundle=tls_directory.ca_bundle))
-    roster = build_roster(source.read(), shards=1)
-
-    async def scenario(server: EmulatorServer) -> None:
-        connection = ConnectionSettings(
-            base_url=server.base_url,
-            token_url=server.token_url,
-            client_id=DEMO_CLIENT_ID,
-            client_secret=DEMO_CLIENT_SECRET,
+    assert tls_directory.ca_bundle is not None
+    with EmulatorServer(EmulatorConfig()) as server:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("SCIM_")}
+        env.update(
+            {
+                "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+                "SCIM_BASE_URL": server.base_url,
+                "SCIM_TOKEN_URL": server.token_url,
+                "SCIM_CLIENT_ID": DEMO_CLIENT_ID,
+                "SCIM_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+                "SCIM_SOURCE": "ldap",
+                "SCIM_LDAP_URL": tls_directory.url,
+                "SCIM_LDAP_START_TLS": "true",
+                "SCIM_LDAP_CA_BUNDLE": str(tls_directory.ca_bundle),
+                "SCIM_LDAP_BIND_DN": ADMIN_DN,
+                "SCIM_LDAP_BIND_PASSWORD": ADMIN_PASSWORD,
+                "SCIM_LDAP_USER_BASE": PEOPLE,
+                "SCIM_LDAP_GROUP_BASE": GROUPS,
+                "SCIM_LDAP_CLOCK_SKEW_S": "0",
+                "SCIM_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite'}",
+            }
         )
-        async with ScimClient(connection) as client:
-            with ProvisioningState.open(":memory:") as state:
-                first = await run_cycle(client, state, roster, run_id="r1")
-                assert not first.failed
-                await run_cycle(client, state, roster, run_id="r2")  # managers, once their users exist
-                server.emulator.clear_requests()
-                third = await run_cycle(client, state, roster, run_id="r3")
-                assert third.plan.is_empty
-                assert [r for r in server.emulator.requests if "/scim/v2/" in r.path] == []
+
+        def sync() -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "scim_pipeline.cli", "sync"]
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+        first = sync()
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert ADMIN_PASSWORD not in first.stdout + first.stderr
+        sync()  # managers, once their users exist
+        server.emulator.clear_requests()
+        third = sync()
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert [r for r in server.emulator.requests if r.method in ("POST", "PUT", "PATCH", "DELETE")] == []
         assert server.emulator.store.count("Users") == tls_directory.users
         assert server.emulator.store.count("Groups") == tls_directory.groups
-
-    with EmulatorServer(EmulatorConfig()) as server:
-        asyncio.run(scenario(server))
