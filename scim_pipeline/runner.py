@@ -256,40 +256,37 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
         for row in rows[:limit]:
             lines.append(f"  {row.key}" + (f" — {row.detail}" if row.detail else ""))
         lines.extend(_more(len(rows), limit))
-    if outcome.rejected:
-        lines.append("")
-        lines.append(f"rejected roster rows ({len(outcome.rejected):,}) — set aside, the rest proceeds:")
-        for rejected in outcome.rejected[:limit]:
-            where = rejected.file or rejected.table
-            row_number = f" row {rejected.row}" if rejected.row is not None else ""
-            field = f", {rejected.field}" if rejected.field else ""
-            lines.append(f"  {where}{row_number}{field}: {rejected.reason}")
-        lines.extend(_more(len(outcome.rejected), limit))
-    if outcome.deferred:
-        lines.append("")
-        lines.append(f"memberships deferred ({len(outcome.deferred):,}) — not written in this cycle:")
-        for deferred in outcome.deferred[:limit]:
-            lines.append(f"  {deferred.user} in {deferred.group}: {deferred.reason}")
-        lines.extend(_more(len(outcome.deferred), limit))
-    if outcome.drift:
-        lines.append("")
-        lines.append(f"drift on the target ({len(outcome.drift):,}) — restored to the roster's values next cycle:")
-        for drift in outcome.drift[:limit]:
-            lines.append(f"  {drift.resource_type} {drift.key}: {drift.attribute}")
-        lines.extend(_more(len(outcome.drift), limit))
-    if outcome.access_drift:
-        lines.append("")
-        lines.append(f"containers to fix by hand ({len(outcome.access_drift):,}) — never attempted:")
-        for drift in outcome.access_drift[:limit]:
-            lines.append(f"  {drift.resource_type} {drift.key}: {drift.attribute}")
-        lines.extend(_more(len(outcome.access_drift), limit))
-    if outcome.failures:
-        lines.append("")
-        lines.append(f"failed changes ({len(outcome.failures):,}):")
-        for failure in outcome.failures[:limit]:
-            status = f" (HTTP {failure.status})" if failure.status else ""
-            lines.append(f"  {failure.resource_type} {failure.op} {failure.key}: {failure.message}{status}")
-        lines.extend(_more(len(outcome.failures), limit))
+    sections: list[tuple[str, list[str]]] = [
+        (
+            "rejected roster rows ({n}) — set aside, the rest proceeds:",
+            [_rejected_line(rejected) for rejected in outcome.rejected],
+        ),
+        (
+            "memberships deferred ({n}) — not written in this cycle:",
+            [f"{d.user} in {d.group}: {d.reason}" for d in outcome.deferred],
+        ),
+        (
+            "drift on the target ({n}) — restored to the roster's values next cycle:",
+            [f"{d.resource_type} {d.key}: {d.attribute}" for d in outcome.drift],
+        ),
+        (
+            "containers to fix by hand ({n}) — never attempted:",
+            [f"{d.resource_type} {d.key}: {d.attribute}" for d in outcome.access_drift],
+        ),
+        (
+            "failed changes ({n}):",
+            [
+                f"{f.resource_type} {f.op} {f.key}: {f.message}{f' (HTTP {f.status})' if f.status else ''}"
+                for f in outcome.failures
+            ],
+        ),
+    ]
+    for title, entries in sections:
+        if entries:
+            lines.append("")
+            lines.append(title.format(n=f"{len(entries):,}"))
+            lines.extend(f"  {entry}" for entry in entries[:limit])
+            lines.extend(_more(len(entries), limit))
     if outcome.held:
         lines.append("")
         lines.append(f"held back after repeated failures ({len(outcome.held):,}):")
@@ -312,6 +309,12 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
     lines.append("")
     lines.append("result: " + _result_line(outcome, errors))
     return "\n".join(lines)
+
+
+def _rejected_line(rejected: Any) -> str:
+    row_number = f" row {rejected.row}" if rejected.row is not None else ""
+    field = f", {rejected.field}" if rejected.field else ""
+    return f"{rejected.file or rejected.table}{row_number}{field}: {rejected.reason}"
 
 
 def _more(total: int, limit: int | None) -> list[str]:
