@@ -175,6 +175,8 @@ class CycleContext:
     progress: ProgressCallback | None = None
     lease: WriterLease | None = None
     access: AccessFile | None = None
+    managed_memberships: int = 0
+    """How many memberships we manage, as the plan read them (the guards need the count, not a second read)."""
 
     @property
     def plan_settings(self) -> PlanSettings:
@@ -257,6 +259,7 @@ class Plan:
         settings = context.plan_settings
         roster = context.roster
         snapshot = context.state.snapshot(context.options.shards)
+        context.managed_memberships = len(snapshot.memberships)
         rejected = context.report.rejected
         users = plan_users(roster.users, snapshot, settings) if context.wants("users") else _empty_plan().users
         groups = plan_groups(roster.groups, snapshot, settings) if context.wants("groups") else _empty_plan().groups
@@ -293,7 +296,7 @@ class Guards:
             context.state.counts(shards),
             settings=context.options.guards,
             shards=shards,
-            managed_memberships=len(context.state.managed_memberships()) if context.wants("memberships") else 0,
+            managed_memberships=context.managed_memberships if context.wants("memberships") else 0,
         )
         pam = context.report.pam
         if pam is not None and pam.guard is not None:
