@@ -34,7 +34,7 @@ import scim_pipeline.sync.cycle as cycle_module
 from scim_pipeline.scim import ScimClient
 from scim_pipeline.sources import FolderRosterSource
 from scim_pipeline.sync.cycle import run_cycle
-from scim_pipeline.sync.roster import Roster, build_roster
+from scim_pipeline.sync.plan.roster import Roster, build_roster
 from scim_pipeline.sync.state import ProvisioningState
 
 TARGET_MS = 1.5

@@ -36,8 +36,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scim_pipeline.sync.changes import PlanSettings, plan_users, user_attribute_columns
-from scim_pipeline.sync.payloads import is_missing, patch_operations, user_body
+from scim_pipeline.sync.plan.changes import PlanSettings, plan_users, user_attribute_columns
+from scim_pipeline.sync.plan.payloads import is_missing, patch_operations, user_body
 from scim_pipeline.sync.state import (
     PLAN_USER_COLUMNS,
     AuditRecord,

@@ -27,7 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from scim_pipeline.sources import FolderRosterSource, RawRoster
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 
 T = TypeVar("T")
 DEPARTMENTS = np.array(["Engineering", "Security", "IT Operations", "Finance", "Sales", "People", "Legal"])

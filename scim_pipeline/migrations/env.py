@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from scim_pipeline.sync.state_schema import metadata
+from scim_pipeline.sync.state.schema import metadata
 
 connection = context.config.attributes["connection"]
 # render_as_batch: SQLite alters a table by copying it, which Alembic's batch mode does for us.

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from scim_pipeline.sources import RosterSource
     from scim_pipeline.sources._incremental import WatermarkStore
     from scim_pipeline.sync.access import AccessFile
-    from scim_pipeline.sync.guards import GuardSettings
-    from scim_pipeline.sync.mapping import Mapping as MappingModel
-    from scim_pipeline.sync.roster import Roster
+    from scim_pipeline.sync.plan.guards import GuardSettings
+    from scim_pipeline.sync.plan.mapping import Mapping as MappingModel
+    from scim_pipeline.sync.plan.roster import Roster
     from scim_pipeline.sync.state import ProvisioningState
 
 
@@ -90,7 +90,7 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def mapping_model(self) -> MappingModel:
         """The mapping in effect (the default one when no file is configured)."""
-        from scim_pipeline.sync.mapping import Mapping, load_mapping
+        from scim_pipeline.sync.plan.mapping import Mapping, load_mapping
 
         return load_mapping(Path(self.mapping)) if self.mapping else Mapping()
 
@@ -109,7 +109,7 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         """Read (from ``upstream`` when the roster is an upstream asset), validate, map and scope the roster."""
         from scim_pipeline.sources import FolderRosterSource
         from scim_pipeline.sources.selection import source_from_env
-        from scim_pipeline.sync.mapping import build_roster
+        from scim_pipeline.sync.plan.mapping import build_roster
 
         source: Any
         if upstream is not None:
@@ -173,7 +173,7 @@ class SyncPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def guard_settings(self, *, allow_mass_changes: bool = False) -> GuardSettings:
         """The guard thresholds of the sync engine; ``allow_mass_changes`` lets one run pass them."""
-        from scim_pipeline.sync.guards import GuardSettings
+        from scim_pipeline.sync.plan.guards import GuardSettings
 
         return GuardSettings(
             max_deletes=self.max_deletes,

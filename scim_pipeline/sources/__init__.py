@@ -1,6 +1,6 @@
 """Roster sources: where the identities come from, read as text tables (`RawRoster`).
 
-A source only reads; mapping, validation and scoping happen in `scim_pipeline.sync.roster.build_roster`. Every
+A source only reads; mapping, validation and scoping happen in `scim_pipeline.sync.plan.roster.build_roster`. Every
 source produces the same tables with the default roster columns (docs/sources.md): a folder of files, LDAP / Active
 Directory, Entra ID, Okta, a SCIM service provider, a SQL database, or DataFrames from an upstream asset. Each says
 what it read in a `SourceReport` (`read_with_report()`, or `last_report` after `read()`); the connectors that can

@@ -32,7 +32,10 @@ import pandas as pd
 
 from scim_pipeline.scim.client import ScimClient
 from scim_pipeline.scim.profiles import Operation
-from scim_pipeline.sync.changes import (
+from scim_pipeline.sync.execute.executor import CircuitBreaker, ExecutionReport, ProgressCallback, execute
+from scim_pipeline.sync.execute.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
+from scim_pipeline.sync.pam import PAM_KINDS, PAM_PHASES, PamReport, plan_pam, principal_ids_of
+from scim_pipeline.sync.plan.changes import (
     ChangeSet,
     PlanSettings,
     RosterFrames,
@@ -40,14 +43,11 @@ from scim_pipeline.sync.changes import (
     plan_memberships,
     plan_users,
 )
-from scim_pipeline.sync.executor import CircuitBreaker, ExecutionReport, ProgressCallback, execute
-from scim_pipeline.sync.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
-from scim_pipeline.sync.holds import hold_rejected
-from scim_pipeline.sync.lease import WriterLease
-from scim_pipeline.sync.pam import PAM_KINDS, PAM_PHASES, PamReport, plan_pam, principal_ids_of
-from scim_pipeline.sync.payloads import MANAGER_PATH
-from scim_pipeline.sync.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
+from scim_pipeline.sync.plan.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
+from scim_pipeline.sync.plan.holds import hold_rejected
+from scim_pipeline.sync.plan.payloads import MANAGER_PATH
 from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, ProvisioningState
+from scim_pipeline.sync.state.lease import WriterLease
 
 if TYPE_CHECKING:
     from scim_pipeline.sync.access import AccessFile

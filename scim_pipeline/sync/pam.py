@@ -40,10 +40,10 @@ from scim_pipeline.scim.models import (
     resource_payload,
 )
 from scim_pipeline.sync.access import AccessFile, DesiredPermission
-from scim_pipeline.sync.executor import ExecutionReport, Failure
-from scim_pipeline.sync.guards import GuardResult, GuardSettings
+from scim_pipeline.sync.execute.executor import ExecutionReport, Failure
+from scim_pipeline.sync.plan.guards import GuardResult, GuardSettings
 from scim_pipeline.sync.state import AuditRecord, ProvisioningState, StateBatch
-from scim_pipeline.sync.state_schema import managed_containers, managed_permissions, managed_placements, upsert
+from scim_pipeline.sync.state.schema import managed_containers, managed_permissions, managed_placements, upsert
 
 if TYPE_CHECKING:
     from scim_pipeline.scim.client import ScimClient

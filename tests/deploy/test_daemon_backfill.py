@@ -25,7 +25,7 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
-from scim_pipeline.sync.sharding import stable_shard
+from scim_pipeline.sync.plan.sharding import stable_shard
 from tests.assets.conftest import CLIENT_ID, CLIENT_SECRET, Roster, Target, make_user
 from tests.postgres import PostgresServer
 

@@ -24,7 +24,7 @@ from scim_pipeline.emulator import EmulatorConfig, EmulatorServer, RequestRecord
 from scim_pipeline.scim import ConnectionSettings, ScimClient
 from scim_pipeline.sources import FolderRosterSource
 from scim_pipeline.sync.cycle import run_cycle
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 from scim_pipeline.sync.state import ProvisioningState
 from tests.test_cli import summary_value
 

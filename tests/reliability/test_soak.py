@@ -25,8 +25,8 @@ from scim_pipeline.assets.location import build_definitions
 from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.emulator import ConnectionDropped, EmulatorConfig, create_app
 from scim_pipeline.sources import FolderRosterSource
-from scim_pipeline.sync.mapping import build_roster
 from scim_pipeline.sync.outcome import CycleOutcome
+from scim_pipeline.sync.plan.mapping import build_roster
 from scim_pipeline.sync.state import ProvisioningState
 
 from .conftest import ROOT, EmulatorProcess, person, start_emulator, write_roster

@@ -8,7 +8,7 @@ import pytest
 
 from scim_pipeline.sources import TEXT, RosterError, RosterSource
 from scim_pipeline.sources.dataframe import DataFrameRosterSource
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 
 
 def hr_frame() -> pd.DataFrame:

@@ -20,7 +20,7 @@ from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources import RosterError
 from scim_pipeline.sources._incremental import MemoryWatermarkStore
 from scim_pipeline.sources.entra import EntraRosterSource, EntraSettings
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 from tests.sources.loopback import serve
 
 TENANT = "contoso.example"

@@ -13,7 +13,7 @@ from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources import RosterError
 from scim_pipeline.sources._incremental import FullReadPolicy, MemoryWatermarkStore
 from scim_pipeline.sources.ldap import LdapRosterSource, LdapSettings, _ranged_values, normalize_dn
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 from tests.sources.conftest import (
     ADMIN_DN,
     ADMIN_PASSWORD,

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from scim_pipeline.sources import RosterError
 from scim_pipeline.sources._incremental import MemoryWatermarkStore
 from scim_pipeline.sources.okta import OktaRosterSource, OktaSettings, okta_active
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 from tests.sources.loopback import serve
 
 API_TOKEN = "okta-api-token-value"

@@ -12,7 +12,7 @@ from scim_pipeline.emulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorC
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources import RosterError
 from scim_pipeline.sources.scim_source import ScimRosterSource, ScimSourceSettings
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 

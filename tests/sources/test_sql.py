@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources import TEXT, RosterError
 from scim_pipeline.sources.sql import SqlRosterSource, SqlSettings
-from scim_pipeline.sync.mapping import build_roster
+from scim_pipeline.sync.plan.mapping import build_roster
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from scim_pipeline.emulator import EmulatorConfig, create_app
 from scim_pipeline.scim import ConnectionSettings, ScimClient
-from scim_pipeline.sync.sharding import stable_shard
+from scim_pipeline.sync.plan.sharding import stable_shard
 from scim_pipeline.sync.state import ProvisioningState
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

@@ -11,7 +11,6 @@ import pytest
 from scim_pipeline.emulator import EmulatorConfig
 from scim_pipeline.sync.access import AccessFile, parse_access
 from scim_pipeline.sync.cycle import CycleReport, run_cycle
-from scim_pipeline.sync.guards import GuardSettings
 from scim_pipeline.sync.pam import (
     PLACEHOLDER_ID,
     ManagedPam,
@@ -20,6 +19,7 @@ from scim_pipeline.sync.pam import (
     TargetContainer,
     plan_access,
 )
+from scim_pipeline.sync.plan.guards import GuardSettings
 from scim_pipeline.sync.state import ProvisioningState
 from tests.sync.conftest import HandRoster, Target, emulated_target, make_roster, user
 

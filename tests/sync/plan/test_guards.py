@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from scim_pipeline.sync.changes import ChangeSet, plan_changes
-from scim_pipeline.sync.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
+from scim_pipeline.sync.plan.changes import ChangeSet, plan_changes
+from scim_pipeline.sync.plan.guards import GuardResult, GuardSettings, evaluate_guards, guards_passed
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
-
-from .conftest import HandRoster, make_roster, user
+from tests.sync.conftest import HandRoster, make_roster, user
 
 PEOPLE = [user(f"user{i:03d}", title="Engineer") for i in range(100)]
 

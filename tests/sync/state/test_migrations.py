@@ -14,11 +14,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
-from scim_pipeline.sync.state_schema import metadata
+from scim_pipeline.sync.state.schema import metadata
 
 HEAD = "0003"
 
-# The schema exactly as the state store created it before Alembic (scim_pipeline/sync/state.py, schema_version 1).
+# The schema exactly as the state store created it before Alembic (scim_pipeline/sync/state/, schema_version 1).
 LEGACY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS managed_users (

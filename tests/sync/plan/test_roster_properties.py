@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scim_pipeline.sources import FolderRosterSource, RosterError
-from scim_pipeline.sync.mapping import ENTERPRISE_USER, WORK_EMAIL, MappingError, build_roster, load_mapping
+from scim_pipeline.sync.plan.mapping import ENTERPRISE_USER, WORK_EMAIL, MappingError, build_roster, load_mapping
 
 COLUMNS = ("user_name", "given_name", "email", "active", "manager")
 ATTRIBUTE_OF = {
@@ -212,7 +212,7 @@ def test_any_mapping_document_loads_or_raises_a_mapping_error(document: Any) -> 
         assert error is not None
         assert error.startswith("mapping file ")
         return
-    raw = FolderRosterSource(Path(__file__).parents[2] / "examples" / "hr_export").read()
+    raw = FolderRosterSource(Path(__file__).parents[3] / "examples" / "hr_export").read()
     roster, error = attempt(lambda: build_roster(raw, mapping, shards=2), RosterError)
     assert roster is not None or error  # a valid mapping may name columns this roster lacks
 

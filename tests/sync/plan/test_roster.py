@@ -12,12 +12,12 @@ import pytest
 
 from scim_pipeline.sample_roster import SAMPLE_ROSTER
 from scim_pipeline.sources import TEXT, FolderRosterSource, RawRoster, RawTable
-from scim_pipeline.sync.mapping import ENTERPRISE_USER, WORK_EMAIL, Mapping, Roster, build_roster, load_mapping
-from scim_pipeline.sync.roster import REJECTED_COLUMNS
-from scim_pipeline.sync.sharding import stable_shard
+from scim_pipeline.sync.plan.mapping import ENTERPRISE_USER, WORK_EMAIL, Mapping, Roster, build_roster, load_mapping
+from scim_pipeline.sync.plan.roster import REJECTED_COLUMNS
+from scim_pipeline.sync.plan.sharding import stable_shard
 
 MANAGER = f"{ENTERPRISE_USER}:manager"
-BAD_ROWS = Path(__file__).parents[1] / "sources" / "data" / "bad_rows"
+BAD_ROWS = Path(__file__).parents[2] / "sources" / "data" / "bad_rows"
 USER_ATTRIBUTES = [
     "userName",
     "externalId",
@@ -446,7 +446,7 @@ def test_the_sample_roster_is_clean() -> None:
 
 
 def test_the_example_mapping_file_is_valid() -> None:
-    assert load_mapping(Path(__file__).parents[2] / "examples" / "mapping.yaml").users.match == "userName"
+    assert load_mapping(Path(__file__).parents[3] / "examples" / "mapping.yaml").users.match == "userName"
 
 
 def test_values_in_arrow_buffers_with_shifted_offsets_are_folded_correctly() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scim_pipeline.sync.payloads import (
+from scim_pipeline.sync.plan.payloads import (
     CORE_USER_SCHEMA,
     ENTERPRISE_USER_SCHEMA,
     group_body,

@@ -34,8 +34,8 @@ from scim_pipeline.scim.errors import (
     ScimServerError,
     ScimTransportError,
 )
-from scim_pipeline.sync.changes import ChangeSet
-from scim_pipeline.sync.payloads import ENTERPRISE_USER_SCHEMA, MANAGER_PATH, resource_attrs
+from scim_pipeline.sync.plan.changes import ChangeSet
+from scim_pipeline.sync.plan.payloads import ENTERPRISE_USER_SCHEMA, MANAGER_PATH, resource_attrs
 from scim_pipeline.sync.state import UNKNOWN_HASH, AuditRecord, EscrowPolicy, ProvisioningState, StateBatch
 
 __all__ = [

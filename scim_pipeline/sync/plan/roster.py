@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scim_pipeline.sources import TEXT, RawRoster, RawTable, RosterError
-from scim_pipeline.sync._mapping_model import (
+from scim_pipeline.sync.plan._mapping_model import (
     ENTERPRISE_USER,
     AttributeRule,
     GroupMapping,
@@ -45,7 +45,7 @@ from scim_pipeline.sync._mapping_model import (
     UserMapping,
     template_parts,
 )
-from scim_pipeline.sync.sharding import stable_shard
+from scim_pipeline.sync.plan.sharding import stable_shard
 
 __all__ = ["REJECTED_COLUMNS", "Roster", "build_roster"]
 

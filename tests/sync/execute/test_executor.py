@@ -5,14 +5,13 @@ from __future__ import annotations
 import httpx
 
 from scim_pipeline.emulator import EmulatorConfig
-from scim_pipeline.sync.changes import PlanSettings, plan_changes
 from scim_pipeline.sync.cycle import run_cycle
-from scim_pipeline.sync.executor import CircuitBreaker, execute
-from scim_pipeline.sync.guards import GuardSettings
-from scim_pipeline.sync.payloads import user_body
+from scim_pipeline.sync.execute.executor import CircuitBreaker, execute
+from scim_pipeline.sync.plan.changes import PlanSettings, plan_changes
+from scim_pipeline.sync.plan.guards import GuardSettings
+from scim_pipeline.sync.plan.payloads import user_body
 from scim_pipeline.sync.state import EscrowPolicy, ProvisioningState
-
-from .conftest import Target, emulated_target, make_roster, user
+from tests.sync.conftest import Target, emulated_target, make_roster, user
 
 
 class RefuseOneUser(httpx.AsyncBaseTransport):

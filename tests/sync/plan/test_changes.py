@@ -7,10 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from scim_pipeline.sync.changes import ChangeSet, PlanSettings, plan_changes, plan_memberships
+from scim_pipeline.sync.plan.changes import ChangeSet, PlanSettings, plan_changes, plan_memberships
 from scim_pipeline.sync.state import UNKNOWN_HASH, ProvisioningState, StateBatch
-
-from .conftest import ENTERPRISE, HandRoster, make_roster, user
+from tests.sync.conftest import ENTERPRISE, HandRoster, make_roster, user
 
 
 def _apply_plan_as_if_successful(state: ProvisioningState, plan: ChangeSet) -> None:

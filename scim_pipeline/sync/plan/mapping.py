@@ -2,10 +2,10 @@
 
 - `load_mapping(path)` reads a mapping file (YAML, docs/mapping.md); `Mapping()` is the default mapping.
 - `build_roster(raw, mapping, shards=…)` applies it: columns onto SCIM attributes, validation, scoping, managers and
-  memberships resolved, bad rows set aside with a reason (`scim_pipeline.sync.roster` has the rules).
+  memberships resolved, bad rows set aside with a reason (`scim_pipeline.sync.plan.roster` has the rules).
 """
 
-from scim_pipeline.sync._mapping_model import (
+from scim_pipeline.sync.plan._mapping_model import (
     DEFAULT_GROUP_RULES,
     DEFAULT_USER_RULES,
     ENTERPRISE_USER,
@@ -20,8 +20,8 @@ from scim_pipeline.sync._mapping_model import (
     load_mapping,
     template_fields,
 )
-from scim_pipeline.sync.roster import REJECTED_COLUMNS, Roster, build_roster
-from scim_pipeline.sync.sharding import stable_shard
+from scim_pipeline.sync.plan.roster import REJECTED_COLUMNS, Roster, build_roster
+from scim_pipeline.sync.plan.sharding import stable_shard
 
 __all__ = [
     "DEFAULT_GROUP_RULES",

@@ -9,7 +9,7 @@ import pytest
 
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources import TEXT, FolderRosterSource, RawRoster, RawTable, RosterError
-from scim_pipeline.sync.mapping import (
+from scim_pipeline.sync.plan.mapping import (
     ENTERPRISE_USER,
     WORK_EMAIL,
     Mapping,
@@ -19,7 +19,7 @@ from scim_pipeline.sync.mapping import (
     load_mapping,
 )
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
+EXAMPLES = Path(__file__).parents[3] / "examples"
 
 
 def mapping_file(tmp_path: Path, text: str) -> Path:

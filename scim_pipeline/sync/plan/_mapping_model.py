@@ -1,7 +1,7 @@
 """The mapping model: how roster columns become SCIM attributes, which key matches, and who is in scope.
 
 A mapping is loaded from YAML with `load_mapping(path)`; `Mapping()` is the default mapping (docs/mapping.md describes
-the format). It is pure configuration: `scim_pipeline.sync.roster.build_roster` applies it to a roster.
+the format). It is pure configuration: `scim_pipeline.sync.plan.roster.build_roster` applies it to a roster.
 """
 
 from __future__ import annotations

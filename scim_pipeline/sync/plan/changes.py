@@ -39,7 +39,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from scim_pipeline.sync.payloads import MANAGER_PATH, group_body, is_missing, patch_operations, user_body
+from scim_pipeline.sync.plan.payloads import MANAGER_PATH, group_body, is_missing, patch_operations, user_body
 from scim_pipeline.sync.state import UNKNOWN_HASH, ManagedSnapshot, attrs_hashes
 
 __all__ = [

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scim_pipeline.sync.changes import ChangeSet, RosterFrames
+from scim_pipeline.sync.plan.changes import ChangeSet, RosterFrames
 from scim_pipeline.sync.state import ManagedCounts
 
 __all__ = ["GuardResult", "GuardSettings", "evaluate_guards", "guards_passed"]

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from scim_pipeline.scim.errors import ScimPipelineError
 from scim_pipeline.sync.state import LeaseHeld, LeaseLost, ProvisioningState
-from scim_pipeline.sync.state_schema import writer_leases
+from scim_pipeline.sync.state.schema import writer_leases
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

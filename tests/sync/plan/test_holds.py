@@ -1,6 +1,6 @@
 import pandas as pd
 
-from scim_pipeline.sync.holds import hold_rejected
+from scim_pipeline.sync.plan.holds import hold_rejected
 
 
 def planned(*rows: tuple[str, str]) -> pd.DataFrame:

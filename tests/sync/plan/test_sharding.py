@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scim_pipeline.sync import sharding
-from scim_pipeline.sync.sharding import reference_hash, reference_shard, stable_shard
+from scim_pipeline.sync.plan import sharding
+from scim_pipeline.sync.plan.sharding import reference_hash, reference_shard, stable_shard
 
 # Pinned: if any of these change, every identity moves to another shard (another Dagster partition).
 PINNED_64_BIT = {
@@ -54,7 +54,7 @@ def test_shards_are_identical_in_another_process_with_another_hash_seed() -> Non
     keys = [f"user{i}@example.com" for i in range(200)]
     here = stable_shard(pd.Series(keys, dtype="string"), 16).tolist()
     code = (
-        "import json, sys, pandas as pd; from scim_pipeline.sync.sharding import stable_shard;"
+        "import json, sys, pandas as pd; from scim_pipeline.sync.plan.sharding import stable_shard;"
         "keys = json.load(sys.stdin); print(json.dumps(stable_shard(pd.Series(keys, dtype='string'), 16).tolist()))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from scim_pipeline.sync.changes import RosterFrames, group_attribute_columns, user_attribute_columns
-from scim_pipeline.sync.payloads import is_missing, resource_attrs
+from scim_pipeline.sync.plan.changes import RosterFrames, group_attribute_columns, user_attribute_columns
+from scim_pipeline.sync.plan.payloads import is_missing, resource_attrs
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
 
 if TYPE_CHECKING:

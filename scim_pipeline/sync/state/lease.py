@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from scim_pipeline.scim.errors import ScimPipelineError
-from scim_pipeline.sync.state_schema import upsert, writer_leases
+from scim_pipeline.sync.state.schema import upsert, writer_leases
 
 __all__ = ["LeaseHeld", "LeaseLost", "WriterLease", "hold_writer_lease"]
 

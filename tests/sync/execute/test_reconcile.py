@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from scim_pipeline.sync.cycle import run_cycle
-from scim_pipeline.sync.reconcile import MISSING, adopt_existing, apply_drift, detect_drift, reconcile_target
+from scim_pipeline.sync.execute.reconcile import MISSING, adopt_existing, apply_drift, detect_drift, reconcile_target
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
-
-from .conftest import ENTERPRISE, Target, make_roster, user
+from tests.sync.conftest import ENTERPRISE, Target, make_roster, user
 
 PEOPLE = [user("alice", title="Engineer"), user("bob", department="R&D")]
 
