@@ -51,26 +51,16 @@ def _process_tags() -> dict[str, str]:
     return {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
 
 
-def _process_exists(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
-
-
 def release_abandoned_runs(instance: Any) -> list[str]:
     """Fail the runs a `scim-pipeline` process on this host left unfinished when it died (SIGKILL, OOM, power),
     and free the concurrency slots they held.
 
-    The provisioning steps share the pool `scim_target` (limit 1); a run killed mid-step never gives its slot back,
-    and with no Dagster daemon to notice, every later run would wait for it forever. Returns the released run ids.
+    A run killed mid-step stays "started" for ever when no Dagster daemon watches it, and holds its place in the
+    target's pool for the runs the daemon queues. Returns the released run ids.
     """
     from dagster import DagsterRunStatus, RunsFilter
+
+    from scim_pipeline.sync.state.lease import process_is_running
 
     unfinished = instance.get_runs(
         filters=RunsFilter(
@@ -81,7 +71,7 @@ def release_abandoned_runs(instance: Any) -> list[str]:
     released: list[str] = []
     for run in unfinished:
         pid = run.tags.get(_PID_TAG, "")
-        if not pid.isdigit() or _process_exists(int(pid)):
+        if not pid.isdigit() or process_is_running(int(pid)):
             continue
         instance.report_run_failed(
             run, f"the scim-pipeline process {pid} ended without finishing this run (killed?); slots released"
@@ -107,14 +97,17 @@ def run_sync_cycle(
     as_json: bool = False,
     verbose: bool = False,
 ) -> int:
-    """Run one cycle (or a plan) over the given shards through the code location's own job; print what it did (or
-    would do) to whom; return the process exit code."""
+    """Run one cycle (or a plan) through the code location's own job — without a partition (every shard), or over
+    the given shards — print what it did (or would do) to whom, and return the process exit code.
+
+    The runs execute in this process, so their typed reports are read from them directly (never from a file), and
+    they are Dagster runs of the same job the UI shows."""
     from dagster import DagsterInstance
 
     from scim_pipeline.assets.component import DEMO_BANNER, ScimProvisioningComponent
-    from scim_pipeline.assets.cycle import report_path
     from scim_pipeline.assets.jobs import JobNames, cycle_run_config
     from scim_pipeline.assets.partitions import contiguous_ranges, range_tags
+    from scim_pipeline.sync.engine import collected_reports
     from scim_pipeline.sync.outcome import CycleOutcome
 
     env = dict(os.environ)
@@ -122,46 +115,46 @@ def run_sync_cycle(
         for name in ("SCIM_BASE_URL", "SCIM_ROSTER", "SCIM_MAPPING"):
             env.pop(name, None)
     settings = PipelineSettings.from_env(env)
-    wanted = sorted(set(shards)) if shards else list(range(settings.shards))
-    for shard in wanted:
+    wanted = sorted(set(shards)) if shards else None
+    for shard in wanted or ():
         if not 0 <= shard < settings.shards:
             raise ConfigurationError(
                 f"--shard {shard} is out of range: SCIM_SHARDS={settings.shards} (0 to {settings.shards - 1})"
             )
     ensure_dagster_home()
-    defs = ScimProvisioningComponent.from_settings(settings).definitions()
+    component = ScimProvisioningComponent.from_settings(settings)
+    defs = component.definitions()
     if settings.demo_mode:
         print(DEMO_BANNER, file=sys.stderr)
-    names = JobNames()
-    job = defs.resolve_job_def(names.sync)
-    op_name = "scim_cycle"
+    job = defs.resolve_job_def(JobNames().sync)
     # Dagster's console logger would print whole tracebacks; the summary below names each failure in one line.
     run_config: dict[str, Any] = {
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-        **cycle_run_config(op_name, dry_run=dry_run, reconcile=reconcile, allow_mass_changes=allow_mass_changes),
+        **cycle_run_config("scim_cycle", dry_run=dry_run, reconcile=reconcile, allow_mass_changes=allow_mass_changes),
     }
-
     instance = DagsterInstance.get()
     release_abandoned_runs(instance)
+    runs: list[dict[str, str]] = (
+        [{}] if wanted is None else [range_tags(first, last) for first, last in contiguous_ranges(wanted)]
+    )
     outcomes: list[CycleOutcome] = []
     errors: list[str] = []
-    with _progress_to_stderr(), _retry_chatter(verbose=verbose):
-        for first, last in contiguous_ranges(wanted):
+    with _progress_to_stderr(), _retry_chatter(verbose=verbose), collected_reports() as reports:
+        for partition_tags in runs:
             result = job.execute_in_process(
                 instance=instance,
-                tags={**range_tags(first, last), **_process_tags()},
+                tags={**partition_tags, **_process_tags()},
                 run_config=run_config,
                 raise_on_error=False,
             )
-            path = report_path(instance, result.run_id)
-            if path.exists():
-                outcomes.append(CycleOutcome.read(path))
+            report = reports.get(result.run_id)
+            if report is not None:
+                outcomes.append(CycleOutcome.from_report(report))
+                continue
+            # The cycle stopped before it had a report (a setting, the roster, the token, another writer).
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data is not None:
-                    message = _root_cause(event.step_failure_data.error)
-                    # A guard stop and failed calls are in the outcome already, told in its own words.
-                    if not path.exists():
-                        errors.append(message)
+                    errors.append(_root_cause(event.step_failure_data.error))
     outcome = CycleOutcome.merged(outcomes) if outcomes else CycleOutcome(dry_run=dry_run)
     if as_json:
         document = outcome.model_dump(mode="json")
@@ -184,14 +177,20 @@ def _result_word(outcome: CycleOutcome, errors: list[str]) -> str:
 
 
 def _root_cause(error: Any) -> str:
-    """The first line of the innermost error, without its module path: what went wrong, not where."""
+    """The first line of the innermost error, without module path or class name: what went wrong and how to fix it
+    (our messages say both), not where."""
     if error is None:
         return "step failed"
     while getattr(error, "cause", None) is not None:
         error = error.cause
     lines = str(error.message or "").strip().splitlines()
     first = lines[0] if lines else "failed"
-    return re.sub(r"^[\w.]+\.(\w+(Error|Exception|Failure)):", r"\1:", first)
+    return _CLASS_PREFIX.sub("", first).strip() or first
+
+
+_CLASS_PREFIX = re.compile(
+    r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Failure|Refused|Lost|Held|Violation|Large|Redirected)\s*:\s*)+"
+)
 
 
 _WHO = (
@@ -256,14 +255,15 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
         for row in rows[:limit]:
             lines.append(f"  {row.key}" + (f" — {row.detail}" if row.detail else ""))
         lines.extend(_more(len(rows), limit))
-    sections: list[tuple[str, list[str]]] = [
+    sections: list[tuple[str, list[str]] | tuple[str, list[str], int]] = [
         (
             "rejected roster rows ({n}) — set aside, the rest proceeds:",
             [_rejected_line(rejected) for rejected in outcome.rejected],
         ),
         (
             "memberships deferred ({n}) — not written in this cycle:",
-            [f"{d.user} in {d.group}: {d.reason}" for d in outcome.deferred],
+            _deferred_lines(outcome),
+            len(outcome.deferred),
         ),
         (
             "drift on the target ({n}) — restored to the roster's values next cycle:",
@@ -281,10 +281,10 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
             ],
         ),
     ]
-    for title, entries in sections:
+    for title, entries, *total in sections:
         if entries:
             lines.append("")
-            lines.append(title.format(n=f"{len(entries):,}"))
+            lines.append(title.format(n=f"{total[0] if total else len(entries):,}"))
             lines.extend(f"  {entry}" for entry in entries[:limit])
             lines.extend(_more(len(entries), limit))
     if outcome.held:
@@ -311,6 +311,23 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
     return "\n".join(lines)
 
 
+NEVER_PROVISIONED = "the user is inactive in the roster and was never provisioned"
+
+
+def _deferred_lines(outcome: CycleOutcome) -> list[str]:
+    """One line per deferred membership, except those of users disabled before their first sync: they are never
+    created (docs/sources.md), so their memberships wait for ever and are summed up in one line."""
+    lines = [f"{d.user} in {d.group}: {d.reason}" for d in outcome.deferred if d.reason != NEVER_PROVISIONED]
+    dormant = [d for d in outcome.deferred if d.reason == NEVER_PROVISIONED]
+    if dormant:
+        users = len({d.user for d in dormant})
+        lines.append(
+            f"{len(dormant):,} membership(s) of {users:,} user(s) inactive in the roster and never provisioned "
+            "(accounts disabled before their first sync are not created; they are synced once active)"
+        )
+    return lines
+
+
 def _rejected_line(rejected: Any) -> str:
     row_number = f" row {rejected.row}" if rejected.row is not None else ""
     field = f", {rejected.field}" if rejected.field else ""
@@ -328,6 +345,8 @@ def _result_line(outcome: CycleOutcome, errors: list[str]) -> str:
         return "FAILED — fix the error above and run again"
     if outcome.stopped_by_guard:
         return "STOPPED by a guard (the target and the state store are unchanged)"
+    if outcome.stopped:
+        return f"FAILED — {outcome.stopped}"
     if outcome.circuit_message:
         return f"FAILED — {outcome.circuit_message}"
     if outcome.failures:

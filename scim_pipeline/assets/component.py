@@ -28,6 +28,7 @@ from pydantic import Field
 
 from scim_pipeline.assets.cycle import ResourceKeys, build_cycle_assets
 from scim_pipeline.assets.jobs import JobNames, build_jobs, build_schedules
+from scim_pipeline.assets.translator import ScimTranslator
 from scim_pipeline.resources.pipeline import policy_resource, roster_resource, state_resource
 from scim_pipeline.resources.target import target_resource
 from scim_pipeline.settings import PipelineSettings
@@ -163,10 +164,10 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
         cycle = build_cycle_assets(
             shards=settings.shards,
             shards_per_run=settings.shards_per_run,
-            prefix=[self.name] if self.name else [],
+            translator=ScimTranslator(prefix=[self.name] if self.name else [], label=label),
+            target_name=self.name or "",
             resource_keys=keys,
             pool=f"scim_target{suffix}",
-            label=label,
             upstream={
                 table: AssetKey.from_user_string(key)
                 for table, key in (
@@ -182,9 +183,7 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
         return Definitions(
             assets=cycle.assets,
             jobs=build_jobs(cycle, names, label=label),
-            schedules=build_schedules(
-                names, settings.shards, sync_cron=self.sync_schedule, reconcile_cron=self.reconcile_schedule
-            ),
+            schedules=build_schedules(names, sync_cron=self.sync_schedule, reconcile_cron=self.reconcile_schedule),
             resources={
                 keys.target: target,
                 keys.roster: roster_resource(settings, name=self.name),

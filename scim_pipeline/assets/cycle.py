@@ -1,100 +1,68 @@
-"""The asset graph of one sync cycle — a single step that runs the sync engine.
+"""The asset graph of one SCIM target and its single step (see :mod:`scim_pipeline.assets.catalogue` for the graph).
 
-    roster_files ─► idp_users / idp_groups / idp_memberships / roster_rejections
-                 ─► target_snapshot
-                 ─► user_changes / group_changes / membership_changes          (+ the guards, as asset checks)
-                 ─► group_provisioning ─► user_provisioning ─► membership_provisioning
-    access_file  ─► container_changes / permission_changes / privileged_data_changes   (Delinea's PAM kinds)
-                 ─► container_provisioning ─► permission_provisioning / privileged_data_provisioning
-                 ─► access_snapshot
-                 ─► provisioning_audit
+Every asset is computed by ONE step, ``scim_cycle``, which opens one engine cycle
+(:class:`scim_pipeline.sync.engine.SyncEngine`) and renders its typed report: the roster as read, the change sets
+(planned, guarded and executed in this same run — a change set made by another run is never executed), the calls
+made and their outcomes, and the audit trail. What a selection means is explicit:
 
-Every asset above is an output of ONE multi-asset step, ``scim_cycle``, which runs
-:func:`scim_pipeline.sync.cycle.run_cycle`: it reads the roster, plans every kind against the state store, evaluates
-the guards over the whole plan, and executes that plan — in the same step. No change set computed by another run
-can ever be executed: change sets are shown (metadata, previews) but never stored for a later step to replay.
+- the kinds selected (their change sets or provisioning) are the kinds this cycle syncs — the user, group and
+  permission sync jobs select theirs; a selection of roster assets only reads the roster and touches no target;
+- ``dry_run: true`` plans and checks the guards without executing anything (the ``scim_plan`` job). A change set
+  selected without its provisioning in a run that is not a dry run is refused before anything happens.
 
-The step is subsettable: selecting only the user assets runs a user sync, only the change sets (or ``dry_run``)
-plans without executing, and any selection re-reads the current roster. Users are partitioned by shard; a run covers
-one shard, a range, or all of them (the schedule and "Materialize all" do the whole cycle in one run).
+The per-identity assets (users, their memberships) are partitioned by shard; a run covers one shard, a range, or —
+launched without a partition (the Launchpad, ``dagster job execute``, the schedule, the CLI) — every shard, and each
+shard's partition gets its own rows and counts. Groups, Delinea's PAM kinds and the audit are not partitioned.
 """
 
-import asyncio
-import json
 import logging
-import os
-import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    AssetMaterialization,
+    AssetObservation,
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     Config,
     Failure,
-    MaterializeResult,
-    MetadataValue,
+    StaticPartitionsDefinition,
     TableColumnDep,
     TableColumnLineage,
     multi_asset,
 )
 from pydantic import Field
 
-from scim_pipeline.assets.metadata import counts_metadata, frame_metadata, markdown_table
-from scim_pipeline.assets.partitions import shard_partitions, shards_of
-from scim_pipeline.resources.home import pipeline_home
-from scim_pipeline.resources.pipeline import ProvisioningStateResource, RosterSourceResource, SyncPolicyResource
-from scim_pipeline.resources.target import ScimTargetResource
+from scim_pipeline.assets.catalogue import ASSETS, CHECKS, EXTERNAL, AssetEntry, CheckEntry, entry
+from scim_pipeline.assets.partitions import shard_partition_key, shard_partitions, shards_of
+from scim_pipeline.assets.render import CycleView, rows_table
+from scim_pipeline.assets.translator import ScimTranslator, external_props, props_of
 from scim_pipeline.scim.errors import ConfigurationError
 
-__all__ = ["CycleAssets", "CycleConfig", "build_cycle_assets", "report_path"]
+if TYPE_CHECKING:
+    from scim_pipeline.resources.pipeline import ProvisioningStateResource, RosterSourceResource, SyncPolicyResource
+    from scim_pipeline.resources.target import ScimTargetResource
+    from scim_pipeline.sync.cycle import CycleReport
+
+__all__ = ["CycleAssets", "CycleConfig", "ResourceKeys", "build_cycle_assets"]
 
 progress_logger = logging.getLogger("scim_pipeline.progress")
 
-PREVIEW_LIMIT = 20
-QUIRKS_NAMESPACE = "target_quirks"
-LEASE_TTL_S = 60.0
-GUARDS_BY_ASSET = {
-    "user_changes": ("deletion_threshold", "empty_roster", "shrunken_roster", "mass_update"),
-    "group_changes": ("group_removals",),
-    "membership_changes": ("membership_removals",),
-    "permission_changes": ("permission_removals",),
-}
-GUARD_DESCRIPTIONS = {
-    "deletion_threshold": "Disables + deletes in this cycle stay under SCIM_MAX_DELETES (default 20 % of the active "
-    "users we manage, never less than 10).",
-    "empty_roster": "The roster has users in scope whenever we manage some.",
-    "shrunken_roster": "The roster did not lose half of the active users we manage in one cycle.",
-    "mass_update": "A mapping change does not rewrite nearly every managed user at once.",
-    "group_removals": "Groups released or deleted in one cycle stay under 20 % of the groups we manage (at least 5), "
-    "and an empty groups file never releases them all.",
-    "membership_removals": "Members removed in one cycle stay under 20 % of the memberships we added (at least 100).",
-    "permission_removals": "Container permissions removed in one cycle stay under SCIM_MAX_DELETES (default 20 % of "
-    "the permissions we manage, at least 10).",
-}
-KIND_OF_PROVISIONING = {
-    "group_provisioning": "groups",
-    "user_provisioning": "users",
-    "membership_provisioning": "memberships",
-    "container_provisioning": "containers",
-    "permission_provisioning": "permissions",
-    "privileged_data_provisioning": "privileged_data",
-}
-PAM_RESOURCE_TYPES = {
-    "container_provisioning": "Containers",
-    "permission_provisioning": "ContainerPermissions",
-    "privileged_data_provisioning": "PrivilegedData",
-}
+TranslationFn = Callable[[AssetSpec, Any], AssetSpec]
+
+SYNCED_KINDS = ("users", "groups", "memberships", "containers", "permissions", "privileged_data")
+PAM_KINDS = frozenset({"containers", "permissions", "privileged_data"})
 
 
 class CycleConfig(Config):
@@ -142,6 +110,8 @@ class CycleAssets:
     cycle: AssetsDefinition
     op_name: str
     keys: dict[str, AssetKey]
+    """Catalogue name → asset key (after translation)."""
+    partitions: StaticPartitionsDefinition
 
     def key(self, name: str) -> AssetKey:
         return self.keys[name]
@@ -150,205 +120,45 @@ class CycleAssets:
         return [self.keys[name] for name in names]
 
 
-ROSTER_ASSETS = ("idp_users", "idp_groups", "idp_memberships", "roster_rejections")
-CHANGE_ASSETS = ("user_changes", "group_changes", "membership_changes")
-PROVISIONING_ASSETS = ("group_provisioning", "user_provisioning", "membership_provisioning")
-PAM_CHANGE_ASSETS = ("container_changes", "permission_changes", "privileged_data_changes")
-PAM_PROVISIONING_ASSETS = ("container_provisioning", "permission_provisioning", "privileged_data_provisioning")
-PAM_ASSETS = (*PAM_CHANGE_ASSETS, *PAM_PROVISIONING_ASSETS, "access_snapshot")
-ALL_CYCLE_ASSETS = (
-    *ROSTER_ASSETS,
-    "target_snapshot",
-    *CHANGE_ASSETS,
-    *PROVISIONING_ASSETS,
-    *PAM_ASSETS,
-    "provisioning_audit",
-)
-
-
-def report_path(instance: Any, run_id: str) -> Any:
-    """Where the step writes the typed outcome of a run (the CLI reads it back)."""
-    return pipeline_home(instance) / "reports" / f"{run_id}.json"
-
-
 def build_cycle_assets(
     *,
     shards: int,
     shards_per_run: int | None = None,
-    prefix: Sequence[str] = (),
+    translator: ScimTranslator | None = None,
+    translation: TranslationFn | None = None,
+    target_name: str = "",
     resource_keys: ResourceKeys | None = None,
     pool: str = "scim_target",
-    label: str = "",
     upstream: Mapping[str, AssetKey] | None = None,
 ) -> CycleAssets:
-    """Build the asset graph of one target: ``prefix`` keeps several targets apart in one code location.
+    """Build the assets of one target.
 
+    ``translator`` (and the Component's ``translation``) decide keys, groups, kinds, descriptions, owners and tags;
     ``upstream`` names assets of the user's own project (``users``, optionally ``groups`` and ``memberships``:
-    DataFrames in the default roster columns, or those the mapping file names) that replace the roster source,
-    so lineage runs from the user's HR model to the target."""
+    DataFrames in the default roster columns, or those the mapping file names) that replace the roster source, so
+    lineage runs from the user's HR model to the target."""
     keys = resource_keys or ResourceKeys()
+    translator = translator or ScimTranslator()
     upstream = dict(upstream or {})
     if upstream and "users" not in upstream:
         raise ConfigurationError("an upstream roster needs a users asset (upstream_users)")
     partitions = shard_partitions(shards)
 
-    def key(name: str) -> AssetKey:
-        return AssetKey([*prefix, name])
+    def translated(props: Any) -> AssetSpec:
+        spec = translator.get_asset_spec(props)
+        return translation(spec, props) if translation is not None else spec
 
-    names = {name: key(name) for name in ("roster_files", "access_file", *ALL_CYCLE_ASSETS)}
-    roster_files = AssetSpec(
-        names["roster_files"],
-        description="The IdP roster (SCIM_ROSTER folder, or the configured source). Not materialized here: the "
-        "IdP, or its export job, owns it.",
-        group_name=_group(prefix, "idp"),
-        kinds={"csv"},
-    )
-    access_file = AssetSpec(
-        names["access_file"],
-        description="The access file (SCIM_ACCESS, docs/access.md): Delinea containers, the rights of roster groups "
-        "and users on each, and which existing privileged data belongs where. Not materialized here: the identity "
-        "team owns it (in git or a spreadsheet export).",
-        group_name=_group(prefix, "idp"),
-        kinds={"yaml"},
-    )
-    roster_deps = {table: [names["roster_files"]] for table in ("users", "groups", "memberships")}
+    external = {name: translated(external_props(name, target_name)) for name in EXTERNAL}
+    bare = {asset.name: translated(props_of(asset, target_name)) for asset in ASSETS}
+    names = {name: spec.key for name, spec in {**external, **bare}.items()}
     if upstream:
-        roster_deps = {table: [upstream.get(table, upstream["users"])] for table in ("users", "groups", "memberships")}
-    deps: dict[str, list[str]] = {
-        "idp_users": [],
-        "idp_groups": [],
-        "idp_memberships": [],
-        "roster_rejections": [],
-        "target_snapshot": ["idp_users", "idp_groups"],
-        "user_changes": ["idp_users", "roster_rejections", "target_snapshot"],
-        "group_changes": ["idp_groups", "roster_rejections", "target_snapshot"],
-        # Planned again once the users and groups created in this run have ids.
-        "membership_changes": [
-            "idp_memberships",
-            "user_changes",
-            "group_changes",
-            "group_provisioning",
-            "user_provisioning",
-        ],
-        "group_provisioning": ["group_changes"],
-        "user_provisioning": ["user_changes", "group_provisioning"],
-        "membership_provisioning": ["membership_changes", "user_provisioning", "group_provisioning"],
-        "container_changes": ["target_snapshot"],
-        # Permissions name the SCIM ids the group and user provisioning produced: roster → groups → permissions.
-        "permission_changes": [
-            "idp_groups",
-            "idp_users",
-            "container_changes",
-            "group_provisioning",
-            "user_provisioning",
-        ],
-        "privileged_data_changes": ["container_changes"],
-        "container_provisioning": ["container_changes"],
-        "permission_provisioning": ["permission_changes", "container_provisioning"],
-        "privileged_data_provisioning": ["privileged_data_changes", "container_provisioning"],
-        "access_snapshot": ["permission_provisioning", "privileged_data_provisioning"],
-        "provisioning_audit": [
-            "group_provisioning",
-            "user_provisioning",
-            "membership_provisioning",
-            "container_provisioning",
-            "permission_provisioning",
-            "privileged_data_provisioning",
-        ],
-    }
-    descriptions = {
-        "idp_users": "Users in scope, validated and mapped to SCIM attributes (read by the sync step itself).",
-        "idp_groups": "Groups in scope, validated and mapped.",
-        "idp_memberships": "Group memberships between accepted users and groups.",
-        "roster_rejections": "Roster rows set aside, with the file, row number and reason of each.",
-        "target_snapshot": "The target as read in full: on the first run against an empty state store (existing "
-        "objects matching the roster are adopted, never duplicated) and on reconciliation runs (orphans adopted, "
-        "drift reported and repaired).",
-        "user_changes": "Per shard: creates, updates (only the differing attributes), disables and deletes — "
-        "planned in this run, against what we manage, and executed by this same run. Guarded.",
-        "group_changes": "Group creates, renames, updates and removals (release: we remove the members we added; "
-        "delete only where the profile allows it).",
-        "membership_changes": "Member adds and removes as group PATCHes (chunked), planned again once the users and "
-        "groups created in this run have ids.",
-        "group_provisioning": "The group changes executed as individual SCIM calls.",
-        "user_provisioning": "Per shard: the user changes executed as individual SCIM calls (managers first).",
-        "membership_provisioning": "The membership changes executed as group PATCH calls.",
-        "container_changes": "Containers (Secret Server folders) of the access file to create by name or adopt; "
-        "renames and deletions are reported as drift to fix by hand (Delinea's SCIM API offers neither).",
-        "permission_changes": "Container permissions to add and delete (never edited in place: other rights are a "
-        "delete and an add), planned from one filtered read per container. Guarded.",
-        "privileged_data_changes": "Existing privileged data to attach to or detach from containers (never created).",
-        "container_provisioning": "The container creates executed as SCIM calls.",
-        "permission_provisioning": "The permission deletes and adds executed as SCIM calls.",
-        "privileged_data_provisioning": "The privileged-data attaches and detaches executed as PATCH calls.",
-        "access_snapshot": "Who holds which right on which managed container now — container, principal (user or "
-        "group), right, managed by us or not — for access reviews, with drift against the access file.",
-        "provisioning_audit": "Every SCIM call of this run: when, what, on which key, the outcome, HTTP status, "
-        "scimType, latency, attempts. Never a secret, never an attribute value beyond the matching key.",
-    }
-    groups = {
-        **dict.fromkeys(ROSTER_ASSETS, "idp"),
-        "target_snapshot": "target",
-        **dict.fromkeys(CHANGE_ASSETS, "changes"),
-        **dict.fromkeys(PROVISIONING_ASSETS, "provisioning"),
-        **dict.fromkeys(PAM_CHANGE_ASSETS, "changes"),
-        **dict.fromkeys(PAM_PROVISIONING_ASSETS, "provisioning"),
-        "access_snapshot": "audit",
-        "provisioning_audit": "audit",
-    }
-    asset_kinds = {
-        **dict.fromkeys(ROSTER_ASSETS, "pandas"),
-        "target_snapshot": "scim",
-        **dict.fromkeys(CHANGE_ASSETS, "pandas"),
-        **dict.fromkeys(PROVISIONING_ASSETS, "scim"),
-        **dict.fromkeys(PAM_CHANGE_ASSETS, "pandas"),
-        **dict.fromkeys(PAM_PROVISIONING_ASSETS, "scim"),
-        "access_snapshot": "pandas",
-        "provisioning_audit": "sqlite",
-    }
-    external_deps: dict[str, list[AssetKey]] = {
-        "idp_users": roster_deps["users"],
-        "idp_groups": roster_deps["groups"],
-        "idp_memberships": roster_deps["memberships"],
-        "roster_rejections": sorted({key for keys_ in roster_deps.values() for key in keys_}, key=str),
-        "container_changes": [names["access_file"]],
-        "permission_changes": [names["access_file"]],
-        "privileged_data_changes": [names["access_file"]],
-    }
-    specs = [
-        AssetSpec(
-            names[name],
-            deps=[*external_deps.get(name, []), *(names[dep] for dep in deps[name])],
-            description=(label + descriptions[name]) if label else descriptions[name],
-            group_name=_group(prefix, groups[name]),
-            kinds={asset_kinds[name]},
-            skippable=True,
-            partitions_def=partitions,
-        )
-        for name in ALL_CYCLE_ASSETS
-    ]
+        names["roster_files"] = upstream["users"]
+    specs = [_with_deps(bare[asset.name], asset, names, upstream, partitions) for asset in ASSETS]
     check_specs = [
-        AssetCheckSpec(guard, asset=names[asset_name], description=GUARD_DESCRIPTIONS[guard], blocking=True)
-        for asset_name, guard_names in GUARDS_BY_ASSET.items()
-        for guard in guard_names
+        AssetCheckSpec(check.name, asset=names[check.asset], description=check.description, blocking=check.blocking)
+        for check in CHECKS
     ]
-    check_specs.append(
-        AssetCheckSpec(
-            "target_matches_managed_state",
-            asset=names["target_snapshot"],
-            description="Reconciliation: the target holds what we manage, as we last wrote it (drift made in the "
-            "target instead of the IdP is reported here and repaired by the next cycle).",
-        )
-    )
-    check_specs.append(
-        AssetCheckSpec(
-            "access_matches_file",
-            asset=names["access_snapshot"],
-            description="The rights held on the managed containers are those of the access file (rights missing, "
-            "different or granted outside it are listed).",
-        )
-    )
-    op_name = "__".join([*prefix, "scim_cycle"]) if prefix else "scim_cycle"
+    op_name = "__".join([target_name, "scim_cycle"]) if target_name else "scim_cycle"
     policy = (
         BackfillPolicy.multi_run(max_partitions_per_run=shards_per_run)
         if shards_per_run
@@ -360,7 +170,6 @@ def build_cycle_assets(
         specs=specs,
         check_specs=check_specs,
         can_subset=True,
-        partitions_def=partitions,
         backfill_policy=policy,
         pool=pool,
         required_resource_keys={keys.target, keys.roster, keys.state, keys.policy},
@@ -369,22 +178,36 @@ def build_cycle_assets(
     )
     def scim_cycle(
         context: AssetExecutionContext, config: CycleConfig, **frames: pd.DataFrame
-    ) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
-        step = _CycleStep(context, config, keys, names, shards)
-        yield from step.run(frames)
+    ) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckResult | AssetCheckEvaluation]:
+        yield from _CycleStep(context, config, keys, names, partitions).run(frames)
 
-    assets: list[AssetsDefinition | AssetSpec] = (
-        [access_file, scim_cycle] if upstream else [roster_files, access_file, scim_cycle]
+    sources: list[AssetsDefinition | AssetSpec] = [external["access_file"]]
+    if not upstream:
+        sources.insert(0, external["roster_files"])
+    return CycleAssets(
+        assets=[*sources, scim_cycle], cycle=scim_cycle, op_name=op_name, keys=names, partitions=partitions
     )
-    return CycleAssets(assets=assets, cycle=scim_cycle, op_name=op_name, keys=names)
 
 
-def _group(prefix: Sequence[str], name: str) -> str:
-    return "_".join([*prefix, name]) if prefix else name
+def _with_deps(
+    spec: AssetSpec,
+    asset: AssetEntry,
+    names: Mapping[str, AssetKey],
+    upstream: Mapping[str, AssetKey],
+    partitions: StaticPartitionsDefinition,
+) -> AssetSpec:
+    deps: list[AssetKey] = []
+    for dep in asset.deps:
+        if dep == "roster_files" and upstream:
+            table = {"users": "users", "groups": "groups", "memberships": "memberships"}.get(asset.kind, "users")
+            deps.append(upstream.get(table, upstream["users"]))
+        else:
+            deps.append(names[dep])
+    return spec.replace_attributes(deps=deps, skippable=True, partitions_def=partitions if asset.per_identity else None)
 
 
 class _CycleStep:
-    """One execution of the sync step: wires the resources to the engine and turns its report into events."""
+    """One execution of the sync step: opens one engine cycle and renders its report as events."""
 
     def __init__(
         self,
@@ -392,7 +215,7 @@ class _CycleStep:
         config: CycleConfig,
         keys: ResourceKeys,
         names: dict[str, AssetKey],
-        shard_count: int,
+        partitions: StaticPartitionsDefinition,
     ) -> None:
         self.context = context
         self.config = config
@@ -401,24 +224,29 @@ class _CycleStep:
         self.roster: RosterSourceResource = getattr(context.resources, keys.roster)
         self.state: ProvisioningStateResource = getattr(context.resources, keys.state)
         self.policy: SyncPolicyResource = getattr(context.resources, keys.policy)
+        self.shard_count = len(partitions.get_partition_keys())
         selected = context.selected_asset_keys
-        self.selected = {name for name, asset_key in names.items() if asset_key in selected}
-        run_shards = shards_of(context.partition_keys) if context.has_partition_key_range or _has_key(context) else []
+        self.selected = {asset.name for asset in ASSETS if names[asset.name] in selected}
+        partitioned_run = context.has_partition_key_range or context.has_partition_key
+        run_shards = shards_of(context.partition_keys) if partitioned_run else list(range(self.shard_count))
+        self.run_shards = sorted(set(run_shards))
+        # A run over every shard is a whole cycle, whether launched with the full range or without a partition.
         self.shards: frozenset[int] | None = (
-            None if not run_shards or len(set(run_shards)) == shard_count else frozenset(run_shards)
+            None if len(self.run_shards) == self.shard_count else frozenset(self.run_shards)
         )
         self.kinds = frozenset(
-            kind for name, kind in KIND_OF_PROVISIONING.items() if name in self.selected
-        ) or frozenset(KIND_OF_PROVISIONING.values())
-        self.dry_run = config.dry_run or not (self.selected & {*PROVISIONING_ASSETS, *PAM_PROVISIONING_ASSETS})
+            asset.kind
+            for asset in ASSETS
+            if asset.name in self.selected and asset.stage in ("changes", "provisioning") and asset.kind in SYNCED_KINDS
+        )
 
-    def run(self, frames: Mapping[str, pd.DataFrame]) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
+    def run(self, frames: Mapping[str, pd.DataFrame]) -> Iterator[Any]:
         from scim_pipeline.sources import DataFrameRosterSource
         from scim_pipeline.sync.cycle import CycleOptions
-        from scim_pipeline.sync.outcome import CycleOutcome
+        from scim_pipeline.sync.engine import SyncEngine
 
         context = self.context
-        started = time.perf_counter()
+        self._refuse_change_sets_without_provisioning()
         upstream = (
             DataFrameRosterSource(
                 users=frames["upstream_users"],
@@ -429,403 +257,223 @@ class _CycleStep:
             if frames
             else None
         )
-        with self.state.open(context.instance) as state:
-            # The state store keeps the incremental sources' watermarks: a roster read is part of the cycle.
-            loaded = self.roster.load(instance=context.instance, watermarks=state, upstream=upstream)
-            roster = loaded.roster
-            pam_kinds = {KIND_OF_PROVISIONING[name] for name in PAM_PROVISIONING_ASSETS}
-            access = self.roster.load_access(roster) if self.kinds & pam_kinds else None
-            options = CycleOptions(
-                run_id=context.run.run_id,
-                partition=",".join(context.partition_keys) if self.shards is not None else None,
-                shards=self.shards,
-                kinds=self.kinds,
-                deprovision=self.policy.deprovision,
-                member_chunk=self.target.member_chunk,
-                dry_run=self.dry_run,
-                reconcile=self.config.reconcile,
-                guards=self.policy.guard_settings(allow_mass_changes=self.config.allow_mass_changes),
-                user_match_attribute=str(roster.user_match),
-                group_match_attribute=str(roster.group_match),
-            )
-            report = self._run_cycle(state, roster, options, access)
-            audit = state.audit(run_id=options.run_id) if not self.dry_run else pd.DataFrame()
-        outcome = CycleOutcome.from_report(
-            report, rejected=roster.rejected, sources=loaded.sources, target=self.target.describe()
+        engine = SyncEngine(
+            target=self.target,
+            roster=self.roster.reader(context.instance),
+            state_url=self.state.url(context.instance),
+            lease_wait_s=self.state.lease_wait,
         )
-        path = report_path(context.instance, options.run_id)
-        outcome.write(path)
-        _prune_reports(path.parent)
-        context.log.info(
-            f"cycle done in {time.perf_counter() - started:.1f} s: {outcome.calls} SCIM calls, "
-            f"{outcome.failed_calls} failed"
-        )
-        yield from self._roster_results(loaded)
-        yield from self._snapshot_results(report)
-        executed = not (self.dry_run or report.stopped_by_guard)
-        # In the order the cycle ran them (Dagster wants a multi-asset's outputs in topological order).
-        yield from self._change_results(report, outcome, ("user_changes", "group_changes"))
-        if executed:
-            yield from self._provisioning_results(report, audit, ("group_provisioning", "user_provisioning"))
-        yield from self._change_results(report, outcome, ("membership_changes",))
-        if executed:
-            yield from self._provisioning_results(report, audit, ("membership_provisioning",))
-        yield from self._pam_results(report, outcome, audit, executed)
-        if executed:
-            yield from self._provisioning_results(report, audit, ("provisioning_audit",))
-        self._raise_if_failed(report, outcome)
-
-    def _run_cycle(self, state: Any, roster: Any, options: Any, access: Any) -> Any:
-        """The engine, as the only writer to this target (a dry run writes nothing and takes no lease), with the
-        target's known quirks (dropped attributes, refused PATCH forms) loaded before and saved after."""
-        from scim_pipeline.scim.target_quirks import TargetQuirks
-        from scim_pipeline.sync.cycle import run_cycle
-
-        target_id = self.target.identity()
-        stored = state.get_value(QUIRKS_NAMESPACE, target_id)
-        quirks = TargetQuirks.from_dict(json.loads(stored)) if stored else TargetQuirks()
-        revision = quirks.revision
-        reporter = _ProgressReporter(self.context)
-
-        async def cycle(lease: Any) -> Any:
-            async with self.target.get_client(quirks=quirks) as client:
-                return await run_cycle(
-                    client,
-                    state,
-                    roster,
-                    run_id=options.run_id,
-                    options=options,
-                    rejected=roster.rejected,
-                    progress=reporter,
-                    lease=lease,
-                    access=access,
-                )
-
-        if options.dry_run:
-            report = asyncio.run(cycle(None))
-        else:
-            holder = f"run {options.run_id} (pid {os.getpid()} on host {socket.gethostname()})"
-            with state.writer_lease(target_id, holder, wait_s=self.target.lease_wait_s, ttl_s=LEASE_TTL_S) as lease:
-                report = asyncio.run(cycle(lease))
-            if lease.waited_for:
-                note = f"waited {lease.waited_s:.0f} s for {lease.waited_for}, which was writing to this target"
-                report.notes.append(note)
-                self.context.log.info(note)
-            if lease.took_over_from:
-                report.notes.append(f"took over the lease of {lease.took_over_from}, which had stopped renewing it")
-        if quirks.revision != revision:
-            state.set_value(QUIRKS_NAMESPACE, target_id, json.dumps(quirks.to_dict()))
-        return report
-
-    def _wanted(self, name: str) -> bool:
-        return name in self.selected
-
-    def _result(self, name: str, metadata: dict[str, Any]) -> MaterializeResult[Any]:
-        return MaterializeResult(asset_key=self.names[name], metadata=metadata)
-
-    def _roster_results(self, loaded: Any) -> Iterator[MaterializeResult[Any]]:
-        roster = loaded.roster
-        source = loaded.description
-        if self._wanted("idp_users"):
-            lineage = _column_lineage(roster, self.names["roster_files"])
-            yield self._result(
-                "idp_users",
-                {
-                    **frame_metadata(roster.users, preview_columns=["key", "shard", "displayName", "active"]),
-                    "source": source,
-                    **_read_metadata(loaded.read),
-                    **({"dagster/column_lineage": lineage} if lineage is not None else {}),
-                    **counts_metadata(_numeric(roster.stats)),
-                },
-            )
-        if self._wanted("idp_groups"):
-            yield self._result("idp_groups", frame_metadata(roster.groups, preview_columns=["key", "displayName"]))
-        if self._wanted("idp_memberships"):
-            yield self._result(
-                "idp_memberships",
-                frame_metadata(roster.memberships, preview_columns=["group_key_norm", "user_key_norm"]),
-            )
-        if self._wanted("roster_rejections"):
-            rejected: pd.DataFrame = roster.rejected
-            if len(rejected):
-                self.context.log.warning(f"{len(rejected)} roster rows were set aside; see roster_rejections")
-            yield self._result(
-                "roster_rejections",
-                {
-                    **frame_metadata(rejected, preview_columns=["table", "row", "key", "field", "reason"]),
-                    **counts_metadata(
-                        {
-                            f"rejected_{table}": int((rejected["table"] == table).sum()) if len(rejected) else 0
-                            for table in ("users", "groups", "memberships")
-                        }
-                    ),
-                },
-            )
-
-    def _snapshot_results(self, report: Any) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
-        if not self._wanted("target_snapshot"):
+        started = time.perf_counter()
+        if not self.kinds:
+            # Only the roster is selected: read it, touch no target.
+            yield from self._roster_events(engine.extract(upstream=upstream), None)
             return
-        verdict = report.target_read
-        drift: pd.DataFrame = report.drift
-        adoption = report.adoption
-        metadata: dict[str, Any] = {"read": verdict is not None}
-        if verdict is not None:
-            metadata.update(
-                counts_metadata(
-                    {
-                        "users_read": verdict.users_read,
-                        "groups_read": verdict.groups_read,
-                        "users_adopted": adoption.users_adopted if adoption else 0,
-                        "groups_adopted": adoption.groups_adopted if adoption else 0,
-                        "memberships_adopted": adoption.memberships_adopted if adoption else 0,
-                        "drifted_attributes": len(drift),
-                        "missing_confirmed": verdict.missing_confirmed,
-                    }
-                )
+        options = CycleOptions(
+            run_id=context.run.run_id,
+            partition=",".join(context.partition_keys) if self.shards is not None else None,
+            shards=self.shards,
+            kinds=self.kinds,
+            deprovision=self.policy.deprovision,
+            member_chunk=self.target.member_chunk,
+            dry_run=self.config.dry_run,
+            reconcile=self.config.reconcile,
+            guards=self.policy.guard_settings(allow_mass_changes=self.config.allow_mass_changes),
+            user_match_attribute=self.roster.match_attributes()[0],
+            group_match_attribute=self.roster.match_attributes()[1],
+        )
+        report = engine.run(
+            options,
+            progress=_ProgressReporter(context),
+            on_wait=lambda wait: self._tell(wait.describe()),
+            upstream=upstream,
+        )
+        for note in report.notes:
+            context.log.info(note)
+        for kind, why in report.skipped.items():
+            context.log.info(f"{kind} skipped: {why}")
+        context.log.info(
+            f"cycle done in {time.perf_counter() - started:.1f} s: {report.execution.calls} SCIM calls, "
+            f"{len(report.execution.failures)} failed"
+        )
+        view = CycleView(report, self.shard_count, self.run_shards)
+        yield from self._roster_events(report.roster, view)
+        yield from self._change_and_provisioning_events(view)
+        self._raise_if_failed(report)
+
+    def _tell(self, message: str) -> None:
+        self.context.log.info(message)
+        progress_logger.info(message)
+
+    def _refuse_change_sets_without_provisioning(self) -> None:
+        if self.config.dry_run:
+            return
+        alone = [
+            asset.name
+            for asset in ASSETS
+            if asset.stage == "changes"
+            and asset.name in self.selected
+            and not any(
+                other.stage == "provisioning" and other.kind == asset.kind and other.name in self.selected
+                for other in ASSETS
             )
-            metadata["read_trusted"] = verdict.trusted
-            if verdict.reason:
-                metadata["read_note"] = verdict.reason
-        else:
-            metadata["reason"] = "state store not empty and reconciliation not requested"
-        yield self._result("target_snapshot", metadata)
-        checked = verdict is not None and self.config.reconcile
-        yield AssetCheckResult(
-            asset_key=self.names["target_snapshot"],
-            check_name="target_matches_managed_state",
-            passed=drift.empty,
-            severity=AssetCheckSeverity.WARN,
-            description=(
-                "not checked in this run (run the scim_reconcile job, or reconcile: true)"
-                if not checked
-                else "the target matches what we manage"
-                if drift.empty
-                else f"{len(drift)} managed attribute(s) differ on the target; the next cycle restores the IdP's "
-                "values — make such changes in the IdP, not in the target"
-            ),
-            metadata={
+        ]
+        if alone:
+            raise Failure(
+                description=f"{', '.join(alone)} selected without the provisioning of the same kind: a change set is "
+                "executed by the run that plans it. Select the provisioning asset too (the scim_user_sync, "
+                "scim_group_sync and scim_permission_sync jobs do), or run with dry_run: true (the scim_plan job) "
+                "to only plan."
+            )
+
+    # ---- events ------------------------------------------------------------------------------------------
+
+    def _materialize(self, name: str, metadata: Mapping[str, Any], shard: int | None = None) -> AssetMaterialization:
+        partition = shard_partition_key(shard) if shard is not None else None
+        return AssetMaterialization(asset_key=self.names[name], partition=partition, metadata=dict(metadata))
+
+    def _per_shard(self, name: str, metadata_of: Callable[[int], Mapping[str, Any]]) -> Iterator[AssetMaterialization]:
+        if name in self.selected:
+            for shard in self.run_shards:
+                yield self._materialize(name, metadata_of(shard), shard)
+
+    def _whole(self, name: str, metadata: Callable[[], Mapping[str, Any]]) -> Iterator[AssetMaterialization]:
+        if name in self.selected:
+            yield self._materialize(name, metadata())
+
+    def _roster_events(self, loaded: Any, view: CycleView | None) -> Iterator[Any]:
+        if view is None:
+            from scim_pipeline.sync.cycle import CycleOptions, CycleReport
+
+            extraction = CycleReport(options=CycleOptions(run_id=self.context.run.run_id, dry_run=True), roster=loaded)
+            view = CycleView(extraction, self.shard_count, self.run_shards)
+        yield AssetObservation(asset_key=self.names["roster_files"], metadata=view.roster_read())
+        lineage = _column_lineage(loaded.roster, self.names["roster_files"])
+        for shard in self.run_shards if "idp_users" in self.selected else ():
+            metadata = dict(view.idp_users(shard))
+            if lineage is not None:
+                metadata["dagster/column_lineage"] = lineage
+            yield self._materialize("idp_users", metadata, shard)
+        yield from self._whole("idp_groups", view.idp_groups)
+        yield from self._per_shard("idp_memberships", view.idp_memberships)
+        yield from self._whole("roster_rejections", view.roster_rejections)
+        rejected = loaded.roster.rejected
+        if len(rejected) and "roster_rejections" in self.selected:
+            self.context.log.warning(f"{len(rejected)} roster rows were set aside; see roster_rejections")
+
+    def _change_and_provisioning_events(self, view: CycleView) -> Iterator[Any]:
+        report = view.report
+        executed = view.executed
+        guards = {guard.name: guard for guard in report.guards}
+        pam_skipped = report.skipped.get("pam")
+        # In the order the cycle ran them (an asset's events after those of what it depends on).
+        yield from self._per_shard("user_changes", view.user_changes)
+        yield from self._guard_checks("user_changes", guards)
+        yield from self._whole("group_changes", view.group_changes)
+        yield from self._guard_checks("group_changes", guards)
+        if executed:
+            yield from self._whole("group_provisioning", view.group_provisioning)
+            yield from self._per_shard("user_provisioning", view.user_provisioning)
+        yield from self._per_shard("membership_changes", view.membership_changes)
+        yield from self._guard_checks("membership_changes", guards)
+        if executed:
+            yield from self._per_shard("membership_provisioning", view.membership_provisioning)
+        if report.pam is not None:
+            yield from self._whole("desired_access", view.desired_access)
+            yield from self._whole("container_changes", lambda: view.pam_changes("container"))
+            yield from self._whole("permission_changes", lambda: view.pam_changes("permission"))
+            yield from self._guard_checks("permission_changes", guards)
+            yield from self._whole("privileged_data_changes", lambda: view.pam_changes("privileged_data"))
+            if executed:
+                yield from self._whole("container_provisioning", lambda: view.pam_provisioning("Containers"))
+                yield from self._whole("permission_provisioning", lambda: view.pam_provisioning("ContainerPermissions"))
+                yield from self._whole("privileged_data_provisioning", lambda: view.pam_provisioning("PrivilegedData"))
+                yield from self._whole("access_snapshot", view.access_snapshot)
+                yield from self._access_check(view)
+        elif self.selected & {asset.name for asset in ASSETS if asset.kind in PAM_KINDS or asset.kind == "access"}:
+            why = pam_skipped or "no access file (SCIM_ACCESS is not set)"
+            self.context.log.info(f"containers, permissions and privileged data not synced: {why}")
+        if executed:
+            yield from self._whole("provisioning_audit", view.provisioning_audit)
+            yield from self._drift_check(view)
+
+    def _check(
+        self, check: CheckEntry, passed: bool, description: str, metadata: Mapping[str, Any], **extra: Any
+    ) -> Any:
+        """A check result; on a per-identity asset an evaluation of the whole asset (Dagster cannot attach a
+        result to a partitioned asset of a run launched without a partition)."""
+        key = self.names[check.asset]
+        severity = AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN
+        if entry(check.asset).per_identity:
+            return AssetCheckEvaluation(
+                asset_key=key,
+                check_name=check.name,
+                passed=passed,
+                description=description,
+                metadata=dict(metadata),
+                severity=severity,
+                blocking=check.blocking,
+            )
+        return AssetCheckResult(
+            asset_key=key,
+            check_name=check.name,
+            passed=passed,
+            description=description,
+            metadata=dict(metadata),
+            severity=severity,
+        )
+
+    def _guard_checks(self, asset: str, guards: Mapping[str, Any]) -> Iterator[Any]:
+        if asset not in self.selected:
+            return
+        for check in CHECKS:
+            guard = guards.get(check.name)
+            if check.asset == asset and guard is not None:
+                yield self._check(
+                    check, guard.passed, guard.message, {"observed": guard.observed, "limit": guard.limit}
+                )
+
+    def _drift_check(self, view: CycleView) -> Iterator[Any]:
+        if "provisioning_audit" not in self.selected:
+            return
+        report = view.report
+        drift: pd.DataFrame = report.drift
+        checked = report.target_read is not None and self.config.reconcile
+        check = next(c for c in CHECKS if c.name == "target_matches_managed_state")
+        description = (
+            "not checked in this run (run the scim_reconcile job, or reconcile: true)"
+            if not checked
+            else "the target matches what we manage"
+            if drift.empty
+            else f"{len(drift)} managed attribute(s) differ on the target; the next cycle restores the IdP's values "
+            "— make such changes in the IdP, not in the target"
+        )
+        yield self._check(
+            check,
+            drift.empty,
+            description,
+            {
                 "checked": checked,
                 "drifted_attributes": len(drift),
-                "preview": MetadataValue.md(
-                    markdown_table(drift[["resource_type", "key", "attribute"]].head(PREVIEW_LIMIT))
-                    if len(drift)
-                    else "_none_"
-                ),
+                "drift": rows_table(drift, ["resource_type", "key", "attribute"]),
             },
         )
 
-    def _change_results(
-        self, report: Any, outcome: Any, wanted: Sequence[str]
-    ) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
-        counts = outcome.counts
-        by_kind = {"user_changes": "user", "group_changes": "group", "membership_changes": "membership"}
-        plan_counts = {
-            "user_changes": {
-                name: counts[f"user_{name}"] for name in ("creates", "updates", "enables", "disables", "deletes")
-            },
-            "group_changes": {
-                name: counts[f"group_{name}"] for name in ("creates", "renames", "updates", "releases", "deletes")
-            },
-            "membership_changes": {
-                "member_adds": counts["member_adds"],
-                "member_removes": counts["member_removes"],
-                "deferred": counts["deferred"],
-            },
-        }
-        guards = {guard.name: guard for guard in report.guards}
-        for name, kind in by_kind.items():
-            if name not in wanted or not self._wanted(name):
-                continue
-            rows = [change for change in outcome.changes if change.kind == kind]
-            preview = pd.DataFrame([row.model_dump() for row in rows[:PREVIEW_LIMIT]], columns=["op", "key", "detail"])
-            metadata: dict[str, Any] = {
-                "dagster/row_count": len(rows),
-                **counts_metadata(plan_counts[name]),
-                "preview": MetadataValue.md(markdown_table(preview) if rows else "_no change_"),
-                "executed": not (self.dry_run or report.stopped_by_guard),
-            }
-            if self.shards is not None:
-                metadata["shards"] = ", ".join(str(shard) for shard in sorted(self.shards))
-            if name == "membership_changes" and outcome.deferred:
-                deferred = pd.DataFrame([row.model_dump() for row in outcome.deferred[:PREVIEW_LIMIT]])
-                metadata["deferred_preview"] = MetadataValue.md(markdown_table(deferred))
-            yield self._result(name, metadata)
-            for guard_name in GUARDS_BY_ASSET[name]:
-                guard = guards.get(guard_name)
-                if guard is None:
-                    continue
-                yield AssetCheckResult(
-                    asset_key=self.names[name],
-                    check_name=guard.name,
-                    passed=guard.passed,
-                    description=guard.message,
-                    metadata={"observed": guard.observed, "limit": guard.limit},
-                )
-
-    def _provisioning_results(
-        self, report: Any, audit: pd.DataFrame, wanted: Sequence[str]
-    ) -> Iterator[MaterializeResult[Any]]:
-        execution = report.execution
-        kinds = {
-            "group_provisioning": "Groups",
-            "user_provisioning": "Users",
-            "membership_provisioning": "Members",
-            **PAM_RESOURCE_TYPES,
-        }
-        for name, resource_type in kinds.items():
-            if name not in wanted or not self._wanted(name):
-                continue
-            rows = _audit_rows(audit, name)
-            outcomes = rows["outcome"].value_counts().to_dict() if len(rows) else {}
-            failures = [f for f in execution.failures if _failure_kind(f) == resource_type]
-            yield self._result(
-                name,
-                {
-                    **frame_metadata(rows, preview_columns=["operation", "key", "outcome", "http_status", "error"]),
-                    "calls": len(rows),
-                    **counts_metadata({f"outcome_{k}": int(v) for k, v in outcomes.items()}),
-                    "failed": len(failures),
-                    "target": self.target.describe(),
-                    **(
-                        {
-                            "failure_examples": MetadataValue.text(
-                                "\n".join(f"{f.op} {f.key!r}: {f.message}" for f in failures[:10])
-                            )
-                        }
-                        if failures
-                        else {}
-                    ),
-                },
-            )
-        if "provisioning_audit" in wanted and self._wanted("provisioning_audit"):
-            failed = int((audit["outcome"] == "failed").sum()) if len(audit) else 0
-            outcomes = audit["outcome"].value_counts().to_dict() if len(audit) else {}
-            yield self._result(
-                "provisioning_audit",
-                {
-                    **frame_metadata(
-                        audit, preview_columns=["at", "resource_type", "operation", "key", "http_status", "outcome"]
-                    ),
-                    "calls": len(audit),
-                    **counts_metadata({f"outcome_{k}": int(v) for k, v in outcomes.items()}),
-                    "failures": failed,
-                    "retries": execution.retries,
-                    "wall_s": round(execution.wall_s, 3),
-                },
-            )
-
-    def _pam_results(
-        self, report: Any, outcome: Any, audit: pd.DataFrame, executed: bool
-    ) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
-        """The PAM kinds' change sets, provisioning and access snapshot (in topological order)."""
-        pam = report.pam
-        kinds = {"container_changes": "container", "permission_changes": "permission"}
-        kinds["privileged_data_changes"] = "privileged_data"
-        counts = outcome.counts
-        plan_counts = {
-            "container_changes": ("container_creates", "container_adoptions", "access_drift"),
-            "permission_changes": (
-                "permission_adds",
-                "permission_deletes",
-                "permission_adoptions",
-                "permissions_deferred",
-                "access_rejected_rows",
-            ),
-            "privileged_data_changes": ("placement_attaches", "placement_detaches"),
-        }
-        guards = {guard.name: guard for guard in report.guards}
-        for name, kind in kinds.items():
-            if not self._wanted(name):
-                continue
-            rows = [change for change in outcome.changes if change.kind == kind]
-            preview = pd.DataFrame([row.model_dump() for row in rows[:PREVIEW_LIMIT]], columns=["op", "key", "detail"])
-            metadata: dict[str, Any] = {
-                "dagster/row_count": len(rows),
-                **counts_metadata({field: int(counts.get(field, 0)) for field in plan_counts[name]}),
-                "preview": MetadataValue.md(markdown_table(preview) if rows else "_no change_"),
-                "executed": executed,
-                "access_file": pam.access.path if pam is not None else "(none: SCIM_ACCESS is not set)",
-            }
-            if name == "container_changes" and outcome.access_drift:
-                drift = pd.DataFrame([row.model_dump() for row in outcome.access_drift[:PREVIEW_LIMIT]])
-                metadata["drift_preview"] = MetadataValue.md(markdown_table(drift))
-            if name == "permission_changes" and pam is not None and len(pam.access.rejected):
-                rejected = pam.access.rejected[["row", "key", "field", "reason"]].head(PREVIEW_LIMIT)
-                metadata["rejected_preview"] = MetadataValue.md(markdown_table(rejected))
-            yield self._result(name, metadata)
-            for guard_name in GUARDS_BY_ASSET.get(name, ()):
-                guard = guards.get(guard_name)
-                if guard is None:
-                    continue
-                yield AssetCheckResult(
-                    asset_key=self.names[name],
-                    check_name=guard.name,
-                    passed=guard.passed,
-                    description=guard.message,
-                    metadata={"observed": guard.observed, "limit": guard.limit},
-                )
-        if executed:
-            yield from self._provisioning_results(report, audit, PAM_PROVISIONING_ASSETS)
-        if self._wanted("access_snapshot"):
-            yield from self._access_snapshot_results(pam)
-
-    def _access_snapshot_results(self, pam: Any) -> Iterator[MaterializeResult[Any] | AssetCheckResult]:
-        if pam is None:
-            yield self._result("access_snapshot", {"read": False, "reason": "no access file (SCIM_ACCESS)"})
-            yield AssetCheckResult(
-                asset_key=self.names["access_snapshot"],
-                check_name="access_matches_file",
-                passed=True,
-                severity=AssetCheckSeverity.WARN,
-                description="not checked: no access file",
-            )
+    def _access_check(self, view: CycleView) -> Iterator[Any]:
+        pam = view.report.pam
+        if pam is None or "access_snapshot" not in self.selected:
             return
-        snapshot: pd.DataFrame = pam.access_snapshot
         drift: pd.DataFrame = pam.access_drift
-        path = pipeline_home(self.context.instance) / "access_snapshots" / f"{self.context.run.run_id}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.to_csv(path, index=False)
-        _prune_reports(path.parent, pattern="*.csv")
-        managed = snapshot["managed"].astype(bool) if len(snapshot) else pd.Series([], dtype=bool)
-        principals = snapshot[["container_id", "principal_type", "principal_id"]].drop_duplicates()
-        yield self._result(
-            "access_snapshot",
-            {
-                **frame_metadata(
-                    snapshot, preview_columns=["container", "principal_type", "principal", "right", "managed"]
-                ),
-                # Numbers, so the UI plots them over time.
-                **counts_metadata(
-                    {
-                        "containers": int(snapshot["container_id"].nunique()) if len(snapshot) else 0,
-                        "permissions": len(principals),
-                        "rights": len(snapshot),
-                        "managed_rights": int(managed.sum()),
-                        "unmanaged_rights": int((~managed).sum()),
-                        "privileged_data": len(pam.placement_snapshot),
-                        "drift": len(drift),
-                    }
-                ),
-                "read_s": round(pam.read_s, 3),
-                "read_requests": pam.target.requests,
-                "path": str(path),
-                "drift_preview": MetadataValue.md(
-                    markdown_table(drift.head(PREVIEW_LIMIT)) if len(drift) else "_none_"
-                ),
-            },
-        )
-        yield AssetCheckResult(
-            asset_key=self.names["access_snapshot"],
-            check_name="access_matches_file",
-            passed=drift.empty,
-            severity=AssetCheckSeverity.WARN,
-            description="the containers hold the access file's rights"
+        check = next(c for c in CHECKS if c.name == "access_matches_file")
+        yield self._check(
+            check,
+            drift.empty,
+            "the containers hold the access file's rights"
             if drift.empty
             else f"{len(drift)} permission(s) differ from the access file",
-            metadata={"drift": len(drift)},
+            {"drift": len(drift)},
         )
 
-    def _raise_if_failed(self, report: Any, outcome: Any) -> None:
+    def _raise_if_failed(self, report: "CycleReport") -> None:
         if report.stopped_by_guard:
             failed = [guard for guard in report.guards if not guard.passed]
             raise Failure(
@@ -833,6 +481,8 @@ class _CycleStep:
                 + "; ".join(f"{guard.name}: {guard.message}" for guard in failed),
                 metadata={"guards_failed": len(failed)},
             )
+        if report.lease_lost:
+            raise Failure(description=report.lease_lost, metadata={"calls": report.execution.calls})
         if report.execution.failed:
             lines = [f"{f.resource_type} {f.op} {f.key!r}: {f.message}" for f in report.execution.failures[:10]]
             if report.execution.circuit_message:
@@ -842,62 +492,6 @@ class _CycleStep:
                 + " | ".join(lines),
                 metadata={"failures": len(report.execution.failures)},
             )
-
-
-KEPT_REPORTS = 1000
-
-
-def _prune_reports(folder: Any, keep: int = KEPT_REPORTS, *, pattern: str = "*.json") -> None:
-    """Keep the newest ``keep`` run reports (and access snapshots): an hourly schedule must not fill the disk
-    (Dagster keeps the runs)."""
-    reports = sorted(folder.glob(pattern), key=lambda path: path.stat().st_mtime)
-    for old in reports[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-def _has_key(context: AssetExecutionContext) -> bool:
-    try:
-        return bool(context.has_partition_key)
-    except Exception:
-        return False
-
-
-def _read_metadata(read: dict[str, Any]) -> dict[str, Any]:
-    """What the source read (mode, pages, watermark, wall time): numbers stay numbers so the UI plots them."""
-    metadata: dict[str, Any] = {}
-    for name, value in read.items():
-        if value is None or name == "source":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            metadata[f"read_{name}" if not name.startswith("read_") else name] = str(value)
-        else:
-            metadata[f"read_{name}" if not name.startswith("read_") else name] = value
-    return metadata
-
-
-def _numeric(stats: Any) -> dict[str, int]:
-    return {str(name): int(value) for name, value in (stats or {}).items() if isinstance(value, int | float)}
-
-
-def _audit_rows(audit: pd.DataFrame, name: str) -> pd.DataFrame:
-    if audit.empty:
-        return audit
-    members = audit["operation"].isin(["add_members", "remove_members"])
-    if name in PAM_RESOURCE_TYPES:
-        rows = audit[audit["resource_type"] == PAM_RESOURCE_TYPES[name]]
-    elif name == "membership_provisioning":
-        rows = audit[members]
-    elif name == "group_provisioning":
-        rows = audit[(audit["resource_type"] == "Groups") & ~members]
-    else:
-        rows = audit[audit["resource_type"] == "Users"]
-    return rows.reset_index(drop=True)
-
-
-def _failure_kind(failure: Any) -> str:
-    if failure.op in ("add_members", "remove_members"):
-        return "Members"
-    return str(failure.resource_type)
 
 
 def _column_lineage(roster: Any, roster_files: AssetKey) -> TableColumnLineage | None:

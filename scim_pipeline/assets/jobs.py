@@ -1,13 +1,14 @@
 """Jobs and schedules, named for the sync tasks Delinea asks customers to run and monitor.
 
 - ``scim_sync`` — the full cycle (users, groups, memberships and, with an access file, containers, permissions and
-  privileged data) in one run; the hourly schedule runs it over every shard. ``scim_user_sync`` / ``scim_group_sync``
-  / ``scim_permission_sync`` — the user sync, the group sync (groups and memberships) and the permission sync
+  privileged data) in one run; the hourly schedule runs it. ``scim_user_sync`` / ``scim_group_sync`` /
+  ``scim_permission_sync`` — the user sync, the group sync (groups and memberships) and the permission sync
   (containers, their permissions, privileged-data placement and the access snapshot) alone.
-- ``scim_plan`` — a dry run: the roster, the target read and the change sets with their guards; nothing executed.
+- ``scim_plan`` — a dry run (``dry_run: true``): the roster, the change sets and their guards; nothing executed.
 - ``scim_reconcile`` — a cycle that first reads the whole target: orphans adopted, drift reported and repaired.
 
-Every job runs the same single step (see :mod:`scim_pipeline.assets.cycle`), subset to its assets.
+Every job runs the same single step (see :mod:`scim_pipeline.assets.cycle`), subset to its assets, and every job
+runs without a partition (= every shard): from the Launchpad, ``dagster job execute``, the schedules and the CLI.
 """
 
 from __future__ import annotations
@@ -25,17 +26,9 @@ from dagster import (
     define_asset_job,
     schedule,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from scim_pipeline.assets.cycle import (
-    ALL_CYCLE_ASSETS,
-    CHANGE_ASSETS,
-    PAM_ASSETS,
-    PAM_CHANGE_ASSETS,
-    ROSTER_ASSETS,
-    CycleAssets,
-)
-from scim_pipeline.assets.partitions import range_tags
+from scim_pipeline.assets.catalogue import ASSETS
+from scim_pipeline.assets.cycle import CycleAssets
 
 __all__ = [
     "PERMISSION_SYNC_JOB",
@@ -54,6 +47,9 @@ RECONCILE_JOB = "scim_reconcile"
 USER_SYNC_JOB = "scim_user_sync"
 GROUP_SYNC_JOB = "scim_group_sync"
 PERMISSION_SYNC_JOB = "scim_permission_sync"
+
+_ROSTER = ("roster_rejections",)
+_PAM = frozenset({"containers", "permissions", "privileged_data", "access"})
 
 
 @dataclass(frozen=True)
@@ -80,49 +76,49 @@ def cycle_run_config(op_name: str, **values: Any) -> dict[str, Any]:
     return {"ops": {op_name: {"config": values}}}
 
 
-def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[UnresolvedAssetJobDefinition]:
-    everything = AssetSelection.assets(*cycle.selection(*ALL_CYCLE_ASSETS))
-    snapshot = ("target_snapshot", "provisioning_audit")
+def _names(*, kinds: frozenset[str] | None = None, stages: tuple[str, ...] | None = None) -> list[str]:
+    return [
+        asset.name
+        for asset in ASSETS
+        if (kinds is None or asset.kind in kinds or asset.name in _ROSTER) and (stages is None or asset.stage in stages)
+    ]
+
+
+def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[Any]:
+    """The six jobs of one target (``define_asset_job`` results, resolved by ``Definitions``)."""
+
+    def assets(*catalogue_names: str) -> AssetSelection:
+        return AssetSelection.assets(*cycle.selection(*catalogue_names))
+
+    everything = assets(*(asset.name for asset in ASSETS))
     return [
         define_asset_job(
             names.sync,
             selection=everything,
             description=label
-            + "One sync cycle: roster → plan → guards → individual SCIM calls → audit, in one step. Launch it for "
-            "all shards (the schedule does), one shard, or backfill a set of shards to onboard them.",
+            + "One sync cycle: roster → plan → guards → individual SCIM calls → audit, in one step. Launch it "
+            "without a partition for every shard (the schedule does), for one shard, or backfill shards to onboard.",
         ),
         define_asset_job(
             names.user_sync,
-            selection=AssetSelection.assets(
-                *cycle.selection(*ROSTER_ASSETS, *snapshot, "user_changes", "user_provisioning")
-            ),
+            selection=assets(*_names(kinds=frozenset({"users"})), "provisioning_audit"),
             description=label + "User sync: create, update and deprovision users only.",
         ),
         define_asset_job(
             names.group_sync,
-            selection=AssetSelection.assets(
-                *cycle.selection(
-                    *ROSTER_ASSETS,
-                    *snapshot,
-                    "group_changes",
-                    "membership_changes",
-                    "group_provisioning",
-                    "membership_provisioning",
-                )
-            ),
+            selection=assets(*_names(kinds=frozenset({"groups", "memberships"})), "provisioning_audit"),
             description=label + "Group sync: groups and their memberships only.",
         ),
         define_asset_job(
             names.permission_sync,
-            selection=AssetSelection.assets(*cycle.selection(*ROSTER_ASSETS, *snapshot, *PAM_ASSETS)),
+            selection=assets("idp_users", "idp_groups", *_names(kinds=_PAM), "provisioning_audit"),
             description=label + "Permission sync: Delinea containers, their permissions and privileged-data "
             "placement from the access file (SCIM_ACCESS), and the access snapshot.",
         ),
         define_asset_job(
             names.plan,
-            selection=AssetSelection.assets(
-                *cycle.selection(*ROSTER_ASSETS, "target_snapshot", *CHANGE_ASSETS, *PAM_CHANGE_ASSETS)
-            ),
+            selection=assets(*_names(stages=("idp", "changes"))),
+            config=cycle_run_config(cycle.op_name, dry_run=True),
             description=label + "Dry run: the roster, the change sets and the guards; nothing is executed.",
         ),
         define_asset_job(
@@ -135,11 +131,11 @@ def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[
 
 
 def build_schedules(
-    names: JobNames, shards: int, *, sync_cron: str = "0 * * * *", reconcile_cron: str = "30 3 * * *"
+    names: JobNames, *, sync_cron: str = "0 * * * *", reconcile_cron: str = "30 3 * * *"
 ) -> list[ScheduleDefinition]:
     """The sync and the reconciliation, each one run over every shard per tick (stopped until turned on)."""
 
-    def every_shard(job_name: str, schedule_cron: str, description: str) -> ScheduleDefinition:
+    def whole_cycle(job_name: str, schedule_cron: str, description: str) -> ScheduleDefinition:
         @schedule(
             name=f"{job_name}_schedule",
             job_name=job_name,
@@ -148,16 +144,13 @@ def build_schedules(
             default_status=DefaultScheduleStatus.STOPPED,
         )
         def _schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
-            # One run over the whole shard range: the whole cycle in one step, one audit, one status.
+            # One run without a partition: every shard, the whole cycle in one step, one audit, one status.
             scheduled = context.scheduled_execution_time
-            yield RunRequest(
-                run_key=f"{job_name}:{scheduled.isoformat() if scheduled else 'manual'}",
-                tags=range_tags(0, shards - 1),
-            )
+            yield RunRequest(run_key=f"{job_name}:{scheduled.isoformat() if scheduled else 'manual'}")
 
         return _schedule
 
     return [
-        every_shard(names.sync, sync_cron, "Sync every shard (hourly by default)."),
-        every_shard(names.reconcile, reconcile_cron, "Daily reconciliation: read the target in full, repair drift."),
+        whole_cycle(names.sync, sync_cron, "Sync every shard (hourly by default)."),
+        whole_cycle(names.reconcile, reconcile_cron, "Daily reconciliation: read the target in full, repair drift."),
     ]

@@ -28,9 +28,12 @@ telemetry:
   enabled: false
 concurrency:
   pools:
-    # Provisioning steps share the pool `scim_target`: one at a time, so parallel runs (a backfill over many
-    # shards, a schedule tick during a backfill) cannot add up to more than the target's rate.
+    # A target's runs share its pool (`scim_target`): the queue starts one at a time, so a backfill over many shards
+    # or a schedule tick during a backfill waits in the queue (no process, no CPU) instead of in a step. `run`
+    # granularity: a run that started never spins on a slot; one writer per target is the engine's lease, whose
+    # waits say whom they wait for and end (runs of the CLI, which are not queued, rely on it alone).
     default_limit: 1
+    granularity: run
 """
 """The instance configuration of a home the CLI creates (production settings: deploy/dagster.yaml)."""
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from scim_pipeline.sources import RosterSource
     from scim_pipeline.sources._incremental import WatermarkStore
     from scim_pipeline.sync.access import AccessFile
+    from scim_pipeline.sync.engine import LoadedRoster
     from scim_pipeline.sync.plan.guards import GuardSettings
     from scim_pipeline.sync.plan.mapping import Mapping as MappingModel
     from scim_pipeline.sync.plan.roster import Roster
@@ -30,17 +31,6 @@ if TYPE_CHECKING:
 def bundled_sample_roster() -> Path:
     """The sample roster shipped inside the package (the demo's IdP)."""
     return Path(str(package_files.files("scim_pipeline") / "sample_roster"))
-
-
-@dataclass(frozen=True)
-class LoadedRoster:
-    """A roster as one run read it: the normalized frames, where each table came from, a label for the UI, and
-    what the source read (counts, pages, watermark, wall time)."""
-
-    roster: Roster
-    sources: dict[str, str]
-    description: str
-    read: dict[str, Any]
 
 
 class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -57,8 +47,10 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
     access: str | None = Field(
         default=None, description="Access file, YAML or CSV (SCIM_ACCESS); unset = no container sync."
     )
-    sample_access: bool = Field(
-        default=False, description="Demo mode: with the bundled sample roster, use the bundled sample access file."
+    demo: bool = Field(
+        default=False,
+        description="Demo mode (no SCIM_BASE_URL): the bundled sample roster and access file stand in. Outside demo "
+        "mode they are never used.",
     )
 
     @property
@@ -69,7 +61,7 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         """The access file in effect: SCIM_ACCESS, the bundled sample in demo mode, else none (no PAM kinds)."""
         if self.access:
             return Path(self.access)
-        if self.sample_access and self.uses_sample:
+        if self.demo and self.uses_sample:
             return bundled_sample_roster() / "access.yaml"
         return None
 
@@ -83,6 +75,12 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         return load_access(path, users=roster.users["key"].astype(str), groups=roster.groups["key"].astype(str))
 
     def folder(self) -> Path:
+        if not self.roster and not self.demo:
+            # A configured target never gets the demo's people: a forgotten SCIM_ROSTER stops the cycle here.
+            raise ConfigurationError(
+                "SCIM_ROSTER is not set: with a target configured (SCIM_BASE_URL) the bundled sample roster is never "
+                "used — set SCIM_ROSTER to your roster folder, or SCIM_SOURCE to an IdP connector"
+            )
         folder = Path(self.roster) if self.roster else bundled_sample_roster()
         if not folder.is_dir():
             raise ConfigurationError(f"SCIM_ROSTER={folder} is not a folder")
@@ -98,6 +96,10 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         """The SCIM attributes users and groups are matched on (`userName`/`externalId`, `displayName`/…)."""
         mapping = self.mapping_model()
         return str(mapping.users.match), str(mapping.groups.match)
+
+    def reader(self, instance: DagsterInstance | None = None) -> _BoundRosterReader:
+        """This source as the sync engine reads it, with its connector cache under ``instance``'s home."""
+        return _BoundRosterReader(self, instance)
 
     def load(
         self,
@@ -126,7 +128,23 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         raw, report = source.read_with_report()
         sources = {table.name: table.source for table in (raw.users, raw.groups, raw.memberships) if table is not None}
         roster = build_roster(raw, self.mapping_model(), shards=self.shards)
+        from scim_pipeline.sync.engine import LoadedRoster
+
         return LoadedRoster(roster, sources, description, dict(report.as_metadata()))
+
+
+@dataclass(frozen=True)
+class _BoundRosterReader:
+    """A roster resource bound to the Dagster instance whose home keeps its connector cache."""
+
+    resource: RosterSourceResource
+    instance: DagsterInstance | None
+
+    def load(self, *, watermarks: WatermarkStore, upstream: RosterSource | None = None) -> LoadedRoster:
+        return self.resource.load(instance=self.instance, watermarks=watermarks, upstream=upstream)
+
+    def load_access(self, roster: Roster) -> AccessFile | None:
+        return self.resource.load_access(roster)
 
 
 class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -140,6 +158,12 @@ class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
     name: str | None = Field(default=None, description="The Component instance this state store belongs to.")
     demo: bool = Field(
         default=False, description="Demo mode: the embedded emulator's own state file, never a real target's."
+    )
+    lease_wait: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a cycle waits for another cycle writing to the same target (SCIM_LEASE_WAIT) before it "
+        "stops, naming it.",
     )
 
     def url(self, instance: DagsterInstance | None = None) -> str:
@@ -190,12 +214,14 @@ def roster_resource(settings: PipelineSettings, *, name: str | None = None) -> R
         mapping=settings.mapping,
         shards=settings.shards,
         access=settings.access,
-        sample_access=settings.demo_mode,
+        demo=settings.demo_mode,
     )
 
 
 def state_resource(settings: PipelineSettings, *, name: str | None = None) -> ProvisioningStateResource:
-    return ProvisioningStateResource(state_url=settings.state_url, name=name, demo=settings.demo_mode)
+    return ProvisioningStateResource(
+        state_url=settings.state_url, name=name, demo=settings.demo_mode, lease_wait=settings.lease_wait
+    )
 
 
 def policy_resource(settings: PipelineSettings) -> SyncPolicyResource:

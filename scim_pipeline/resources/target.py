@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
@@ -62,11 +63,6 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
     demo_db_path: str | None = Field(
         default=None,
         description="Demo mode only: SQLite file of the embedded emulator (default under DAGSTER_HOME).",
-    )
-    lease_wait_s: float = Field(
-        default=300.0,
-        description="How long a cycle waits for another writer to this target before it stops, naming it "
-        "(SCIM_LEASE_WAIT).",
     )
     demo_name: str | None = Field(
         default=None, description="Demo mode only: the Component instance, so each has its own emulator file."
@@ -135,19 +131,12 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
             **common,
         )
 
-    def group_deprovision(self, deprovision: str) -> Literal["release", "delete"]:
-        """What happens to a group that left the roster: DELETE only when asked for and the profile allows it."""
-        from scim_pipeline.scim import get_profile
-        from scim_pipeline.scim.profiles import Operation
-
-        profile = get_profile("delinea" if self.demo_mode else self.profile)
-        if deprovision == "delete" and Operation.DELETE in profile.rules("Groups").operations:
-            return "delete"
-        return "release"
-
-    def get_client(self, *, quirks: TargetQuirks | None = None) -> ScimClient:
-        """A new SCIM client (an async context manager) for this target, with what is known of its quirks."""
-        return ScimClient(self.connection_settings(), quirks=quirks)
+    def get_client(
+        self, *, quirks: TargetQuirks | None = None, write_guard: Callable[[], None] | None = None
+    ) -> ScimClient:
+        """A new SCIM client (an async context manager) for this target, with what is known of its quirks;
+        ``write_guard`` runs before every write request (the engine's lease fence)."""
+        return ScimClient(self.connection_settings(), quirks=quirks, write_guard=write_guard)
 
     def identity(self) -> str:
         """The target as the state store names it (its lease, its quirks): the base URL, or the demo emulator."""
@@ -182,7 +171,6 @@ def target_resource(
         "rate_limit_per_s": settings.rate_limit,
         "timeout_s": settings.timeout,
         "member_chunk": settings.member_chunk,
-        "lease_wait_s": settings.lease_wait,
         "adaptive_pacing": settings.adaptive_pacing,
         "retry_budget_s": settings.retry_budget_s,
         "max_attempts": settings.max_attempts,

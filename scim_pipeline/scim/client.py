@@ -93,6 +93,9 @@ _HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None
 """HTTP/2 is offered when the optional ``h2`` package is installed (``httpx[http2]``), as httpx documents."""
 
 
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 @dataclass
 class ScimResult:
     """The outcome of one SCIM call."""
@@ -171,8 +174,12 @@ class ScimClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         quirks: TargetQuirks | None = None,
+        write_guard: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.write_guard = write_guard
+        """Called right before every write request is sent, retries included; it raises to stop the write (the sync
+        engine's lease fence: a writer that lost its lease sends nothing more)."""
         self.quirks = quirks if quirks is not None else TargetQuirks()
         """What this target drops and which PATCH forms it refuses (persist ``quirks.to_dict()`` per target)."""
         self.profile: Profile = get_profile(settings.profile)
@@ -272,6 +279,8 @@ class ScimClient:
         headers: dict[str, str],
         token: str | None,
     ) -> httpx.Response:
+        if self.write_guard is not None and method in _WRITE_METHODS:
+            self.write_guard()
         request = self._http.build_request(method, url, params=params, content=content, headers=headers)
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"

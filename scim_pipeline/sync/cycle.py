@@ -47,7 +47,7 @@ from scim_pipeline.sync.plan.guards import GuardResult, GuardSettings, evaluate_
 from scim_pipeline.sync.plan.holds import hold_rejected
 from scim_pipeline.sync.plan.payloads import MANAGER_PATH
 from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, ProvisioningState
-from scim_pipeline.sync.state.lease import WriterLease
+from scim_pipeline.sync.state.lease import LeaseLost, WriterLease
 
 if TYPE_CHECKING:
     from scim_pipeline.sync.access import AccessFile
@@ -93,6 +93,16 @@ class CycleOptions:
     group_match_attribute: str = "displayName"
     escrow: EscrowPolicy | None = None
 
+    @property
+    def whole(self) -> bool:
+        """True when the cycle covers every shard (groups are released and the PAM kinds synced only then)."""
+        return self.shards is None
+
+    @property
+    def wants_pam(self) -> bool:
+        """True when this cycle syncs Delinea's PAM kinds: asked for, over every shard."""
+        return bool(self.kinds & PAM_KINDS) and self.whole
+
 
 @dataclass
 class PhaseTiming:
@@ -119,6 +129,18 @@ class CycleReport:
     phases: list[PhaseTiming] = field(default_factory=list)
     pam: PamReport | None = None
     """Containers, permissions and privileged data (when an access file was given)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Kinds this cycle left out, with why (a run over some shards syncs no PAM kind)."""
+    target: str = ""
+    """Where the cycle provisioned to, without any credential."""
+    roster: Any = None
+    """The roster as this cycle read it (:class:`scim_pipeline.sync.engine.LoadedRoster`), when read by the engine."""
+    lease_waited_for: str | None = None
+    lease_waited_s: float = 0.0
+    lease_took_over_from: str | None = None
+    """The holder whose expired lease this cycle took over: whatever it had in flight was looked up, not recreated."""
+    audit: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """This cycle's rows of the audit trail (every call it made), when run by the engine."""
 
     @property
     def dry_run(self) -> bool:
@@ -131,6 +153,11 @@ class CycleReport:
     @property
     def failed(self) -> bool:
         return self.stopped_by_guard or self.execution.failed
+
+    @property
+    def lease_lost(self) -> str | None:
+        """Why this cycle stopped writing midway (its writer lease was lost), or None."""
+        return self.execution.stopped
 
     @property
     def executed_memberships(self) -> ChangeSet:
@@ -195,7 +222,7 @@ class CycleContext:
         if change_set.users.empty and change_set.groups.empty and change_set.memberships.empty:
             return ExecutionReport()
         if self.lease is not None:
-            self.lease.ensure_held()  # another writer may own the target now: write nothing more
+            self.lease.check()  # another writer may own the target now: write nothing more
         result = await execute(
             self.client,
             self.state,
@@ -272,14 +299,14 @@ class Plan:
             memberships, _ = plan_memberships(_holding_memberships(roster, snapshot, rejected), preview, settings)
         context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
         context.report.deferred = _deferred_memberships(roster, preview, settings, context.options)
-        if context.access is not None and context.options.kinds & PAM_KINDS:
-            if context.options.shards is not None:
-                context.report.notes.append(
-                    "containers, permissions and privileged data are synced by runs over every shard only"
-                )
-            else:
-                ids = principal_ids_of(preview.users, preview.groups)
-                context.report.pam = await plan_pam(context, ids)
+        if context.options.kinds & PAM_KINDS and not context.options.whole:
+            context.report.skipped["pam"] = (
+                "containers, permissions and privileged data are synced by runs over every shard only; this run "
+                f"covers shard(s) {', '.join(str(s) for s in sorted(context.options.shards or ()))}"
+            )
+        elif context.access is not None and context.options.wants_pam:
+            ids = principal_ids_of(preview.users, preview.groups)
+            context.report.pam = await plan_pam(context, ids)
 
 
 class Guards:
@@ -424,12 +451,17 @@ async def run_cycle(
         lease=lease,
         access=access,
     )
-    for phase in PLANNING_PHASES:
-        await _timed(phase, context)
-    if not (options.dry_run or report.stopped_by_guard):
-        for phase in phases if phases is not None else EXECUTION_PHASES:
-            if context.wants(phase.kind) and not context.breaker.is_open:
-                await _timed(phase, context)
+    try:
+        for phase in PLANNING_PHASES:
+            await _timed(phase, context)
+        if not (options.dry_run or report.stopped_by_guard):
+            for phase in phases if phases is not None else EXECUTION_PHASES:
+                if context.wants(phase.kind) and not context.breaker.is_open:
+                    await _timed(phase, context)
+    except LeaseLost as lost:
+        # A phase's own write (an adoption, a marker) found the lease gone: nothing more is sent or recorded.
+        context.breaker.stop(str(lost))
+        report.execution = report.execution.merge(ExecutionReport(stopped=str(lost)))
     if report.pam is not None:
         report.pam.finish(state)
     return report
@@ -568,7 +600,8 @@ def change_rows(report: CycleReport) -> list[dict[str, Any]]:
         for op, key, payload, reason in frame[["op", "key", "payload", "reason"]].itertuples(index=False):
             if op == "refresh":
                 continue
-            rows.append({"kind": kind, "op": str(op), "key": str(key), "detail": _detail(str(op), payload, reason)})
+            detail = change_detail(str(op), payload, reason)
+            rows.append({"kind": kind, "op": str(op), "key": str(key), "detail": detail})
     if report.pam is not None:
         rows.extend(report.pam.change_rows())
     memberships = report.executed_memberships.memberships
@@ -592,7 +625,9 @@ def _user_keys(report: CycleReport) -> dict[str, str]:
     return dict(zip(users["key_norm"].astype(str), users["key"].astype(str), strict=False))
 
 
-def _detail(op: str, payload: Any, reason: Any) -> str:
+def change_detail(op: str, payload: Any, reason: Any) -> str:
+    """What changes for one planned user or group change: the attribute names of an update, the reason of a
+    removal."""
     if op in ("update", "enable", "rename") and isinstance(payload, str) and payload:
         try:
             operations = json.loads(payload)

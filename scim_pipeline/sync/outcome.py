@@ -1,17 +1,15 @@
-"""A cycle's outcome as a typed, serializable document: who changes and how, what was set aside and why.
+"""A cycle's outcome as a typed, serializable summary: who changes and how, what was set aside and why.
 
-The provisioning step writes it next to the run (``<pipeline home>/reports/<run id>.json``) and shows parts of it in
-the Dagster UI; the CLI reads it back to print who was created, updated, disabled, added or removed — the same
-typed figures the step computed, never numbers re-parsed from metadata strings. It carries keys (the matching
-identity) and attribute *names*, never attribute values, tokens or secrets. It is a report, not a plan: nothing
-executes it.
+The command line builds it from the :class:`~scim_pipeline.sync.cycle.CycleReport` of each run it executed (in its
+own process) to print who was created, updated, disabled, added or removed, or to print it as JSON — the same typed
+figures the step rendered, never numbers re-parsed from metadata. It carries keys (the matching identity) and
+attribute *names*, never attribute values, tokens or secrets. It is a report, not a plan: nothing executes it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -122,6 +120,8 @@ class CycleOutcome(BaseModel):
     held: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     circuit_message: str | None = None
+    stopped: str | None = None
+    """Why a run stopped writing midway (its writer lease was lost)."""
     wall_s: float = 0.0
 
     @property
@@ -130,17 +130,13 @@ class CycleOutcome(BaseModel):
 
     @property
     def failed(self) -> bool:
-        return self.stopped_by_guard or bool(self.failures) or self.circuit_message is not None
+        return self.stopped_by_guard or bool(self.failures) or self.circuit_message is not None or bool(self.stopped)
 
     @classmethod
-    def from_report(
-        cls,
-        report: CycleReport,
-        *,
-        rejected: pd.DataFrame,
-        sources: Mapping[str, str] | None = None,
-        target: str = "",
-    ) -> CycleOutcome:
+    def from_report(cls, report: CycleReport) -> CycleOutcome:
+        loaded = report.roster
+        rejected: pd.DataFrame = loaded.roster.rejected if loaded is not None else report.rejected
+        sources: Mapping[str, str] = loaded.sources if loaded is not None else {}
         plan = report.plan.summary()
         executed = report.executed_memberships.summary()
         counts = {
@@ -165,10 +161,21 @@ class CycleOutcome(BaseModel):
             counts.update(pam.counts())
             access_rejected = _rejected_rows(pam.access.rejected, {"access": pam.access.path})
         execution = report.execution
+        notes = list(report.notes)
+        if report.lease_waited_for:
+            notes.append(
+                f"waited {report.lease_waited_s:.0f} s for {report.lease_waited_for}, which was writing to this target"
+            )
+        if report.lease_took_over_from:
+            notes.append(
+                f"took over the writer lease of {report.lease_took_over_from}, which had stopped renewing it: the "
+                "identities it may have been creating were looked up before any create"
+            )
+        notes.extend(report.skipped.values())
         return cls(
             run_ids=[report.options.run_id],
             dry_run=report.dry_run,
-            target=target,
+            target=report.target,
             shards=sorted(report.options.shards) if report.options.shards is not None else None,
             counts=counts,
             calls=execution.calls,
@@ -210,8 +217,9 @@ class CycleOutcome(BaseModel):
                 for f in execution.failures
             ],
             held=[f"{h.resource_type} {h.key}: {h.reason or 'repeated failures'}" for h in execution.held],
-            notes=list(report.notes),
+            notes=notes,
             circuit_message=execution.circuit_message,
+            stopped=execution.stopped,
             wall_s=round(execution.wall_s, 3),
         )
 
@@ -241,20 +249,11 @@ class CycleOutcome(BaseModel):
             merged.held.extend(outcome.held)
             merged.notes.extend(n for n in outcome.notes if n not in merged.notes)
             merged.circuit_message = merged.circuit_message or outcome.circuit_message
+            merged.stopped = merged.stopped or outcome.stopped
             merged.wall_s += outcome.wall_s
             merged.shards = sorted({*(merged.shards or []), *(outcome.shards or [])})
         merged.rejected = outcomes[0].rejected if outcomes else []
         return merged
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(self.model_dump_json(), encoding="utf-8")
-        temporary.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> CycleOutcome:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 def _rejected_rows(rejected: pd.DataFrame, sources: Mapping[str, str]) -> list[RejectedRow]:

@@ -36,7 +36,7 @@ from scim_pipeline.scim.errors import (
 )
 from scim_pipeline.sync.plan.changes import ChangeSet
 from scim_pipeline.sync.plan.payloads import ENTERPRISE_USER_SCHEMA, MANAGER_PATH, resource_attrs
-from scim_pipeline.sync.state import UNKNOWN_HASH, AuditRecord, EscrowPolicy, ProvisioningState, StateBatch
+from scim_pipeline.sync.state import UNKNOWN_HASH, AuditRecord, EscrowPolicy, LeaseLost, ProvisioningState, StateBatch
 
 __all__ = [
     "CircuitBreaker",
@@ -70,6 +70,13 @@ class CircuitBreaker:
         self.calls = 0
         self.failures = 0
         self.is_open = False
+        self.stop_message: str | None = None
+        """Why the cycle was stopped outright (the writer lease was lost), as opposed to opened by failures."""
+
+    def stop(self, reason: str) -> None:
+        """Stop scheduling calls for good, for a reason other than the target failing (e.g. a lost lease)."""
+        self.is_open = True
+        self.stop_message = self.stop_message or reason
 
     def record(self, *, target_failure: bool) -> None:
         self.calls += 1
@@ -79,6 +86,8 @@ class CircuitBreaker:
 
     @property
     def message(self) -> str:
+        if self.stop_message is not None:
+            return self.stop_message
         return (
             f"circuit open: {self.failures} of {self.calls} calls failed (target down?) — stopped early; "
             "the next cycle retries"
@@ -123,10 +132,14 @@ class ExecutionReport:
     wall_s: float = 0.0
     circuit_open: bool = False
     circuit_message: str | None = None
+    stopped: str | None = None
+    """Why the execution stopped before its end for a reason other than failures (the writer lease was lost)."""
+    member_outcomes: list[tuple[str, str, tuple[str, ...], str]] = field(default_factory=list)
+    """One entry per group PATCH sent: (op, group key_norm, the members' key_norms, outcome)."""
 
     @property
     def failed(self) -> bool:
-        return bool(self.failures) or self.circuit_open
+        return bool(self.failures) or self.circuit_open or self.stopped is not None
 
     def count(self, *, resource_type: str | None = None, op: str | None = None, outcome: str | None = None) -> int:
         """How many changes match the given resource type / op / outcome (None = any)."""
@@ -151,6 +164,8 @@ class ExecutionReport:
             wall_s=self.wall_s + other.wall_s,
             circuit_open=self.circuit_open or other.circuit_open,
             circuit_message=self.circuit_message or other.circuit_message,
+            stopped=self.stopped or other.stopped,
+            member_outcomes=[*self.member_outcomes, *other.member_outcomes],
         )
         return merged
 
@@ -189,9 +204,10 @@ class _Recorder:
     held across an await may already have been applied, and whatever is added to it then is lost.
     """
 
-    def __init__(self, state: ProvisioningState, escrow: EscrowPolicy) -> None:
+    def __init__(self, state: ProvisioningState, escrow: EscrowPolicy, breaker: CircuitBreaker) -> None:
         self.state = state
         self.escrow = escrow
+        self.breaker = breaker
         self.batch = StateBatch()
         self.last_flush = time.monotonic()
 
@@ -202,7 +218,11 @@ class _Recorder:
     def flush(self) -> None:
         if len(self.batch):
             batch, self.batch = self.batch, StateBatch()
-            self.state.apply(batch, escrow=self.escrow)
+            try:
+                self.state.apply(batch, escrow=self.escrow)
+            except LeaseLost as lost:
+                # The audit rows were written; what we manage is the new holder's to record (it looks it up).
+                self.breaker.stop(str(lost))
         self.last_flush = time.monotonic()
 
     async def run_timer(self) -> None:
@@ -241,7 +261,7 @@ class _Run:
         self.escrow = escrow
         self.user_match = user_match_attribute
         self.group_match = group_match_attribute
-        self.recorder = _Recorder(state, escrow)
+        self.recorder = _Recorder(state, escrow, breaker)
         self.report = ExecutionReport()
         self.total = total
         self.done = 0
@@ -375,7 +395,10 @@ async def execute(
     report.retries = client.stats.retries - stats_before[0]
     report.adoptions = client.stats.adoptions - stats_before[1]
     report.wall_s = time.perf_counter() - started
-    if run.breaker.is_open:
+    if run.breaker.stop_message is not None:
+        report.stopped = run.breaker.stop_message
+        logger.error("%s", run.breaker.stop_message)
+    elif run.breaker.is_open:
         report.circuit_open = True
         report.circuit_message = run.breaker.message
         logger.warning("%s", run.breaker.message)
@@ -442,6 +465,32 @@ async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], ro
     rows = _hold(run, resource_type, rows)
     creates = rows[rows["op"] == "create"]
     if not creates.empty:
+        try:
+            _mark_pending(run, resource_type, creates)
+        except LeaseLost as lost:
+            _stop(run, lost)
+            run.report.not_attempted += len(rows)
+            return
+
+    async def handle(row: Any) -> None:
+        await _apply_change(run, resource_type, row)
+
+    never_sent: list[str] = []
+    for wave in _manager_waves(rows):
+        never_sent += await run.run_pool(wave, handle, workers)
+    if never_sent and not run.breaker.stop_message:
+        pending = set(creates["key_norm"].astype(str))
+        run.state.clear_pending_creates(resource_type, [k for k in never_sent if k in pending])
+
+
+def _stop(run: _Run, lost: LeaseLost) -> None:
+    """The writer lease is gone: send nothing more (the change at hand was not sent)."""
+    run.breaker.stop(str(lost))
+    run.report.not_attempted += 1
+
+
+def _mark_pending(run: _Run, resource_type: Literal["Users", "Groups"], creates: pd.DataFrame) -> None:
+    if not creates.empty:
         run.state.mark_pending_creates(
             resource_type,
             zip(
@@ -451,16 +500,6 @@ async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], ro
                 strict=True,
             ),
         )
-
-    async def handle(row: Any) -> None:
-        await _apply_change(run, resource_type, row)
-
-    never_sent: list[str] = []
-    for wave in _manager_waves(rows):
-        never_sent += await run.run_pool(wave, handle, workers)
-    if never_sent:
-        pending = set(creates["key_norm"].astype(str))
-        run.state.clear_pending_creates(resource_type, [k for k in never_sent if k in pending])
 
 
 def _manager_waves(rows: pd.DataFrame) -> list[pd.DataFrame]:
@@ -554,6 +593,8 @@ async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], ro
         else:
             run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, attrs_hash=recorded_hash)
         run.audit(resource_type, op, key, _Outcome("ok", result), scim_id)
+    except LeaseLost as lost:
+        _stop(run, lost)
     except ScimNotFound as error:
         # Deleted on the target behind our back: forget it, so the next cycle re-creates it if still wanted.
         (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
@@ -662,12 +703,17 @@ async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> N
                 run.recorder.batch.membership_removes.extend(pairs)
             outcome = _Outcome("already_done" if result.already_done else "ok", result, calls=calls)
             run.audit("Groups", op, key, outcome, group_id)
+            run.report.member_outcomes.append((op, group_key_norm, tuple(members), outcome.outcome))
+        except LeaseLost as lost:
+            _stop(run, lost)
         except ScimNotFound as error:
             run.recorder.batch.group_deletes.append(group_key_norm)
             run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
+            run.report.member_outcomes.append((op, group_key_norm, tuple(members), "failed"))
         except ScimPipelineError as error:
             if op == "remove_members":
                 run.groups_with_failed_removals.add(group_key_norm)
             run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
+            run.report.member_outcomes.append((op, group_key_norm, tuple(members), "failed"))
 
     await run.run_pool(rows, handle, workers)

@@ -27,7 +27,7 @@ and the fence every write passes), ``store`` (:class:`ProvisioningState`, the en
 from scim_pipeline.sync.state.audit import AUDIT_COLUMNS, AuditRecord
 from scim_pipeline.sync.state.batch import UNKNOWN_HASH, ResourceKind, StateBatch, attrs_hashes
 from scim_pipeline.sync.state.escrow import EscrowPolicy, HeldIdentity
-from scim_pipeline.sync.state.lease import LeaseHeld, LeaseLost, WriterLease
+from scim_pipeline.sync.state.lease import LeaseHeld, LeaseHolder, LeaseLost, LeaseWait, WriterLease
 from scim_pipeline.sync.state.snapshot import ManagedCounts, ManagedSnapshot
 from scim_pipeline.sync.state.store import ProvisioningState
 
@@ -38,7 +38,9 @@ __all__ = [
     "EscrowPolicy",
     "HeldIdentity",
     "LeaseHeld",
+    "LeaseHolder",
     "LeaseLost",
+    "LeaseWait",
     "ManagedCounts",
     "ManagedSnapshot",
     "ProvisioningState",

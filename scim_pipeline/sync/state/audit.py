@@ -4,8 +4,13 @@ key. docs/audit.md lists the questions a reviewer asks of it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+import sqlalchemy as sa
+
+from scim_pipeline.sync.state.schema import audit as audit_table
 
 AUDIT_COLUMNS = (
     "id",
@@ -42,3 +47,28 @@ class AuditRecord:
     run_id: str | None = None
     partition: str | None = None
     at: float = field(default_factory=time.time)
+
+
+def insert_audit(conn: sa.Connection, records: Sequence[AuditRecord]) -> None:
+    """Append audit rows (in the caller's transaction)."""
+    conn.execute(
+        sa.insert(audit_table),
+        [
+            {
+                "at": r.at,
+                "run_id": r.run_id,
+                "partition": r.partition,
+                "resource_type": r.resource_type,
+                "operation": r.operation,
+                "key": r.key,
+                "scim_id": r.scim_id,
+                "http_status": r.http_status,
+                "scim_type": r.scim_type,
+                "latency_ms": r.latency_ms,
+                "attempts": r.attempts,
+                "outcome": r.outcome,
+                "error": r.error,
+            }
+            for r in records
+        ],
+    )

@@ -126,6 +126,11 @@ writer_leases = sa.Table(
     sa.Column("acquired_at", sa.Float, nullable=False),
     sa.Column("renewed_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+    # Who holds it, as a process: its run, pid, host and start time (so a recycled pid is not taken for it).
+    sa.Column("run_id", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.Text),
+    sa.Column("process_started", sa.Float),
 )
 
 # Delinea's PAM resources (scim_pipeline/sync/pam.py). A container is known by its name (the only way Delinea finds

@@ -7,7 +7,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sync.state import lease as _lease
-from scim_pipeline.sync.state.audit import AUDIT_COLUMNS
+from scim_pipeline.sync.state.audit import AUDIT_COLUMNS, insert_audit
 from scim_pipeline.sync.state.batch import (
     UNKNOWN_HASH,
     ManagedUpsert,
@@ -27,7 +27,7 @@ from scim_pipeline.sync.state.batch import (
 )
 from scim_pipeline.sync.state.connection import engine_for
 from scim_pipeline.sync.state.escrow import EscrowPolicy, HeldIdentity, record_failures
-from scim_pipeline.sync.state.lease import WriterLease
+from scim_pipeline.sync.state.lease import LeaseHolder, LeaseLost, LeaseWait, WriterLease
 from scim_pipeline.sync.state.migrations import migrate
 from scim_pipeline.sync.state.schema import (
     audit as audit_table,
@@ -59,6 +59,7 @@ class ProvisioningState:
         self._engine = engine
         self._writer = engine.execution_options(state_write=True)
         self.location = location
+        self._fence: WriterLease | None = None
         # An in-memory SQLite database is one connection: threads take turns on it. Elsewhere the pool gives
         # each thread its own connection.
         self._lock: contextlib.AbstractContextManager[Any] = (
@@ -110,8 +111,26 @@ class ProvisioningState:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; while a fence is set (:meth:`fenced`), it commits only if our lease still holds."""
+        with self._lock, self._writer.begin() as conn:
+            if self._fence is not None:
+                _lease.assert_held(conn, self._fence)
+            yield conn
+
+    @contextlib.contextmanager
+    def _write_unfenced(self) -> Iterator[sa.Connection]:
         with self._lock, self._writer.begin() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def fenced(self, lease: WriterLease) -> Iterator[None]:
+        """Condition every write of this store on ``lease`` while the block runs: a writer that lost its lease
+        records nothing more (but its audit rows, see :meth:`apply`)."""
+        self._fence = lease
+        try:
+            yield
+        finally:
+            self._fence = None
 
     def reading(self) -> contextlib.AbstractContextManager[sa.Connection]:
         """A read connection, for the tables other modules own (``scim_pipeline.sync.pam``'s)."""
@@ -308,16 +327,25 @@ class ProvisioningState:
             )
 
     def writer_lease(
-        self, target: str, holder: str, *, wait_s: float = 30.0, ttl_s: float = 60.0
+        self,
+        target: str,
+        holder: LeaseHolder,
+        *,
+        wait_s: float = 30.0,
+        ttl_s: float = 60.0,
+        on_wait: Callable[[LeaseWait], None] | None = None,
     ) -> contextlib.AbstractContextManager[WriterLease]:
         """Be the only writer to ``target`` while the block runs (across processes and machines sharing this store).
 
-        ``holder`` names us in the other writers' messages, e.g. ``"run 1f3e… (pid 412 on host sync-1)"``. Waits up
-        to ``wait_s`` for a live holder, then raises :class:`LeaseHeld` naming it and since when; a holder that
-        stopped renewing (it died) loses the lease ``ttl_s`` after its last renewal. The lease tells whom we waited
-        for (``waited_s``, ``waited_for``) and whether we took over a dead holder's lease (``took_over_from``).
+        ``holder`` (run, pid, host) names us in the other writers' messages. Waits up to ``wait_s`` for a live
+        holder — telling ``on_wait`` whom it waits for — then raises :class:`LeaseHeld` naming it and since when; a
+        holder that stopped renewing (it died) loses the lease ``ttl_s`` after its last renewal, at once when its
+        process on this host is gone. The lease tells whom we waited for (``waited_s``, ``waited_for``) and whether
+        we took over a holder's expired lease (``took_over_from``). See :mod:`~scim_pipeline.sync.state.lease`.
         """
-        return _lease.hold_writer_lease(self._write, target, holder, wait_s=wait_s, ttl_s=ttl_s)
+        return _lease.hold_writer_lease(
+            self._write_unfenced, target, holder, wait_s=wait_s, ttl_s=ttl_s, on_wait=on_wait
+        )
 
     # ---- writes ------------------------------------------------------------------------------------------
 
@@ -364,11 +392,23 @@ class ProvisioningState:
             )
 
     def apply(self, batch: StateBatch, *, escrow: EscrowPolicy | None = None) -> None:
-        """Apply a batch of outcomes in one transaction."""
+        """Apply a batch of outcomes in one transaction.
+
+        Under a fence (:meth:`fenced`) whose lease was lost, only the audit rows are written — what was sent is
+        told truthfully; what we manage is left to the lease's new holder — and :class:`LeaseLost` is raised."""
         if not len(batch):
             return
         policy = escrow or EscrowPolicy()
         now = time.time()
+        try:
+            self._apply(batch, policy, now)
+        except LeaseLost:
+            if batch.audit:
+                with self._write_unfenced() as conn:
+                    insert_audit(conn, batch.audit)
+            raise
+
+    def _apply(self, batch: StateBatch, policy: EscrowPolicy, now: float) -> None:
         with self._write() as conn:
             if batch.user_upserts:
                 _upsert_managed(conn, managed_users, batch.user_upserts, now)
@@ -407,27 +447,7 @@ class ProvisioningState:
                     [{"b_group": g, "b_user": u} for g, u in batch.membership_removes],
                 )
             if batch.audit:
-                conn.execute(
-                    sa.insert(audit_table),
-                    [
-                        {
-                            "at": r.at,
-                            "run_id": r.run_id,
-                            "partition": r.partition,
-                            "resource_type": r.resource_type,
-                            "operation": r.operation,
-                            "key": r.key,
-                            "scim_id": r.scim_id,
-                            "http_status": r.http_status,
-                            "scim_type": r.scim_type,
-                            "latency_ms": r.latency_ms,
-                            "attempts": r.attempts,
-                            "outcome": r.outcome,
-                            "error": r.error,
-                        }
-                        for r in batch.audit
-                    ],
-                )
+                insert_audit(conn, batch.audit)
 
     def set_observed_attrs(self, kind: ResourceKind, updates: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the recorded attribute values of managed objects (key_norm → attrs), e.g. after drift."""
