@@ -49,7 +49,7 @@ from .profiles import (
     ResourceTypeRules,
     get_profile,
 )
-from .settings import ConnectionSettings
+from .settings import ClientSettings, ConnectionSettings
 from .target_quirks import PatchForm, PatchKind, TargetQuirks
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "AuthenticationError",
     "CheckReport",
     "CheckRow",
+    "ClientSettings",
     "ClientStats",
     "ConfigurationError",
     "ConnectionSettings",

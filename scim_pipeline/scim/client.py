@@ -1,7 +1,7 @@
 """The async SCIM client: one stock ``httpx.AsyncClient``, one token, one pacer shared by all callers; typed errors;
 one retry policy; safe creates; faithful, bounded index pagination.
 
-Each request has one overall deadline (``timeout_s``: connect, send and the whole answer) and a size cap on its
+Each request has one overall deadline (``timeout``: connect, send and the whole answer) and a size cap on its
 answer (``max_response_bytes``, counted after decompression). Redirects are errors, never followed. Every text a
 server sends passes through :func:`~scim_pipeline.scim.redaction.scrub` before it reaches a message or a log.
 
@@ -179,12 +179,12 @@ class ScimClient:
         self._base_url = settings.base_url.rstrip("/")
         self._stats = ClientStats()
         self.pacer = Pacer(
-            max_concurrency=settings.max_concurrency,
-            ceiling_per_s=settings.rate_limit_per_s,
+            max_concurrency=settings.concurrency,
+            ceiling_per_s=settings.rate_limit,
             adaptive=settings.adaptive_pacing,
         )
         # Every request, the token request and look-ups included, holds a pacer slot: no more connections are needed.
-        pool = settings.max_concurrency
+        pool = settings.concurrency
         # httpx's stock transport: with ``transport=None`` httpx builds it from these settings and honours the
         # proxies of the environment (``trust_env``); a transport passed in (tests) is used as it is.
         self._http = httpx.AsyncClient(
@@ -193,7 +193,7 @@ class ScimClient:
             http2=_HTTP2_AVAILABLE and transport is None,
             trust_env=True,
             follow_redirects=False,
-            timeout=httpx.Timeout(settings.timeout_s),
+            timeout=httpx.Timeout(settings.timeout),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
         )
@@ -205,7 +205,7 @@ class ScimClient:
                 client_secret=settings.client_secret,
                 scope=settings.scope or None,
             )
-            self._auth.bind(self._http, deadline_s=settings.timeout_s)
+            self._auth.bind(self._http, deadline_s=settings.timeout)
 
     def __repr__(self) -> str:
         return f"ScimClient(base_url={self._base_url!r}, profile={self.profile.name!r})"
@@ -280,7 +280,7 @@ class ScimClient:
             response = await send_bounded(
                 self._http,
                 request,
-                deadline_s=self.settings.timeout_s,
+                deadline_s=self.settings.timeout,
                 max_bytes=self.settings.max_response_bytes,
             )
         except httpx.TransportError:

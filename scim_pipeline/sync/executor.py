@@ -338,7 +338,7 @@ async def execute(
     """Execute a change set: groups, users, memberships, then group deprovisioning.
 
     Returns an :class:`ExecutionReport`; it never raises for a failing identity (``report.failed`` says so).
-    ``concurrency`` defaults to the client's ``max_concurrency``.
+    ``concurrency`` defaults to the client's ``concurrency``.
     """
     started = time.perf_counter()
     stats_before = (client.stats.retries, client.stats.adoptions)
@@ -355,7 +355,7 @@ async def execute(
         group_match_attribute=group_match_attribute,
         total=total,
     )
-    workers = concurrency or int(getattr(client.settings, "max_concurrency", 16))
+    workers = concurrency or int(getattr(client.settings, "concurrency", 16))
     timer = asyncio.create_task(run.recorder.run_timer())
     try:
         groups = change_set.groups

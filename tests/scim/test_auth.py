@@ -86,7 +86,7 @@ async def test_100_concurrent_calls_with_an_expired_token_make_one_token_request
         return scim_json(200, USER)
 
     service = MockScim(slow_answer)
-    async with ScimClient(mock_settings(max_concurrency=100), transport=service.transport) as client:
+    async with ScimClient(mock_settings(concurrency=100), transport=service.transport) as client:
         await client.get("Users", "u1")
         assert client.auth is not None
         client.auth.expire()
@@ -116,7 +116,7 @@ async def test_concurrent_401s_share_one_refetch() -> None:
         return scim_json(200, USER)
 
     service = MockScim(answer)
-    async with ScimClient(mock_settings(max_concurrency=50), transport=service.transport) as client:
+    async with ScimClient(mock_settings(concurrency=50), transport=service.transport) as client:
         await client.auth.token() if client.auth else None
         await asyncio.gather(*(client.get("Users", "u1") for _ in range(50)))
     assert service.token_requests == 2
