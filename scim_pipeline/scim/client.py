@@ -36,7 +36,7 @@ from scim2_models import Resource
 from . import lookup, patch_forms
 from ._exchange import AnswerTooLarge, send_bounded
 from ._logging import RETRY_LOGGER, install_library_log_redaction
-from .auth import ClientCredentialsAuth
+from .auth import ClientCredentialsAuth, load_signing_key
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -198,13 +198,8 @@ class ScimClient:
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
         )
         self._auth: ClientCredentialsAuth | None = None
-        if settings.client_id is not None and settings.client_secret is not None:
-            self._auth = ClientCredentialsAuth(
-                token_url=settings.resolved_token_url,
-                client_id=settings.client_id,
-                client_secret=settings.client_secret,
-                scope=settings.scope or None,
-            )
+        if settings.uses_oauth:
+            self._auth = _client_authentication(settings, self.quirks)
             self._auth.bind(self._http, deadline_s=settings.timeout)
 
     def __repr__(self) -> str:
@@ -226,6 +221,16 @@ class ScimClient:
         self._stats.token_requests = self._auth.token_requests if self._auth else 0
         self._stats.pacing = self.pacer.snapshot()
         return self._stats
+
+    async def authenticate(self) -> None:
+        """Obtain an access token now, when the client uses OAuth: exactly one request to the token endpoint and none
+        to the SCIM server (none at all while a valid token is cached). A cycle calls it first, so a revoked secret
+        fails the next run, even one with nothing to change.
+
+        Raises :class:`~scim_pipeline.scim.CredentialsRefused` (naming the setting to fix) when the token endpoint
+        refuses the client for good, :class:`~scim_pipeline.scim.AuthenticationError` when it cannot be reached."""
+        if self._auth is not None:
+            await self._auth.token()
 
     @property
     def auth(self) -> ClientCredentialsAuth | None:
@@ -793,6 +798,28 @@ class ScimClient:
             attempts=answer.attempts,
             latency_s=answer.latency_s,
         )
+
+
+def _client_authentication(settings: ConnectionSettings, quirks: TargetQuirks) -> ClientCredentialsAuth:
+    """The token source of ``settings``: its method, its key, and where the default method comes from."""
+    assert settings.client_id is not None
+    key_path = settings.client_key_path
+    signing_key = load_signing_key(key_path, settings.client_key_id) if key_path is not None else None
+    token_url = settings.resolved_token_url
+    # Delinea's token endpoint takes the secret in the form, as Delinea documents, and publishes no RFC 8414 metadata:
+    # asking for it there would only cost a request. A standard authorization server may publish its methods.
+    delinea = settings.profile == "delinea"
+    return ClientCredentialsAuth(
+        token_url=token_url,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        scope=settings.scope or None,
+        method=settings.token_auth,
+        signing_key=signing_key,
+        default_method="client_secret_post" if delinea else "client_secret_basic",
+        discover=settings.token_auth is None and not delinea,
+        quirks=quirks,
+    )
 
 
 def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:

@@ -424,6 +424,7 @@ async def run_cycle(
         lease=lease,
         access=access,
     )
+    await client.authenticate()  # a token first, even for a cycle with nothing to change: a revoked secret fails now
     for phase in PLANNING_PHASES:
         await _timed(phase, context)
     if not (options.dry_run or report.stopped_by_guard):

@@ -27,6 +27,7 @@ import pandas as pd
 from scim_pipeline.scim.client import ScimClient, ScimResult
 from scim_pipeline.scim.errors import (
     AuthenticationError,
+    CredentialsRefused,
     ScimHTTPError,
     ScimNotFound,
     ScimPipelineError,
@@ -559,6 +560,8 @@ async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], ro
         (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
         done = op in {"disable", "delete"}
         run.audit(resource_type, op, key, _Outcome("already_done", error=None if done else error), scim_id)
+    except CredentialsRefused:
+        raise  # not this identity's failure: the cycle stops at once
     except ScimPipelineError as error:
         if is_user:
             run.recorder.batch.fail_user(key_norm, key=key, error=str(error), shard=shard)
@@ -665,6 +668,8 @@ async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> N
         except ScimNotFound as error:
             run.recorder.batch.group_deletes.append(group_key_norm)
             run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
+        except CredentialsRefused:
+            raise  # not this membership's failure: the cycle stops at once
         except ScimPipelineError as error:
             if op == "remove_members":
                 run.groups_with_failed_removals.add(group_key_norm)
