@@ -119,7 +119,7 @@ def _wait_for(output: Any, pattern: str, timeout_s: float = 30.0) -> str:
 async def _run_cell(settings: ConnectionSettings, latency_ms: float, concurrency: int, ops: int) -> Cell:
     run = uuid.uuid4().hex[:8]
     errors = 0
-    async with ScimClient(settings.model_copy(update={"max_concurrency": concurrency})) as client:
+    async with ScimClient(settings.model_copy(update={"concurrency": concurrency})) as client:
         await client.get_json("/ServiceProviderConfig")  # token and connection warm-up
 
         async def create(index: int) -> str | None:

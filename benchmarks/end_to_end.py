@@ -76,8 +76,8 @@ class EmulatorProcess:
             token_url=self.token_url,
             client_id=DEMO_CLIENT_ID,
             client_secret=DEMO_CLIENT_SECRET,
-            max_concurrency=concurrency,
-            rate_limit_per_s=rate_limit_per_s,
+            concurrency=concurrency,
+            rate_limit=rate_limit_per_s,
         )
 
     def env(self) -> dict[str, str]:

@@ -84,7 +84,7 @@ def client_settings(emulator: EmulatorProcess, client: str, limit: float) -> Con
     """The client's DEFAULT settings, but for what makes it ``fixed-rate`` or ``unpaced``."""
     extra: dict[str, object] = {}
     if client == "fixed-rate":
-        extra["rate_limit_per_s"] = limit
+        extra["rate_limit"] = limit
     elif client == "unpaced":
         extra["adaptive_pacing"] = False
     return ConnectionSettings(

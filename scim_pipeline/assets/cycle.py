@@ -481,8 +481,8 @@ class _CycleStep:
                 + "; ".join(f"{guard.name}: {guard.message}" for guard in failed),
                 metadata={"guards_failed": len(failed)},
             )
-        if report.lease_lost:
-            raise Failure(description=report.lease_lost, metadata={"calls": report.execution.calls})
+        if report.stopped:
+            raise Failure(description=report.stopped, metadata={"calls": report.execution.calls})
         if report.execution.failed:
             lines = [f"{f.resource_type} {f.op} {f.key!r}: {f.message}" for f in report.execution.failures[:10]]
             if report.execution.circuit_message:

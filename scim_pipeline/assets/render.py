@@ -397,8 +397,8 @@ class CycleView:
         if report.adoption is not None:
             metadata["adopted_users"] = report.adoption.users_adopted
             metadata["adopted_groups"] = report.adoption.groups_adopted
-        if report.lease_lost:
-            metadata["stopped"] = report.lease_lost
+        if report.stopped:
+            metadata["stopped"] = report.stopped
         if report.lease_took_over_from:
             metadata["took_over_lease_of"] = report.lease_took_over_from
         return metadata

@@ -100,9 +100,9 @@ class ScimTargetResource(ConfigurableResource):  # type: ignore[type-arg]
         common: dict[str, Any] = {
             "scope": self.scope,
             "profile": self.profile,
-            "max_concurrency": self.max_concurrency,
-            "rate_limit_per_s": self.rate_limit_per_s,
-            "timeout_s": self.timeout_s,
+            "concurrency": self.max_concurrency,
+            "rate_limit": self.rate_limit_per_s,
+            "timeout": self.timeout_s,
             "member_chunk": self.member_chunk,
             "adaptive_pacing": self.adaptive_pacing,
             "retry_budget_s": self.retry_budget_s,

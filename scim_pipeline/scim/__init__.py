@@ -9,6 +9,7 @@ from .errors import (
     AmbiguousMatchError,
     AuthenticationError,
     ConfigurationError,
+    CredentialsRefused,
     FilterRefused,
     OperationRefused,
     PaginationError,
@@ -49,7 +50,7 @@ from .profiles import (
     ResourceTypeRules,
     get_profile,
 )
-from .settings import ConnectionSettings
+from .settings import ClientSettings, ConnectionSettings
 from .target_quirks import PatchForm, PatchKind, TargetQuirks
 
 __all__ = [
@@ -59,11 +60,13 @@ __all__ = [
     "AuthenticationError",
     "CheckReport",
     "CheckRow",
+    "ClientSettings",
     "ClientStats",
     "ConfigurationError",
     "ConnectionSettings",
     "Container",
     "ContainerPermission",
+    "CredentialsRefused",
     "EnterpriseUser",
     "FilterRefused",
     "FilterRules",

@@ -1,7 +1,7 @@
 """The async SCIM client: one stock ``httpx.AsyncClient``, one token, one pacer shared by all callers; typed errors;
 one retry policy; safe creates; faithful, bounded index pagination.
 
-Each request has one overall deadline (``timeout_s``: connect, send and the whole answer) and a size cap on its
+Each request has one overall deadline (``timeout``: connect, send and the whole answer) and a size cap on its
 answer (``max_response_bytes``, counted after decompression). Redirects are errors, never followed. Every text a
 server sends passes through :func:`~scim_pipeline.scim.redaction.scrub` before it reaches a message or a log.
 
@@ -36,7 +36,7 @@ from scim2_models import Resource
 from . import lookup, patch_forms
 from ._exchange import AnswerTooLarge, send_bounded
 from ._logging import RETRY_LOGGER, install_library_log_redaction
-from .auth import ClientCredentialsAuth
+from .auth import ClientCredentialsAuth, load_signing_key
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -186,12 +186,12 @@ class ScimClient:
         self._base_url = settings.base_url.rstrip("/")
         self._stats = ClientStats()
         self.pacer = Pacer(
-            max_concurrency=settings.max_concurrency,
-            ceiling_per_s=settings.rate_limit_per_s,
+            max_concurrency=settings.concurrency,
+            ceiling_per_s=settings.rate_limit,
             adaptive=settings.adaptive_pacing,
         )
         # Every request, the token request and look-ups included, holds a pacer slot: no more connections are needed.
-        pool = settings.max_concurrency
+        pool = settings.concurrency
         # httpx's stock transport: with ``transport=None`` httpx builds it from these settings and honours the
         # proxies of the environment (``trust_env``); a transport passed in (tests) is used as it is.
         self._http = httpx.AsyncClient(
@@ -200,19 +200,14 @@ class ScimClient:
             http2=_HTTP2_AVAILABLE and transport is None,
             trust_env=True,
             follow_redirects=False,
-            timeout=httpx.Timeout(settings.timeout_s),
+            timeout=httpx.Timeout(settings.timeout),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
         )
         self._auth: ClientCredentialsAuth | None = None
-        if settings.client_id is not None and settings.client_secret is not None:
-            self._auth = ClientCredentialsAuth(
-                token_url=settings.resolved_token_url,
-                client_id=settings.client_id,
-                client_secret=settings.client_secret,
-                scope=settings.scope or None,
-            )
-            self._auth.bind(self._http, deadline_s=settings.timeout_s)
+        if settings.uses_oauth:
+            self._auth = _client_authentication(settings, self.quirks)
+            self._auth.bind(self._http, deadline_s=settings.timeout)
 
     def __repr__(self) -> str:
         return f"ScimClient(base_url={self._base_url!r}, profile={self.profile.name!r})"
@@ -233,6 +228,16 @@ class ScimClient:
         self._stats.token_requests = self._auth.token_requests if self._auth else 0
         self._stats.pacing = self.pacer.snapshot()
         return self._stats
+
+    async def authenticate(self) -> None:
+        """Obtain an access token now, when the client uses OAuth: exactly one request to the token endpoint and none
+        to the SCIM server (none at all while a valid token is cached). A cycle calls it first, so a revoked secret
+        fails the next run, even one with nothing to change.
+
+        Raises :class:`~scim_pipeline.scim.CredentialsRefused` (naming the setting to fix) when the token endpoint
+        refuses the client for good, :class:`~scim_pipeline.scim.AuthenticationError` when it cannot be reached."""
+        if self._auth is not None:
+            await self._auth.token()
 
     @property
     def auth(self) -> ClientCredentialsAuth | None:
@@ -289,7 +294,7 @@ class ScimClient:
             response = await send_bounded(
                 self._http,
                 request,
-                deadline_s=self.settings.timeout_s,
+                deadline_s=self.settings.timeout,
                 max_bytes=self.settings.max_response_bytes,
             )
         except httpx.TransportError:
@@ -802,6 +807,28 @@ class ScimClient:
             attempts=answer.attempts,
             latency_s=answer.latency_s,
         )
+
+
+def _client_authentication(settings: ConnectionSettings, quirks: TargetQuirks) -> ClientCredentialsAuth:
+    """The token source of ``settings``: its method, its key, and where the default method comes from."""
+    assert settings.client_id is not None
+    key_path = settings.client_key_path
+    signing_key = load_signing_key(key_path, settings.client_key_id) if key_path is not None else None
+    token_url = settings.resolved_token_url
+    # Delinea's token endpoint takes the secret in the form, as Delinea documents, and publishes no RFC 8414 metadata:
+    # asking for it there would only cost a request. A standard authorization server may publish its methods.
+    delinea = settings.profile == "delinea"
+    return ClientCredentialsAuth(
+        token_url=token_url,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        scope=settings.scope or None,
+        method=settings.token_auth,
+        signing_key=signing_key,
+        default_method="client_secret_post" if delinea else "client_secret_basic",
+        discover=settings.token_auth is None and not delinea,
+        quirks=quirks,
+    )
 
 
 def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:

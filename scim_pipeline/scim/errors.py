@@ -8,6 +8,8 @@ Callers catch a family, not a string::
     │   ├── FilterRefused
     │   └── OperationRefused
     ├── AuthenticationError         the token endpoint refused us or could not be reached
+    │   └── CredentialsRefused      refused for good (invalid_client, invalid_scope, 401/403, …): fatal, names
+    │                               the setting to fix; also a ConfigurationError
     ├── ScimTransportError          no HTTP answer (connection refused, timeout) after the retries
     ├── ScimHTTPError               the SCIM server answered with an error status
     │   ├── ScimRedirected          3xx: redirects are never followed (names the Location's origin only)
@@ -45,6 +47,7 @@ __all__ = [
     "AmbiguousMatchError",
     "AuthenticationError",
     "ConfigurationError",
+    "CredentialsRefused",
     "FilterRefused",
     "OperationRefused",
     "PaginationError",
@@ -134,6 +137,25 @@ class AuthenticationError(ScimPipelineError):
         self.token_url = token_url
         self.status = status
         self.oauth_error = oauth_error
+
+
+class CredentialsRefused(AuthenticationError, ConfigurationError):
+    """The token endpoint refused the client for good: wrong or revoked credentials, a method or scope it does not
+    accept, or a wrong token URL. No retry can help, so it is never retried and stops the cycle at once (it is not
+    one identity's failure). ``setting`` names the variable(s) to fix; the message is one line without any secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        token_url: str,
+        setting: str,
+        status: int | None = None,
+        oauth_error: str | None = None,
+    ) -> None:
+        super().__init__(message, token_url=token_url, status=status, oauth_error=oauth_error)
+        self.setting = setting
 
 
 class ScimTransportError(ScimPipelineError):

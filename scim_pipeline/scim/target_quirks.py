@@ -8,6 +8,10 @@
 * **PATCH forms:** the form a target refused (501, or 400 ``invalidPath``/``noTarget`` on a valid
   path) and the one that worked instead, per resource type and kind of change, so the next call
   goes straight to the working form (see :mod:`.patch_forms`).
+* **Token authentication:** the client-authentication method the token endpoint accepted (for one token URL and
+  client id), so later runs send it first and a refusal then means the credentials, not the method.
+* **Look-up filters:** the filter operators the target answered 400 ``invalidFilter`` to, per resource type and
+  attribute, so look-ups go straight to a form it accepts (see :mod:`.lookup`).
 
 Attribute paths use the sync's notation: ``title``, ``name.givenName``,
 ``emails[type eq "work"].value``,
@@ -194,6 +198,8 @@ class TargetQuirks:
     _refused: dict[tuple[str, PatchKind], set[PatchForm]] = field(default_factory=dict)
     _working: dict[tuple[str, PatchKind], PatchForm] = field(default_factory=dict)
     _reported: set[tuple[str, str]] = field(default_factory=set)
+    _token_auth: dict[str, str] = field(default_factory=dict)
+    _refused_operators: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     revision: int = 0
     """Counts the changes, so a caller persists :meth:`to_dict` only when it grew."""
 
@@ -340,6 +346,39 @@ class TargetQuirks:
         if form != FORMS[kind][0]:
             logger.warning("%s: %s PATCH goes by the %s form on this target", resource_type, kind.value, form.value)
 
+    # -- token authentication -------------------------------------------------------------------
+
+    def token_auth(self, token_url: str, client_id: str) -> str | None:
+        """The client-authentication method this token endpoint accepted from this client, if known."""
+        if self._token_auth.get("token_url") == token_url and self._token_auth.get("client_id") == client_id:
+            return self._token_auth.get("method")
+        return None
+
+    def record_token_auth(self, token_url: str, client_id: str, method: str) -> None:
+        if self.token_auth(token_url, client_id) == method:
+            return
+        self._token_auth = {"token_url": token_url, "client_id": client_id, "method": method}
+        self.revision += 1
+
+    # -- look-up filters ----------------------------------------------------------------------
+
+    def refused_operators(self, resource_type: str, attribute: str) -> frozenset[str]:
+        """The filter operators the target refused (400 invalidFilter) on ``attribute`` of ``resource_type``."""
+        return frozenset(self._refused_operators.get((resource_type, attribute.lower()), set()))
+
+    def record_refused_operator(self, resource_type: str, attribute: str, operator: str) -> None:
+        refused = self._refused_operators.setdefault((resource_type, attribute.lower()), set())
+        if operator.lower() in refused:
+            return
+        refused.add(operator.lower())
+        self.revision += 1
+        logger.warning(
+            "%s: the target refuses the filter operator %s on %s; look-ups use another form",
+            resource_type,
+            operator.lower(),
+            attribute,
+        )
+
     # -- reporting and persistence --------------------------------------------------------------
 
     def summary(self) -> list[tuple[str, str]]:
@@ -353,6 +392,10 @@ class TargetQuirks:
         for (resource_type, kind), forms in sorted(self._refused.items()):
             if forms:
                 rows.append((f"{resource_type} {kind.value} PATCH", "refused: " + ", ".join(sorted(forms))))
+        for (resource_type, attribute), operators in sorted(self._refused_operators.items()):
+            rows.append((f"{resource_type} filters on {attribute}", "refused: " + ", ".join(sorted(operators))))
+        if self._token_auth:
+            rows.append(("token endpoint", f"accepts {self._token_auth.get('method')}"))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -370,6 +413,12 @@ class TargetQuirks:
                     "refused": sorted(form.value for form in self._refused.get((resource_type, kind), set())),
                 }
                 for resource_type, kind in sorted(set(self._working) | set(self._refused))
+            ],
+            "token_auth": dict(self._token_auth) or None,
+            "refused_operators": [
+                {"resource_type": resource_type, "attribute": attribute, "operators": sorted(operators)}
+                for (resource_type, attribute), operators in sorted(self._refused_operators.items())
+                if operators
             ],
         }
 
@@ -396,4 +445,19 @@ class TargetQuirks:
                 continue
             if refused:
                 quirks._refused[key] = refused
+        # Added later in version 1: older snapshots lack these keys, and an odd value is ignored (found again).
+        token_auth = data.get("token_auth")
+        if isinstance(token_auth, Mapping) and all(
+            isinstance(token_auth.get(key), str) for key in ("token_url", "client_id", "method")
+        ):
+            quirks._token_auth = {key: str(token_auth[key]) for key in ("token_url", "client_id", "method")}
+        for entry in data.get("refused_operators") or []:
+            if not isinstance(entry, Mapping):
+                continue
+            resource_type, attribute = entry.get("resource_type"), entry.get("attribute")
+            operators = entry.get("operators")
+            if isinstance(resource_type, str) and isinstance(attribute, str) and isinstance(operators, list):
+                quirks._refused_operators[(resource_type, attribute.lower())] = {
+                    str(op).lower() for op in operators if isinstance(op, str)
+                }
         return quirks

@@ -60,7 +60,7 @@ class ScimSourceSettings(BaseModel):
             profile=self.profile,
             ca_bundle=self.ca_bundle,
             page_size=self.page_size,
-            timeout_s=self.timeout_s,
+            timeout=self.timeout_s,
         )
 
 

@@ -155,8 +155,8 @@ class CycleReport:
         return self.stopped_by_guard or self.execution.failed
 
     @property
-    def lease_lost(self) -> str | None:
-        """Why this cycle stopped writing midway (its writer lease was lost), or None."""
+    def stopped(self) -> str | None:
+        """Why this cycle stopped writing midway (its writer lease was lost, its credentials were refused), or None."""
         return self.execution.stopped
 
     @property
@@ -451,6 +451,7 @@ async def run_cycle(
         lease=lease,
         access=access,
     )
+    await client.authenticate()  # a token first, even for a cycle with nothing to change: a revoked secret fails now
     try:
         for phase in PLANNING_PHASES:
             await _timed(phase, context)

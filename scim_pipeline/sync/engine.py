@@ -185,10 +185,9 @@ class SyncEngine:
 
 
 async def _first_contact(client: ScimClient, *, dry_run: bool) -> None:
-    """Every cycle obtains its token first, so a revoked secret fails the next scheduled run even when nothing
-    changed; a plan also reads the target's discovery, so an unreachable target fails a plan as it fails a sync."""
-    if client.auth is not None:
-        await client.auth.token()
+    """Every cycle obtains its token first (so a revoked secret fails the next scheduled run even when nothing
+    changed); a plan also reads the target's discovery, so an unreachable target fails a plan as it fails a sync."""
+    await client.authenticate()
     if dry_run:
         # Raises when the target cannot be reached (discovery itself notes failures and goes on).
         await client.get_json("/ServiceProviderConfig")

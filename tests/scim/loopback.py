@@ -207,6 +207,9 @@ class LoopbackScimServer:
             if not message.get("more_body"):
                 break
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        basic = _basic_credentials(scope)
+        if basic is not None:  # RFC 6749 §2.3.1: every authorization server accepts HTTP Basic
+            form["client_id"], form["client_secret"] = basic
         self.token_requests += 1
         self.token_forms.append(form)
         if self.refuse_tokens_with is not None:
@@ -226,6 +229,17 @@ class LoopbackScimServer:
             200,
             {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_s},
         )
+
+
+def _basic_credentials(scope: Scope) -> tuple[str, str] | None:
+    import base64
+    from urllib.parse import unquote
+
+    scheme, _, value = dict(scope["headers"]).get(b"authorization", b"").decode().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    user, _, password = base64.b64decode(value).decode().partition(":")
+    return unquote(user), unquote(password)
 
 
 async def _json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:

@@ -202,7 +202,7 @@ async def test_a_create_failing_once_is_retried_with_the_same_attempt_numbers() 
 
 async def test_every_request_carries_the_client_headers_token_and_timeouts() -> None:
     service = MockScim(lambda request: scim_json(200, _user(1)))
-    async with ScimClient(mock_settings(timeout_s=7.0), transport=service.transport) as client:
+    async with ScimClient(mock_settings(timeout=7.0), transport=service.transport) as client:
         await client.patch("Users", "id-1", [{"op": "replace", "path": "active", "value": False}])
         await client.get("Users", "id-1", attributes=["userName"])
     patch, get = service.scim_requests
@@ -462,7 +462,7 @@ async def test_concurrency_is_bounded_across_all_callers() -> None:
         return scim_json(200, _user(1))
 
     service = MockScim(answer)
-    async with ScimClient(mock_settings(max_concurrency=4), transport=service.transport) as client:
+    async with ScimClient(mock_settings(concurrency=4), transport=service.transport) as client:
         await asyncio.gather(*(client.get("Users", "id-1") for _ in range(40)))
     assert peak == 4
 
@@ -475,7 +475,7 @@ async def test_the_rate_limit_spaces_requests_across_all_callers() -> None:
         return scim_json(200, _user(1))
 
     service = MockScim(answer)
-    settings = mock_settings(rate_limit_per_s=50, max_concurrency=16)
+    settings = mock_settings(rate_limit=50, concurrency=16)
     async with ScimClient(settings, transport=service.transport) as client:
         await asyncio.gather(*(client.get("Users", "id-1") for _ in range(21)))
     assert stamps[-1] - stamps[0] >= 20 / 50 * 0.95

@@ -64,7 +64,7 @@ async def test_users_are_read_exactly_once_each_through_the_page_cap(delinea: An
 async def test_100_concurrent_calls_with_an_expired_token_make_one_token_request(
     delinea: Any,
 ) -> None:
-    async with ScimClient(_settings(delinea, max_concurrency=100)) as client:
+    async with ScimClient(_settings(delinea, concurrency=100)) as client:
         created = await client.create("Users", {"userName": "someone"})
         assert client.auth is not None
         client.auth.expire()
@@ -74,7 +74,7 @@ async def test_100_concurrent_calls_with_an_expired_token_make_one_token_request
 
 async def test_creates_through_faults_and_dropped_connections_end_without_duplicates() -> None:
     with _server(fault_rate=0.15, drop_rate=0.15, seed=3) as server:
-        async with ScimClient(_settings(server, max_concurrency=16, max_attempts=10)) as client:
+        async with ScimClient(_settings(server, concurrency=16, max_attempts=10)) as client:
             results = await asyncio.gather(*(client.create("Users", {"userName": f"user{i:04d}"}) for i in range(200)))
             adoptions = client.stats.adoptions
         stored = server.emulator.store.count("Users")
@@ -124,7 +124,7 @@ def test_the_client_runs_on_uvloop_too(delinea: Any) -> None:
     uvloop = pytest.importorskip("uvloop")
 
     async def provision() -> list[str]:
-        async with ScimClient(_settings(delinea, max_concurrency=8)) as client:
+        async with ScimClient(_settings(delinea, concurrency=8)) as client:
             created = await asyncio.gather(*(client.create("Users", {"userName": f"uv{i}"}) for i in range(40)))
             found = await client.find_one("Users", "userName", "uv7")
         assert found is not None

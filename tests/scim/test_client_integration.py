@@ -64,7 +64,7 @@ async def test_1000_creates_through_30_percent_429_and_503_end_with_1000_users_n
 ) -> None:
     loopback.faults.rate = 0.3
     loopback.faults.retry_after = "1"
-    settings = loopback_settings(loopback, max_concurrency=32, max_attempts=10)
+    settings = loopback_settings(loopback, concurrency=32, max_attempts=10)
     async with ScimClient(settings) as client:
         await _create_users(client, 1000)
         stats = client.stats
@@ -94,7 +94,7 @@ async def test_a_create_whose_answer_times_out_is_adopted_not_duplicated(
 ) -> None:
     loopback.faults.drop_after_apply = 1
     loopback.faults.stall_after_apply_s = 1.0
-    async with ScimClient(loopback_settings(loopback, timeout_s=0.3)) as client:
+    async with ScimClient(loopback_settings(loopback, timeout=0.3)) as client:
         result = await client.create("Users", user_payload("slow.answer"))
     assert result.adopted
     assert result.scim_id == loopback.users()[0]["id"]
@@ -112,7 +112,7 @@ async def test_a_conflicting_create_adopts_the_existing_user(loopback: LoopbackS
 async def test_100_concurrent_calls_with_an_expired_token_make_one_token_request(
     loopback: LoopbackScimServer,
 ) -> None:
-    async with ScimClient(loopback_settings(loopback, max_concurrency=100)) as client:
+    async with ScimClient(loopback_settings(loopback, concurrency=100)) as client:
         created = await client.create("Users", user_payload("someone"))
         assert created.scim_id is not None
         assert loopback.token_requests == 1
@@ -123,7 +123,7 @@ async def test_100_concurrent_calls_with_an_expired_token_make_one_token_request
 
 
 async def test_a_revoked_token_is_replaced_once(loopback: LoopbackScimServer) -> None:
-    async with ScimClient(loopback_settings(loopback, max_concurrency=20)) as client:
+    async with ScimClient(loopback_settings(loopback, concurrency=20)) as client:
         created = await client.create("Users", user_payload("someone"))
         assert created.scim_id is not None
         loopback.revoke_tokens()
@@ -191,7 +191,7 @@ async def test_a_stale_etag_is_refused_with_412(loopback: LoopbackScimServer) ->
 @pytest.mark.slow
 async def test_a_token_that_expires_on_its_own_is_refreshed_once_for_100_callers() -> None:
     with LoopbackScimServer(token_lifetime_s=6.0) as server:
-        async with ScimClient(loopback_settings(server, max_concurrency=100)) as client:
+        async with ScimClient(loopback_settings(server, concurrency=100)) as client:
             created = await client.create("Users", user_payload("someone"))
             assert created.scim_id is not None
             await asyncio.sleep(6.0)  # past the token's lifetime (and its 10 % refresh margin)

@@ -40,7 +40,7 @@ def settings_for(server: HostileServer, **overrides: Any) -> ConnectionSettings:
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
         "max_attempts": 1,
-        "timeout_s": 5.0,
+        "timeout": 5.0,
         **overrides,
     }
     return ConnectionSettings(**values)
@@ -150,7 +150,7 @@ async def test_an_answer_trickled_at_one_byte_a_second_ends_within_the_deadline(
             await trickle(writer, body)
 
     with HostileServer(slowly) as server:
-        async with ScimClient(settings_for(server, timeout_s=2.0)) as client:
+        async with ScimClient(settings_for(server, timeout=2.0)) as client:
             started = time.monotonic()
             with pytest.raises(ScimTransportError, match="within 2 s"):
                 await client.get("Users", "u1")
@@ -163,7 +163,7 @@ async def test_each_attempt_gets_the_deadline_and_the_attempts_stay_bounded() ->
         await trickle(writer, b"HTTP/1.1 200 OK\r\n" * 10)
 
     with HostileServer(silent) as server:
-        async with ScimClient(settings_for(server, timeout_s=1.0, max_attempts=2, max_retry_wait_s=0.1)) as client:
+        async with ScimClient(settings_for(server, timeout=1.0, max_attempts=2, max_retry_wait_s=0.1)) as client:
             started = time.monotonic()
             with pytest.raises(ScimTransportError) as caught:
                 await client.get("Users", "u1")
@@ -215,7 +215,7 @@ from pathlib import Path
 from scim_pipeline.scim import ConnectionSettings, ScimAnswerTooLarge, ScimClient
 
 async def main() -> None:
-    settings = ConnectionSettings(base_url=sys.argv[1], max_attempts=1, timeout_s=60)
+    settings = ConnectionSettings(base_url=sys.argv[1], max_attempts=1, timeout=60)
     async with ScimClient(settings) as client:
         try:
             await client.get("Users", sys.argv[2])

@@ -170,7 +170,7 @@ async def emulated_target(
         base_url="http://127.0.0.1:8999/scim/v2",
         client_id="scim-demo",
         client_secret="demo-secret",
-        **{"max_concurrency": 8, "max_retry_wait_s": 0.05, **settings},
+        **{"concurrency": 8, "max_retry_wait_s": 0.05, **settings},
     )
     async with ScimClient(connection, transport=transport) as client:
         try:

@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
 
     async def main():
         settings = ConnectionSettings(base_url=base_url, token_url=token_url, client_id="scim-demo",
-                                      client_secret="demo-secret", max_concurrency=4)
+                                      client_secret="demo-secret", concurrency=4)
         async with ScimClient(settings, transport=KillAfter()) as client:
             with ProvisioningState.open(state_path) as state:
                 await run_cycle(client, state, roster(), run_id="killed", member_chunk=10)

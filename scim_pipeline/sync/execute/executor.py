@@ -27,6 +27,7 @@ import pandas as pd
 from scim_pipeline.scim.client import ScimClient, ScimResult
 from scim_pipeline.scim.errors import (
     AuthenticationError,
+    CredentialsRefused,
     ScimHTTPError,
     ScimNotFound,
     ScimPipelineError,
@@ -358,7 +359,7 @@ async def execute(
     """Execute a change set: groups, users, memberships, then group deprovisioning.
 
     Returns an :class:`ExecutionReport`; it never raises for a failing identity (``report.failed`` says so).
-    ``concurrency`` defaults to the client's ``max_concurrency``.
+    ``concurrency`` defaults to the client's ``concurrency``.
     """
     started = time.perf_counter()
     stats_before = (client.stats.retries, client.stats.adoptions)
@@ -375,7 +376,7 @@ async def execute(
         group_match_attribute=group_match_attribute,
         total=total,
     )
-    workers = concurrency or int(getattr(client.settings, "max_concurrency", 16))
+    workers = concurrency or int(getattr(client.settings, "concurrency", 16))
     timer = asyncio.create_task(run.recorder.run_timer())
     try:
         groups = change_set.groups
@@ -483,9 +484,13 @@ async def _execute_kind(run: _Run, resource_type: Literal["Users", "Groups"], ro
         run.state.clear_pending_creates(resource_type, [k for k in never_sent if k in pending])
 
 
-def _stop(run: _Run, lost: LeaseLost) -> None:
-    """The writer lease is gone: send nothing more (the change at hand was not sent)."""
-    run.breaker.stop(str(lost))
+_STOPS_THE_CYCLE = (LeaseLost, CredentialsRefused)
+"""Not one identity's failure: the writer lease is gone, or the credentials were refused for good."""
+
+
+def _stop(run: _Run, stop: LeaseLost | CredentialsRefused) -> None:
+    """Send nothing more (the change at hand was not sent, or not answered for its own sake)."""
+    run.breaker.stop(str(stop))
     run.report.not_attempted += 1
 
 
@@ -593,8 +598,8 @@ async def _apply_change(run: _Run, resource_type: Literal["Users", "Groups"], ro
         else:
             run.recorder.batch.upsert_group(key_norm, key=key, scim_id=scim_id, attrs=attrs, attrs_hash=recorded_hash)
         run.audit(resource_type, op, key, _Outcome("ok", result), scim_id)
-    except LeaseLost as lost:
-        _stop(run, lost)
+    except _STOPS_THE_CYCLE as stop:
+        _stop(run, stop)
     except ScimNotFound as error:
         # Deleted on the target behind our back: forget it, so the next cycle re-creates it if still wanted.
         (run.recorder.batch.user_deletes if is_user else run.recorder.batch.group_deletes).append(key_norm)
@@ -704,8 +709,8 @@ async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> N
             outcome = _Outcome("already_done" if result.already_done else "ok", result, calls=calls)
             run.audit("Groups", op, key, outcome, group_id)
             run.report.member_outcomes.append((op, group_key_norm, tuple(members), outcome.outcome))
-        except LeaseLost as lost:
-            _stop(run, lost)
+        except _STOPS_THE_CYCLE as stop:
+            _stop(run, stop)
         except ScimNotFound as error:
             run.recorder.batch.group_deletes.append(group_key_norm)
             run.audit("Groups", op, key, _Outcome("failed", error=error), group_id)
