@@ -15,13 +15,25 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from scim_pipeline.scim.errors import ConfigurationError
+from scim_pipeline.scim.settings import ClientSettings
 
-__all__ = ["ENV_PREFIX", "PipelineSettings", "default_dagster_home", "variable_of"]
+__all__ = [
+    "ENV_PREFIX",
+    "SETTING_GROUPS",
+    "PipelineSettings",
+    "PolicySettings",
+    "ShardSettings",
+    "SourceSettings",
+    "StoreSettings",
+    "default_dagster_home",
+    "settings_table",
+    "variable_of",
+]
 
 ENV_PREFIX = "SCIM_"
 
@@ -51,69 +63,18 @@ class _MappingEnvSource(EnvSettingsSource):
         return {name.lower(): value for name, value in given.items()}
 
 
-class PipelineSettings(BaseSettings):
-    """Every setting of a scim-pipeline target, with the ``SCIM_*`` variable that sets it (see the README)."""
+class SourceSettings(BaseModel):
+    """Where the roster (and Delinea's access file) come from."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_ignore_empty=True,
-        extra="ignore",
-        frozen=True,
-        case_sensitive=False,
-    )
-
-    # The target
-    base_url: str | None = Field(
-        default=None,
-        description="SCIM base URL, e.g. https://<tenant>.delinea.app/scim/v2. Unset means demo mode: the embedded "
-        "emulator and the bundled sample roster.",
-    )
-    token_url: str | None = Field(
-        default=None,
-        description="OAuth token URL; default <origin of base_url>/identity/api/oauth2/token/xpmplatform.",
-    )
-    client_id: str | None = Field(default=None, description="OAuth client id of the dedicated SCIM service user.")
-    client_secret: SecretStr | None = Field(default=None, description="OAuth client secret (never logged).")
-    scope: str = Field(default="xpm.platform", description="OAuth scope.")
-    profile: Literal["delinea", "rfc7644"] = Field(
-        default="delinea", description="Which operations and filters the target accepts."
-    )
-    ca_bundle: str | None = Field(default=None, description="CA bundle (PEM) for TLS verification; default system.")
-    concurrency: int = Field(default=16, ge=1, le=256, description="Concurrent requests towards the target.")
-    rate_limit: float | None = Field(
-        default=None,
-        gt=0,
-        description="Ceiling on requests per second towards the target (default: none; the client paces itself "
-        "on the target's 429 and rate-limit headers).",
-    )
-    timeout: float = Field(default=30.0, gt=0, description="Deadline of one request, seconds.")
-    member_chunk: int = Field(default=100, ge=1, le=10_000, description="Member operations per group PATCH.")
-    adaptive_pacing: bool = Field(
-        default=True,
-        description="Find and hold the target's rate from its 429s and rate-limit headers (under SCIM_RATE_LIMIT).",
-    )
-    retry_budget_s: float = Field(
-        default=300.0,
-        gt=0,
-        description="How long one request keeps retrying 429 answers while the target keeps answering, seconds.",
-    )
-    max_attempts: int = Field(default=6, ge=1, description="Attempts per request on 5xx and transport errors.")
-    max_retry_wait_s: float = Field(default=60.0, ge=0, description="Longest wait before one retry (caps Retry-After).")
-    max_response_bytes: int = Field(
-        default=32 * 1024 * 1024, ge=1024, description="Largest answer accepted, after decompression, bytes."
-    )
-    max_pages: int = Field(default=50_000, ge=1, description="Most pages one listing may take before it is refused.")
-
-    # The roster
     source: Literal["file", "ldap", "entra", "okta", "scim", "sql"] = Field(
         default="file",
         description="Where the roster comes from. file: the SCIM_ROSTER folder; the connectors read their own "
-        "SCIM_<SOURCE>_* variables (docs/sources.md).",
+        "SCIM_<SOURCE>_* settings (docs/sources.md).",
     )
     roster: str | None = Field(
         default=None,
-        description="Roster folder (users, optional groups, memberships as .csv, .parquet or .jsonl); default the "
-        "bundled sample (demo).",
+        description="Roster folder (users, optional groups, memberships as .csv, .parquet or .jsonl). Required with "
+        "a target: the bundled sample roster is used in demo mode only.",
     )
     mapping: str | None = Field(default=None, description="Mapping file (YAML); default the built-in columns.")
     access: str | None = Field(
@@ -122,11 +83,26 @@ class PipelineSettings(BaseSettings):
         "them, and privileged-data placement. Unset = no container sync (demo mode: the bundled sample).",
     )
 
-    # State and partitions
+
+class StoreSettings(BaseModel):
+    """Where the pipeline remembers what it manages, and how long a cycle waits for another writer."""
+
     state_url: str | None = Field(
         default=None,
-        description="Provisioning state store URL (sqlite:///path); default $DAGSTER_HOME/scim_pipeline/state.sqlite.",
+        description="Provisioning state store and audit trail: sqlite:///path or postgresql+psycopg://user@host/db "
+        "(migrated in place on first use). Default $DAGSTER_HOME/scim_pipeline/state.sqlite.",
     )
+    lease_wait: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a cycle waits for another cycle writing to the same target (one writer per target, "
+        "across processes and machines) before it stops with a message naming it.",
+    )
+
+
+class ShardSettings(BaseModel):
+    """How users are partitioned into shards."""
+
     shards: int = Field(default=16, ge=1, le=1024, description="Number of shard partitions users are split into.")
     shards_per_run: int | None = Field(
         default=None,
@@ -135,14 +111,10 @@ class PipelineSettings(BaseSettings):
         "backfill's shards in one run).",
     )
 
-    lease_wait: float = Field(
-        default=300.0,
-        ge=0,
-        description="Seconds a cycle waits for another cycle writing to the same target (one writer per target, "
-        "across processes and machines) before it stops with a message naming it.",
-    )
 
-    # Policy
+class PolicySettings(BaseModel):
+    """How a cycle treats people who leave, and what it refuses to do without a person's say-so."""
+
     deprovision: Literal["disable", "delete"] = Field(
         default="disable",
         description="Users who leave the roster: disable (active=false, Delinea's soft delete) or delete.",
@@ -155,10 +127,44 @@ class PipelineSettings(BaseSettings):
     )
     allow_mass_changes: bool = Field(
         default=False,
-        description="Let one run pass the deletion, empty-roster, shrunken-roster and mass-update guards.",
+        description="Let one run pass the deletion, empty-roster, shrunken-roster, mass-update and removal guards "
+        "(use once, then unset).",
     )
 
-    @field_validator("base_url", "token_url", "client_id", "ca_bundle", "roster", "mapping", "access", "state_url")
+
+SETTING_GROUPS: tuple[type[BaseModel], ...] = (
+    ClientSettings,
+    SourceSettings,
+    StoreSettings,
+    ShardSettings,
+    PolicySettings,
+)
+"""The groups every setting is declared in; the Component, the resources and the environment take them from here."""
+
+
+class PipelineSettings(ClientSettings, SourceSettings, StoreSettings, ShardSettings, PolicySettings, BaseSettings):
+    """Every setting of a scim-pipeline target, with the ``SCIM_*`` variable that sets it (see the README)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    base_url: str | None = Field(
+        default=None,
+        description="SCIM base URL, e.g. https://<tenant>.delinea.app/scim/v2 (no user:password@). Unset means demo "
+        "mode: the embedded emulator and the bundled sample roster.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        description="OAuth client secret of the SCIM service user (never logged; a Component names the variable "
+        "that holds it instead: client_secret_env).",
+    )
+
+    @field_validator("base_url", "roster", "mapping", "access", "state_url")
     @classmethod
     def _strip(cls, value: str | None) -> str | None:
         if value is None:
@@ -166,7 +172,7 @@ class PipelineSettings(BaseSettings):
         stripped = value.strip()
         return stripped or None
 
-    @field_validator("base_url", "token_url")
+    @field_validator("base_url")
     @classmethod
     def _no_credentials_in_urls(cls, value: str | None) -> str | None:
         from urllib.parse import urlsplit
@@ -238,5 +244,27 @@ def _describe(error: ValidationError) -> str:
 
 
 def field_descriptions() -> dict[str, tuple[str, FieldInfo]]:
-    """Each setting's variable and field (for the README's table and the Component's schema)."""
-    return {name: (variable_of(name), info) for name, info in PipelineSettings.model_fields.items()}
+    """Each setting's variable and field, the target first, then each group in order (for the README's table)."""
+    fields = PipelineSettings.model_fields
+    order = ["base_url", "client_secret", *(name for group in SETTING_GROUPS for name in group.model_fields)]
+    return {name: (variable_of(name), fields[name]) for name in order}
+
+
+def _default_text(info: FieldInfo) -> str:
+    default = info.get_default(call_default_factory=True)
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return f"{default:,}" if isinstance(default, int) else f"{default:g}"
+    return str(default) or "empty"
+
+
+def settings_table() -> str:
+    """The README's table of every setting, generated from the model (a test keeps the README equal to it)."""
+    lines = ["| variable | meaning | default |", "| --- | --- | --- |"]
+    for variable, info in field_descriptions().values():
+        description = (info.description or "").replace("|", "\\|")
+        lines.append(f"| `{variable}` | {description} | {_default_text(info)} |")
+    return "\n".join(lines)

@@ -7,31 +7,43 @@ attributes:
   base_url: https://staging.delinea.app/scim/v2
   client_id: scim-sync
   client_secret_env: SCIM_STAGING_SECRET   # the secret itself only ever comes from the environment
-  roster: /data/hr_export
+  roster: hr_export                  # relative paths resolve against this defs.yaml's folder
   shards: 16
+  translation:                       # optional: keys, groups, owners, tags (see ScimTranslator)
+    owners: ["team:identity"]
 ```
 
-Several instances in one project (a staging and a production tenant) get distinct asset keys, jobs, pools, state
-stores and resources. The `workspace.yaml` code location (`scim_pipeline.definitions:defs`) is this Component built
-from the `SCIM_*` environment variables.
+Every setting of the pipeline is an attribute, declared once in :mod:`scim_pipeline.settings` with its bounds and
+description (the same model reads the `SCIM_*` variables). Several instances in one project (a staging and a
+production tenant) get distinct asset keys, jobs, pools, state stores and resources. The `workspace.yaml` code
+location (`scim_pipeline.definitions:defs`) is this Component built from the `SCIM_*` environment variables.
 """
 
-from __future__ import annotations
-
 import re
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import dagster as dg
-from dagster import AssetKey, Definitions, in_process_executor, multiprocess_executor
+from dagster import AssetKey, AssetSpec, Definitions, in_process_executor, multiprocess_executor
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
+from dagster.components.utils.translation import TranslationFnResolver
 from pydantic import Field
 
 from scim_pipeline.assets.cycle import ResourceKeys, build_cycle_assets
 from scim_pipeline.assets.jobs import JobNames, build_jobs, build_schedules
-from scim_pipeline.assets.translator import ScimTranslator
+from scim_pipeline.assets.translator import ScimAssetProps, ScimTranslator
 from scim_pipeline.resources.pipeline import policy_resource, roster_resource, state_resource
 from scim_pipeline.resources.target import target_resource
-from scim_pipeline.settings import PipelineSettings
+from scim_pipeline.scim.errors import ConfigurationError
+from scim_pipeline.scim.settings import ClientSettings
+from scim_pipeline.settings import (
+    PipelineSettings,
+    PolicySettings,
+    ShardSettings,
+    SourceSettings,
+    StoreSettings,
+)
 
 __all__ = ["DEMO_BANNER", "ScimProvisioningComponent"]
 
@@ -41,6 +53,14 @@ DEMO_BANNER = (
     "provision a real target."
 )
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_PATHS = ("roster", "mapping", "access", "ca_bundle", "client_key_file")
+"""Attributes holding a file or folder: relative ones resolve against the defs.yaml's folder."""
+
+TranslationFn = Annotated[
+    Callable[[AssetSpec, ScimAssetProps], AssetSpec],
+    TranslationFnResolver[ScimAssetProps](lambda props: {"props": props}),
+]
+"""The `translation:` block: asset attributes (templated with ``props`` and ``spec``) applied over the defaults."""
 
 
 class ScimProvisioningScaffolder(dg.Scaffolder):
@@ -65,7 +85,16 @@ class ScimProvisioningScaffolder(dg.Scaffolder):
 
 
 @scaffold_with(ScimProvisioningScaffolder)
-class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
+class ScimProvisioningComponent(
+    dg.Component,
+    dg.Model,
+    dg.Resolvable,
+    ClientSettings,
+    SourceSettings,
+    StoreSettings,
+    ShardSettings,
+    PolicySettings,
+):
     """Provision an IdP roster into one SCIM target (Delinea or any RFC 7644 service provider): the roster, change
     set, provisioning and audit assets, the guards as asset checks, the sync / plan / reconcile jobs and their
     schedules. Leave `base_url` empty for demo mode (the embedded emulator and the sample roster)."""
@@ -76,36 +105,20 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
         "share one project. Lowercase letters, digits and underscores.",
     )
     base_url: str | None = Field(default=None, description="SCIM base URL; empty = demo mode.")
-    token_url: str | None = Field(default=None, description="OAuth token URL (default from base_url).")
-    client_id: str | None = Field(default=None, description="OAuth client id.")
     client_secret_env: str = Field(
         default="SCIM_CLIENT_SECRET",
         description="Name of the environment variable holding the client secret (never the secret itself).",
     )
-    scope: str = Field(default="xpm.platform", description="OAuth scope.")
-    profile: Literal["delinea", "rfc7644"] = Field(default="delinea", description="Target profile.")
-    ca_bundle: str | None = Field(default=None, description="CA bundle for TLS verification.")
-    concurrency: int = Field(default=16, description="Concurrent requests towards the target.")
-    rate_limit: float | None = Field(default=None, description="Ceiling on requests per second.")
-    timeout: float = Field(default=30.0, description="Deadline of one request, seconds.")
-    member_chunk: int = Field(default=100, description="Member operations per group PATCH.")
-    adaptive_pacing: bool = Field(default=True, description="Pace on the target's 429s and rate-limit headers.")
-    retry_budget_s: float = Field(default=300.0, description="Seconds one request keeps retrying 429s.")
-    max_attempts: int = Field(default=6, description="Attempts per request on 5xx and transport errors.")
-    max_retry_wait_s: float = Field(default=60.0, description="Longest wait before one retry, seconds.")
-    max_response_bytes: int = Field(default=32 * 1024 * 1024, description="Largest answer accepted, bytes.")
-    max_pages: int = Field(default=50_000, description="Most pages one listing may take.")
-    source: Literal["file", "ldap", "entra", "okta", "scim", "sql"] = Field(
-        default="file",
-        description="Roster source: file (the roster folder) or a connector, configured by its SCIM_<SOURCE>_* "
-        "environment variables in the run's process (docs/sources.md).",
+    source_settings: dict[str, str] = Field(
+        default_factory=dict,
+        description="The connector's settings by name, without the SCIM_<SOURCE>_ prefix (e.g. url, user_base, "
+        "bind_dn for ldap; docs/sources.md). Unset: the process environment's SCIM_<SOURCE>_* variables when the "
+        "location loads.",
     )
-    roster: str | None = Field(default=None, description="Roster folder; empty = the bundled sample.")
-    mapping: str | None = Field(default=None, description="Mapping file (YAML).")
-    access: str | None = Field(
-        default=None,
-        description="Access file (YAML or CSV): containers, rights of groups and users, privileged-data placement "
-        "(docs/access.md); empty = no container sync (demo mode: the bundled sample).",
+    source_secrets_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="The connector's secrets: setting name → name of the environment variable that holds it "
+        "(e.g. bind_password: HR_LDAP_PASSWORD); read in the run's process, never stored.",
     )
     upstream_users: str | None = Field(
         default=None,
@@ -114,15 +127,6 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     upstream_groups: str | None = Field(default=None, description="Asset key of your groups DataFrame asset.")
     upstream_memberships: str | None = Field(default=None, description="Asset key of your memberships asset.")
-    state_url: str | None = Field(default=None, description="State store URL; default under DAGSTER_HOME.")
-    shards: int = Field(default=16, description="Shard partitions of the users.")
-    shards_per_run: int | None = Field(default=None, description="Shards per run of a backfill (default: all).")
-    lease_wait: float = Field(
-        default=300.0, description="Seconds a cycle waits for another writer to this target before it stops."
-    )
-    deprovision: Literal["disable", "delete"] = Field(default="disable", description="disable or delete.")
-    max_deletes: int | None = Field(default=None, description="Deletion threshold per cycle.")
-    allow_mass_changes: bool = Field(default=False, description="Let runs pass the guards (use once, then unset).")
     sync_schedule: str = Field(default="0 * * * *", description="Cron of the sync schedule (stopped by default).")
     reconcile_schedule: str = Field(default="30 3 * * *", description="Cron of the reconciliation schedule.")
     executor: Literal["in_process", "multiprocess"] = Field(
@@ -130,33 +134,42 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
         description="in_process: the sync runs in the run's own process (seconds for a small sync); multiprocess: "
         "one process per step.",
     )
+    translation: TranslationFn | None = Field(
+        default=None,
+        description="Asset attributes applied over the defaults (keys, group_name, owners, tags, description, …); "
+        "template variables: props (name, stage, kind, per_identity, target) and spec.",
+    )
 
     @classmethod
-    def from_settings(cls, settings: PipelineSettings, **extra: Any) -> ScimProvisioningComponent:
+    def from_settings(cls, settings: PipelineSettings, **extra: Any) -> "ScimProvisioningComponent":
         """The Component for settings read from the environment (the `workspace.yaml` code location)."""
         fields = {name: getattr(settings, name) for name in cls.model_fields if hasattr(settings, name)}
         fields.pop("name", None)
         return cls(**fields, **extra)
 
-    def settings(self) -> PipelineSettings:
-        """This instance's settings, validated by the one settings model (the environment is not consulted)."""
+    def settings(self, base: Path | None = None) -> PipelineSettings:
+        """This instance's settings, validated by the one settings model (the environment is not consulted);
+        relative paths resolve against ``base`` (the defs.yaml's folder)."""
         values = {
             name: getattr(self, name) for name in PipelineSettings.model_fields if name in type(self).model_fields
         }
+        if base is not None:
+            for name in _PATHS:
+                if isinstance(values.get(name), str) and not Path(values[name]).expanduser().is_absolute():
+                    values[name] = str(base / values[name])
         return PipelineSettings.from_env({}, **values)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> Definitions:
-        return self.definitions()
+        return self.definitions(base=context.path)
 
-    def definitions(self) -> Definitions:
-        """The assets, checks, jobs, schedules and resources of this target."""
+    def definitions(self, *, base: Path | None = None, env: Mapping[str, str] | None = None) -> Definitions:
+        """The assets, checks, jobs, schedules and resources of this target. ``env``: where a connector's settings
+        are taken from when ``source_settings`` is empty (the process environment by default)."""
         if self.name is not None and not _NAME.match(self.name):
-            from scim_pipeline.scim.errors import ConfigurationError
-
             raise ConfigurationError(
                 f"ScimProvisioningComponent name {self.name!r}: use lowercase letters, digits and underscores"
             )
-        settings = self.settings()
+        settings = self.settings(base)
         keys = ResourceKeys.for_instance(self.name)
         suffix = f"_{self.name}" if self.name else ""
         demo = settings.demo_mode
@@ -165,6 +178,7 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
             shards=settings.shards,
             shards_per_run=settings.shards_per_run,
             translator=ScimTranslator(prefix=[self.name] if self.name else [], label=label),
+            translation=self.translation,
             target_name=self.name or "",
             resource_keys=keys,
             pool=f"scim_target{suffix}",
@@ -179,14 +193,16 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
             },
         )
         names = JobNames.for_instance(self.name)
-        target = target_resource(settings, client_secret_env=self.client_secret_env, demo_name=self.name)
+        connector, connector_secrets = self._connector(settings, env)
         return Definitions(
             assets=cycle.assets,
             jobs=build_jobs(cycle, names, label=label),
             schedules=build_schedules(names, sync_cron=self.sync_schedule, reconcile_cron=self.reconcile_schedule),
             resources={
-                keys.target: target,
-                keys.roster: roster_resource(settings, name=self.name),
+                keys.target: target_resource(settings, client_secret_env=self.client_secret_env, demo_name=self.name),
+                keys.roster: roster_resource(
+                    settings, name=self.name, connector=connector, connector_secrets=connector_secrets
+                ),
                 keys.state: state_resource(settings, name=self.name),
                 keys.policy: policy_resource(settings),
             },
@@ -198,3 +214,17 @@ class ScimProvisioningComponent(dg.Component, dg.Model, dg.Resolvable):
                 **({"demo_mode": DEMO_BANNER} if demo else {}),
             },
         )
+
+    def _connector(
+        self, settings: PipelineSettings, env: Mapping[str, str] | None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The connector's settings this instance carries: its own, or those of the environment it loads in."""
+        if settings.source == "file":
+            return {}, {}
+        if self.source_settings or self.source_secrets_env:
+            return dict(self.source_settings), dict(self.source_secrets_env)
+        import os
+
+        from scim_pipeline.sources.selection import connector_values
+
+        return connector_values(settings.source, os.environ if env is None else env)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources as package_files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from scim_pipeline.resources.home import pipeline_home
 from scim_pipeline.scim import ConfigurationError
+from scim_pipeline.settings import PolicySettings, SourceSettings, StoreSettings
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -33,24 +34,28 @@ def bundled_sample_roster() -> Path:
     return Path(str(package_files.files("scim_pipeline") / "sample_roster"))
 
 
-class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
-    """The IdP roster: a folder of files or an IdP connector (SCIM_SOURCE), and an optional mapping file.
+class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignore[type-arg]
+    """The IdP roster: a folder of files or an IdP connector (``source``), an optional mapping file and the access
+    file; settings from :class:`~scim_pipeline.settings.SourceSettings`.
 
-    A connector's own settings — secrets among them — are read from its SCIM_<SOURCE>_* variables in the process
-    that runs the sync, so they never enter run config or the UI."""
+    A connector's settings travel with the resource (``connector``: its non-secret ``SCIM_<SOURCE>_*`` values by
+    name), so two Component instances read two different directories; its secrets never do — ``connector_secrets``
+    names the environment variable of each, read in the process that runs the sync (as Dagster's ``EnvVar`` is)."""
 
-    source: str = Field(default="file", description="SCIM_SOURCE: file, ldap, entra, okta, scim or sql.")
     name: str | None = Field(default=None, description="The Component instance (keeps connector caches apart).")
-    roster: str | None = Field(default=None, description="Roster folder (SCIM_ROSTER); unset = the bundled sample.")
-    mapping: str | None = Field(default=None, description="Mapping file, YAML (SCIM_MAPPING); unset = defaults.")
-    shards: int = Field(default=16, description="Shard partitions users are split into (SCIM_SHARDS).")
-    access: str | None = Field(
-        default=None, description="Access file, YAML or CSV (SCIM_ACCESS); unset = no container sync."
-    )
+    shards: int = Field(default=16, ge=1, le=1024, description="Shard partitions users are split into.")
     demo: bool = Field(
         default=False,
         description="Demo mode (no SCIM_BASE_URL): the bundled sample roster and access file stand in. Outside demo "
         "mode they are never used.",
+    )
+    connector: dict[str, str] = Field(
+        default_factory=dict,
+        description="The connector's settings by name (e.g. url, user_base for ldap), never a secret.",
+    )
+    connector_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="The connector's secrets: setting name → the environment variable that holds it.",
     )
 
     @property
@@ -110,7 +115,7 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
     ) -> LoadedRoster:
         """Read (from ``upstream`` when the roster is an upstream asset), validate, map and scope the roster."""
         from scim_pipeline.sources import FolderRosterSource
-        from scim_pipeline.sources.selection import source_from_env
+        from scim_pipeline.sources.selection import connector_source
         from scim_pipeline.sync.plan.mapping import build_roster
 
         source: Any
@@ -123,7 +128,9 @@ class RosterSourceResource(ConfigurableResource):  # type: ignore[type-arg]
         else:
             cache = pipeline_home(instance) / "source_cache" / (self.name or "default")
             cache.mkdir(parents=True, exist_ok=True)
-            source = source_from_env({**os.environ, "SCIM_SOURCE": self.source}, cache_dir=cache, watermarks=watermarks)
+            source = connector_source(
+                self.source, self.connector, self.connector_secrets, cache_dir=cache, watermarks=watermarks
+            )
             description = f"{self.source} source"
         raw, report = source.read_with_report()
         sources = {table.name: table.source for table in (raw.users, raw.groups, raw.memberships) if table is not None}
@@ -147,23 +154,13 @@ class _BoundRosterReader:
         return self.resource.load_access(roster)
 
 
-class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
-    """Where the pipeline remembers what it manages and every call it made."""
+class ProvisioningStateResource(ConfigurableResource, StoreSettings):  # type: ignore[type-arg]
+    """Where the pipeline remembers what it manages and every call it made; settings from
+    :class:`~scim_pipeline.settings.StoreSettings`."""
 
-    state_url: str | None = Field(
-        default=None,
-        description="State store (SCIM_STATE_URL); default <DAGSTER_HOME>/scim_pipeline/state.sqlite "
-        "(state_<name>.sqlite for a named Component instance).",
-    )
     name: str | None = Field(default=None, description="The Component instance this state store belongs to.")
     demo: bool = Field(
         default=False, description="Demo mode: the embedded emulator's own state file, never a real target's."
-    )
-    lease_wait: float = Field(
-        default=300.0,
-        ge=0,
-        description="Seconds a cycle waits for another cycle writing to the same target (SCIM_LEASE_WAIT) before it "
-        "stops, naming it.",
     )
 
     def url(self, instance: DagsterInstance | None = None) -> str:
@@ -179,54 +176,42 @@ class ProvisioningStateResource(ConfigurableResource):  # type: ignore[type-arg]
         return ProvisioningState.open(self.url(instance))
 
 
-class SyncPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
-    """How a cycle behaves: deprovisioning, guards, chunking."""
-
-    deprovision: Literal["disable", "delete"] = Field(
-        default="disable", description="SCIM_DEPROVISION: disable (active=false) or delete."
-    )
-    max_deletes: int | None = Field(
-        default=None,
-        description="SCIM_MAX_DELETES: disables + deletes allowed per cycle (default: 20 % of managed).",
-    )
-    max_delete_share: float = Field(default=0.2, description="Share of managed users one cycle may disable/delete.")
-    allow_mass_changes: bool = Field(
-        default=False,
-        description="SCIM_ALLOW_MASS_CHANGES=1 lets the next run pass the guards (use once, then unset).",
-    )
+class SyncPolicyResource(ConfigurableResource, PolicySettings):  # type: ignore[type-arg]
+    """How a cycle behaves (deprovisioning, guards); settings from :class:`~scim_pipeline.settings.PolicySettings`."""
 
     def guard_settings(self, *, allow_mass_changes: bool = False) -> GuardSettings:
         """The guard thresholds of the sync engine; ``allow_mass_changes`` lets one run pass them."""
         from scim_pipeline.sync.plan.guards import GuardSettings
 
         return GuardSettings(
-            max_deletes=self.max_deletes,
-            max_delete_share=self.max_delete_share,
-            allow_mass_changes=self.allow_mass_changes or allow_mass_changes,
+            max_deletes=self.max_deletes, allow_mass_changes=self.allow_mass_changes or allow_mass_changes
         )
 
 
-def roster_resource(settings: PipelineSettings, *, name: str | None = None) -> RosterSourceResource:
+def roster_resource(
+    settings: PipelineSettings,
+    *,
+    name: str | None = None,
+    connector: Mapping[str, str] | None = None,
+    connector_secrets: Mapping[str, str] | None = None,
+) -> RosterSourceResource:
     return RosterSourceResource(
-        source=settings.source,
+        **_fields(settings, SourceSettings),
         name=name,
-        roster=settings.roster,
-        mapping=settings.mapping,
         shards=settings.shards,
-        access=settings.access,
         demo=settings.demo_mode,
+        connector=dict(connector or {}),
+        connector_secrets=dict(connector_secrets or {}),
     )
 
 
 def state_resource(settings: PipelineSettings, *, name: str | None = None) -> ProvisioningStateResource:
-    return ProvisioningStateResource(
-        state_url=settings.state_url, name=name, demo=settings.demo_mode, lease_wait=settings.lease_wait
-    )
+    return ProvisioningStateResource(**_fields(settings, StoreSettings), name=name, demo=settings.demo_mode)
 
 
 def policy_resource(settings: PipelineSettings) -> SyncPolicyResource:
-    return SyncPolicyResource(
-        deprovision=settings.deprovision,
-        max_deletes=settings.max_deletes,
-        allow_mass_changes=settings.allow_mass_changes,
-    )
+    return SyncPolicyResource(**_fields(settings, PolicySettings))
+
+
+def _fields(settings: PipelineSettings, group: type[BaseModel]) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in group.model_fields}

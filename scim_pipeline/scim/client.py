@@ -823,10 +823,10 @@ def _client_authentication(settings: ConnectionSettings, quirks: TargetQuirks) -
         client_id=settings.client_id,
         client_secret=settings.client_secret,
         scope=settings.scope or None,
-        method=settings.token_auth,
+        method=settings.token_auth_method,
         signing_key=signing_key,
         default_method="client_secret_post" if delinea else "client_secret_basic",
-        discover=settings.token_auth is None and not delinea,
+        discover=settings.token_auth_method is None and not delinea,
         quirks=quirks,
     )
 

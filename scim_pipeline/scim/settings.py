@@ -79,13 +79,13 @@ class ClientSettings(BaseModel):
         description="Which operations and filters the target accepts: delinea (the Cloud Connector's published "
         "rules) or rfc7644 (any standard SCIM service provider).",
     )
-    token_auth: TokenAuthMethod | None = Field(
-        default=None,
+    token_auth: Literal["auto", "client_secret_post", "client_secret_basic", "private_key_jwt"] = Field(
+        default="auto",
         description="How the client authenticates to the token endpoint: client_secret_basic (HTTP Basic, "
         "RFC 6749 §2.3.1), client_secret_post (id and secret in the form) or private_key_jwt (a JWT signed with "
         "SCIM_CLIENT_KEY_FILE, RFC 7523). Default: what the authorization server publishes (RFC 8414 metadata), "
         "else client_secret_post for the delinea profile and client_secret_basic for rfc7644; on invalid_client "
-        "the other secret method is tried once and the one that worked is remembered for the target.",
+        "the other secret method is tried once and the one that worked is remembered for the target (auto).",
     )
     client_key_file: str | None = Field(
         default=None,
@@ -161,12 +161,22 @@ class ClientSettings(BaseModel):
             return value.strip() or None
         return value
 
-    @field_validator("rate_limit", "token_auth", mode="before")
+    @field_validator("rate_limit", mode="before")
     @classmethod
     def _blank_is_default(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("token_auth", mode="before")
+    @classmethod
+    def _blank_is_auto(cls, value: object) -> object:
+        return "auto" if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    @property
+    def token_auth_method(self) -> TokenAuthMethod | None:
+        """The method asked for, or None to choose it (``auto``)."""
+        return None if self.token_auth == "auto" else self.token_auth  # noqa: S105 - a method name
 
     @field_validator("profile", "token_auth", "email_form", mode="before")
     @classmethod

@@ -25,12 +25,17 @@ from scim_pipeline.sources._raw import (
 )
 from scim_pipeline.sources.dataframe import DataFrameRosterSource
 from scim_pipeline.sources.folder import FORMATS, FolderRosterSource, read_table_file
-from scim_pipeline.sources.selection import SOURCE_SETTINGS, SourceKind, SourceSettings, build_source, source_from_env
+from scim_pipeline.sources.selection import (
+    SourceKind,
+    build_source,
+    connector_source,
+    connector_values,
+    source_from_env,
+)
 
 __all__ = [
     "FORMATS",
     "OPTIONAL_TABLES",
-    "SOURCE_SETTINGS",
     "TABLES",
     "TEXT",
     "DataFrameRosterSource",
@@ -44,9 +49,10 @@ __all__ = [
     "RosterSource",
     "SourceKind",
     "SourceReport",
-    "SourceSettings",
     "WatermarkStore",
     "build_source",
+    "connector_source",
+    "connector_values",
     "read_table_file",
     "source_from_env",
 ]
