@@ -4,6 +4,7 @@ partitions add up to the run."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,17 @@ from scim_pipeline.sync.cycle import CycleReport, change_detail
 from scim_pipeline.sync.plan.sharding import stable_shard
 
 __all__ = ["ROWS_SHOWN", "CycleView", "rows_table"]
+
+_EMPTY = pd.DataFrame()
+_EMPTY_CALLS = pd.DataFrame(columns=["outcome"])
+
+
+def _split(frame: pd.DataFrame, shards: pd.Series) -> dict[int, pd.DataFrame]:
+    """``frame``'s rows by shard, split once for every partition of the run."""
+    if frame.empty:
+        return {}
+    return {int(str(shard)): part for shard, part in frame.groupby(shards.to_numpy(), sort=False)}
+
 
 ROWS_SHOWN = 100
 """Rows shown per table (per partition for the per-identity assets); the counts always cover every row."""
@@ -139,9 +151,38 @@ class CycleView:
 
     # ---- the roster ------------------------------------------------------------------------------------
 
-    def idp_users(self, shard: int) -> dict[str, Any]:
+    @functools.cached_property
+    def _users_by_shard(self) -> dict[int, pd.DataFrame]:
         users = self._roster.users if self._roster is not None else pd.DataFrame(columns=["shard"])
-        mine = users[users["shard"].eq(shard)]
+        return _split(users, users["shard"])
+
+    @functools.cached_property
+    def _memberships_by_shard(self) -> dict[int, pd.DataFrame]:
+        roster = self._roster
+        if roster is None:
+            return {}
+        memberships = roster.memberships
+        groups = dict(zip(roster.groups["key_norm"].astype(str), roster.groups["key"].astype(str), strict=True))
+        view = pd.DataFrame(
+            {
+                "user": self._user_key(memberships["user_key_norm"].astype(str)).to_numpy(),
+                "group": memberships["group_key_norm"].astype(str).map(lambda g: groups.get(g, g)).to_numpy(),
+            }
+        )
+        return _split(view, self.shard_of(memberships["user_key_norm"].astype(str)))
+
+    @functools.cached_property
+    def _deferred_by_shard(self) -> dict[int, pd.DataFrame]:
+        deferred = self.report.deferred
+        return _split(deferred, self._user_shards_of_keys(deferred["user"].astype(str))) if len(deferred) else {}
+
+    @functools.cached_property
+    def _user_calls_by_shard(self) -> dict[int, pd.DataFrame]:
+        rows = self._audit("Users")
+        return _split(rows, self._user_shards_of_keys(rows["key"].astype(str))) if len(rows) else {}
+
+    def idp_users(self, shard: int) -> dict[str, Any]:
+        mine = self._users_by_shard.get(shard, _EMPTY)
         active = (
             mine["active"].astype("boolean").fillna(True)
             if "active" in mine.columns
@@ -168,19 +209,7 @@ class CycleView:
         }
 
     def idp_memberships(self, shard: int) -> dict[str, Any]:
-        roster = self._roster
-        if roster is None:
-            return {"dagster/row_count": 0}
-        memberships = roster.memberships
-        shards = self.shard_of(memberships["user_key_norm"].astype(str))
-        mine = memberships[shards.to_numpy() == shard]
-        groups = dict(zip(roster.groups["key_norm"].astype(str), roster.groups["key"].astype(str), strict=True))
-        view = pd.DataFrame(
-            {
-                "user": self._user_key(mine["user_key_norm"].astype(str)).to_numpy(),
-                "group": mine["group_key_norm"].astype(str).map(lambda g: groups.get(g, g)).to_numpy(),
-            }
-        )
+        view = self._memberships_by_shard.get(shard, pd.DataFrame(columns=["user", "group"]))
         return {"dagster/row_count": len(view), "memberships": rows_table(view, ["user", "group"]), **_shown(len(view))}
 
     def roster_rejections(self) -> dict[str, Any]:
@@ -287,10 +316,7 @@ class CycleView:
         changes = self._member_changes
         mine = changes[changes["shard"].eq(shard)]
         view = mine.assign(user=self._user_key(mine["user_key_norm"]))
-        deferred = self.report.deferred
-        if len(deferred):
-            deferred_shards = self._user_shards_of_keys(deferred["user"].astype(str))
-            deferred = deferred[deferred_shards.to_numpy() == shard]
+        deferred = self._deferred_by_shard.get(shard, _EMPTY)
         metadata: dict[str, Any] = {
             "dagster/row_count": len(view),
             "member_adds": int(view["op"].eq("add").sum()),
@@ -354,10 +380,7 @@ class CycleView:
         return rows.assign(at=pd.to_datetime(rows["at"], unit="s", utc=True).dt.strftime("%H:%M:%S.%f").str[:-3])
 
     def user_provisioning(self, shard: int) -> dict[str, Any]:
-        rows = self._audit("Users")
-        if len(rows):
-            rows = rows[self._user_shards_of_keys(rows["key"].astype(str)).to_numpy() == shard]
-        return self._calls(rows)
+        return self._calls(self._user_calls_by_shard.get(shard, _EMPTY_CALLS))
 
     def group_provisioning(self) -> dict[str, Any]:
         return self._calls(self._audit("Groups"))

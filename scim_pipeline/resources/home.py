@@ -38,6 +38,8 @@ concurrency:
 """The instance configuration of a home the CLI creates (production settings: deploy/dagster.yaml)."""
 
 _LOCK_NAME = ".scim_pipeline.lock"
+_READY_NAME = ".scim_pipeline.ready"
+"""Written once the home's storages were created and opened by this Dagster version."""
 _LOCK_WAIT_S = 120.0
 
 
@@ -62,6 +64,9 @@ def prepare_dagster_home(path: str | Path) -> Path:
     heads left by an earlier race) raises a one-line ``ConfigurationError`` naming the folder and the fix.
     """
     home = Path(path).expanduser().absolute()
+    ready = home / _READY_NAME
+    if _is_ready(ready):
+        return home  # set up by an earlier run with this Dagster version: opening it again costs about a second
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -69,7 +74,21 @@ def prepare_dagster_home(path: str | Path) -> Path:
     with _exclusive(home / _LOCK_NAME):
         _write_if_absent(home / "dagster.yaml", INSTANCE_YAML)
         _open_storages_once(home)
+        ready.write_text(_dagster_version(), encoding="utf-8")
     return home
+
+
+def _dagster_version() -> str:
+    from importlib.metadata import version
+
+    return version("dagster")
+
+
+def _is_ready(marker: Path) -> bool:
+    try:
+        return marker.read_text(encoding="utf-8") == _dagster_version()
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
