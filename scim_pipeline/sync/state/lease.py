@@ -192,8 +192,9 @@ class WriterLease:
 
     def __post_init__(self) -> None:
         if not self.margin_s:
-            # Stop writing well before anyone else may take over: a third of the ttl, at least 2 s.
-            self.margin_s = max(2.0, self.ttl_s / 3)
+            # Stop writing well before anyone else may take over: a third of the ttl (the heartbeat renews every
+            # third, so a live holder is never near it).
+            self.margin_s = self.ttl_s / 3
 
     @property
     def lost(self) -> bool:
