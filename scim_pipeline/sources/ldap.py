@@ -560,7 +560,7 @@ class LdapRosterSource(SnapshotSource):
 
     def _complete_ranges(self, connection: Connection, entries: list[_Entry], counters: Counters) -> None:
         """Read the rest of every attribute a server sent only part of (`member;range=0-1499`): ask for
-        `member;range=1500-*`, … until a range ends in `*` (after the paged searches: one search at a time)."""
+        `member;range=1500-2999`, … until a range ends in `*` (after the paged searches: one search at a time)."""
         for entry in entries:
             for key in [name for name in entry.values if ";range=" in name]:
                 attribute = key.partition(";")[0]
@@ -570,7 +570,9 @@ class LdapRosterSource(SnapshotSource):
                     high = current.partition("=")[2].partition("-")[2]
                     if high == "*" or not high.isdigit():
                         break
-                    spec = f"{attribute};range={int(high) + 1}-*"
+                    # A bounded range: a DC answers at most MaxValRange values anyway, Samba as many as asked.
+                    low = int(high) + 1
+                    spec = f"{attribute};range={low}-{low + self.settings.range_size - 1}"
                     answer = self._base_entry(connection, f"<GUID={entry.ref}>" if self._ad else entry.dn, [spec],
                                               counters)  # fmt: skip
                     following = _range_key(answer or {}, attribute)

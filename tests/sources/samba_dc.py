@@ -14,7 +14,8 @@ The domain (`CORP.EXAMPLE.TEST`, below `DC=corp,DC=example,DC=test`):
       OU=Sales                the other half
     OU=Groups                 Team 00 … Team 09 (25 direct members each), Engineering All ⊃ Team 00, Team 01,
                               Team 01 ⊃ Team 02 (nested), Big List (35 members: range retrieval), Contractors (the
-                              primary group of the last 10 users, who are no longer in its `member`)
+                              primary group of the last 10 users, who are no longer in its `member`), All Staff
+                              ⊃ Domain Users (a built-in group: everyone whose primary group it is)
     OU=Moved                  empty: where the tests move entries to
     CN=Computers              WS01 (a computer account)
 
@@ -62,7 +63,14 @@ CONTRACTORS = 10
 DISABLED = 2
 MANAGER_SPAN = 20
 #: The groups the seed creates (the built-in groups of the domain come besides them).
-SEEDED_GROUPS = (*(f"Team {t:02d}" for t in range(TEAMS)), "Engineering All", "Big List", "Contractors")
+SEEDED_GROUPS = (
+    *(f"Team {t:02d}" for t in range(TEAMS)),
+    "Engineering All",
+    "Big List",
+    "Contractors",
+    "All Staff",
+)
+DOMAIN_USERS = f"CN=Domain Users,CN=Users,{DOMAIN_DN}"
 _CLONE_NEWNS = 0x00020000
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
@@ -138,6 +146,7 @@ def seed_ldif(users: int) -> str:
     entries.append(_group("Engineering All", [group_dn("Team 00"), group_dn("Team 01")]))
     entries.append(_group("Big List", [user_dn(i, users) for i in range(BIG_LIST_SIZE)]))
     entries.append(_group("Contractors", [user_dn(i, users) for i in contractors(users)]))
+    entries.append(_group("All Staff", [DOMAIN_USERS]))
     entries.append(
         [
             f"dn: CN=WS01,CN=Computers,{DOMAIN_DN}",
