@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, Connection
 from pydantic import SecretStr
 
 from scim_pipeline.scim.errors import ConfigurationError
-from scim_pipeline.sources import RosterError
+from scim_pipeline.sources import RawRoster, RosterError
 from scim_pipeline.sources._incremental import FullReadPolicy, MemoryWatermarkStore
 from scim_pipeline.sources.ldap import LdapRosterSource, LdapSettings
 from scim_pipeline.sync.mapping import build_roster
@@ -167,6 +168,70 @@ def test_without_the_deletion_check_a_deleted_entry_goes_at_the_periodic_full_re
     assert full.mode == "full"
     assert "every 2 reads" in full.reason
     assert "leaver" not in set(roster.users.frame["user_name"])
+
+
+def test_a_deleted_entry_leaves_at_the_next_incremental_read(directory: Directory, tmp_path: Path) -> None:
+    source = LdapRosterSource(settings=settings(directory.url), cache_dir=tmp_path, watermarks=MemoryWatermarkStore())
+    leaver = f"uid=leaver2,{PEOPLE}"
+    with admin(directory) as connection:
+        assert connection.add(leaver, ["inetOrgPerson"], {"uid": "leaver2", "cn": "Leaver", "sn": "L"})
+        assert connection.modify(group_dn(20), {"member": [(MODIFY_ADD, [leaver])]})
+    assert "leaver2" in members_of(source.read().memberships, "g020")
+    with admin(directory) as connection:
+        assert connection.delete(leaver)
+
+    roster, report = source.read_with_report()
+
+    assert report.mode == "incremental"
+    assert "leaver2" not in set(roster.users.frame["user_name"])
+    assert "leaver2" not in members_of(roster.memberships, "g020")
+    # The deletion check lists every entry's entryUUID (one attribute each), not the entries.
+    assert report.entries_listed >= directory.users + directory.groups
+    assert report.entries_fetched < 10
+
+
+def test_moving_a_manager_and_a_nested_group_to_another_ou_changes_nothing(
+    directory: Directory, tmp_path: Path
+) -> None:
+    moved = f"ou=moved,{SUFFIX}"
+    with admin(directory) as connection:
+        connection.add(moved, ["organizationalUnit"], {"ou": "moved"})  # already there when run twice
+    source = LdapRosterSource(
+        settings=settings(directory.url, user_base=SUFFIX, group_base=SUFFIX),
+        cache_dir=tmp_path,
+        watermarks=MemoryWatermarkStore(),
+    )
+    before = source.read()
+    with admin(directory) as connection:
+        assert connection.modify_dn(user_dn(300), "uid=u00300", new_superior=moved)  # manages u00301 … u00399
+        assert connection.modify_dn(group_dn(5), "cn=g005", new_superior=moved)  # g004 ⊃ g005 ⊃ g006
+    try:
+        after, report = source.read_with_report()
+        fresh = LdapRosterSource(settings=source.settings).read()
+    finally:
+        with admin(directory) as connection:  # the other tests read ou=people and ou=groups
+            assert connection.modify_dn(f"uid=u00300,{moved}", "uid=u00300", new_superior=PEOPLE)
+            assert connection.modify_dn(f"cn=g005,{moved}", "cn=g005", new_superior=GROUPS)
+
+    assert report.mode == "incremental"
+    assert pairs(after) == pairs(before)
+    assert managers(after) == managers(before)
+    assert managers(after)["u00342"] == "u00300"
+    assert pairs(fresh) == pairs(before)  # as a full read sees it
+
+
+def pairs(roster: RawRoster) -> set[tuple[str, str]]:
+    assert roster.memberships is not None
+    frame = roster.memberships.frame
+    return set(zip(frame["group_name"], frame["user_name"], strict=True))
+
+
+def managers(roster: RawRoster) -> dict[str, str | None]:
+    frame = roster.users.frame
+    return {
+        name: None if pd.isna(manager) else str(manager)
+        for name, manager in zip(frame["user_name"], frame["manager"], strict=True)
+    }
 
 
 def test_a_lost_cache_makes_the_next_read_full(directory: Directory, tmp_path: Path) -> None:
