@@ -45,9 +45,8 @@ def test_each_exclusion_has_its_setting() -> None:
     everything_out = user_filter_exclusions(builtin=False, computers=False, service_accounts=False)
     assert everything_out == "(!(isCriticalSystemObject=TRUE))(!(objectClass=computer))"
     assert user_filter_exclusions(builtin=True, computers=True, service_accounts=True) == ""
+    managed = "(objectClass=msDS-ManagedServiceAccount)(objectClass=msDS-GroupManagedServiceAccount)"
     computers_only = user_filter_exclusions(builtin=True, computers=True, service_accounts=False)
-    assert (
-        computers_only == "(!(|(objectClass=msDS-ManagedServiceAccount)(objectClass=msDS-GroupManagedServiceAccount)))"
-    )
+    assert computers_only == f"(!(|{managed}))"
     service_only = user_filter_exclusions(builtin=True, computers=False, service_accounts=True)
     assert service_only == f"(|(!(objectClass=computer))(|{managed}))"
