@@ -17,9 +17,6 @@ from typing import Final
 
 __all__ = [
     "BUILTIN_RID_LIMIT",
-    "DELETED_OBJECTS_FILTER",
-    "EXTENDED_DN_CONTROL",
-    "SHOW_DELETED_CONTROL",
     "domain_sid_of",
     "is_builtin_sid",
     "parse_extended_dn",
@@ -27,12 +24,9 @@ __all__ = [
     "user_filter_exclusions",
 ]
 
-EXTENDED_DN_CONTROL: Final = "1.2.840.113556.1.4.529"
-SHOW_DELETED_CONTROL: Final = "1.2.840.113556.1.4.417"
 #: Relative ids below this are the domain's well-known accounts and groups.
 BUILTIN_RID_LIMIT: Final = 1000
 _BUILTIN_DOMAIN: Final = "S-1-5-32-"  # the SIDs of the groups in CN=Builtin
-DELETED_OBJECTS_FILTER: Final = "(isDeleted=TRUE)"
 _EXTENDED: Final = re.compile(r"^<GUID=([0-9A-Fa-f-]+)>;(?:<SID=([^>]*)>;)?(.*)$", re.DOTALL)
 _MANAGED_SERVICE_ACCOUNTS: Final = ("msDS-ManagedServiceAccount", "msDS-GroupManagedServiceAccount")
 
