@@ -376,10 +376,9 @@ def test_a_sync_from_ldap_into_the_emulator_converges(tls_directory: Directory, 
         first = sync()
         assert first.returncode == 0, first.stdout + first.stderr
         assert ADMIN_PASSWORD not in first.stdout + first.stderr
-        sync()  # managers, once their users exist
         server.emulator.clear_requests()
-        third = sync()
-        assert third.returncode == 0, third.stdout + third.stderr
+        second = sync()  # managers are set in the first cycle too (manager waves): nothing left to write
+        assert second.returncode == 0, second.stdout + second.stderr
         assert [r for r in server.emulator.requests if r.method in ("POST", "PUT", "PATCH", "DELETE")] == []
         assert server.emulator.store.count("Users") == tls_directory.users
         assert server.emulator.store.count("Groups") == tls_directory.groups
