@@ -67,12 +67,12 @@ def main() -> None:
             figures["load"].append(base)
             figures[command].append(took)
             ratios[command].append(took / base)
-    print(f"checkout: {venv.parent}   rounds: {args.rounds}   (median, min–max; seconds of wall time)")
+    print(f"checkout: {venv.parent}   rounds: {args.rounds}   (median, min-max; seconds of wall time)")
     for name, values in figures.items():
-        print(f"  {name:<6} {statistics.median(values):6.2f}  ({min(values):.2f}–{max(values):.2f})")
+        print(f"  {name:<6} {statistics.median(values):6.2f}  ({min(values):.2f}-{max(values):.2f})")
     for name, values in ratios.items():
         print(
-            f"  {name} / load  {statistics.median(values):5.2f}×  ({min(values):.2f}–{max(values):.2f}), pair by pair"
+            f"  {name} / load  {statistics.median(values):5.2f}x  ({min(values):.2f}-{max(values):.2f}), pair by pair"
         )
     for job, count, by_type in events_of_last_runs(python, env, 2):
         top = Counter(by_type).most_common(4)

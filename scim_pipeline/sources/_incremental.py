@@ -1,10 +1,11 @@
 """What the connector sources (LDAP, Entra ID, Okta, SCIM, SQL) share: the report, the watermark protocol, the
 snapshot cache, the full-or-incremental decision and the turn from a directory snapshot into a `RawRoster`.
 
-A connector reads its IdP into a `Snapshot`: users and groups keyed by the IdP's own reference (a DN, an object id)
-and the direct membership edges between them (a member may be a group: nested groups are flattened here, loops
-tolerated). An incremental read fetches only what changed since the watermark and merges it into the last snapshot,
-kept as Parquet files in the cache folder, so the roster handed to the engine is always complete.
+A connector reads its IdP into a `Snapshot`: users and groups keyed by the IdP's own reference (an object id that
+survives renames and moves) and the direct membership edges between them (a member may be a group: nested groups
+are flattened here, loops tolerated). An incremental read fetches only what changed since the watermark and merges
+it into the last snapshot, kept as Parquet files in the cache folder, so the roster handed to the engine is always
+complete.
 """
 
 from __future__ import annotations
@@ -56,14 +57,24 @@ USER_COLUMNS: Final = (
 )
 GROUP_COLUMNS: Final = ("group_name", "external_id")
 
-#: Snapshot columns besides the roster's: the IdP's reference of each entry (a DN, an object id), which names it in
-#: messages and survives into the roster tables as an extra column, and the manager's reference, resolved at the end.
+#: Snapshot columns besides the roster's: the IdP's reference of each entry (an object id that a rename or a move
+#: does not change: entryUUID, objectGUID, Graph and Okta ids), which names it in messages and survives into the
+#: roster tables as an extra column, and the manager's reference, resolved at the end.
 REF: Final = "source_ref"
 MANAGER_REF: Final = "manager_ref"
-_SNAPSHOT_USER_COLUMNS: Final = (REF, *USER_COLUMNS[:-1], MANAGER_REF)
-_SNAPSHOT_GROUP_COLUMNS: Final = (REF, *GROUP_COLUMNS)
+#: The entry's current name where the IdP also refers to entries by name (an LDAP DN): how a reference by name is
+#: turned into a `source_ref` when the entry named was not read again.
+NAME: Final = "source_name"
+#: A group the user belongs to through an attribute of the user rather than the group's member list (AD's primary
+#: group, `primaryGroupID`): a membership edge kept with the user, replaced whenever the user is.
+PRIMARY_GROUP_REF: Final = "primary_group_ref"
+#: `"true"` for a group read only for what it contributes — nested members, primary-group members — but not handed
+#: on as a roster group (AD's built-in groups unless they are asked for).
+HIDDEN: Final = "hidden"
+_SNAPSHOT_USER_COLUMNS: Final = (REF, *USER_COLUMNS[:-1], MANAGER_REF, NAME, PRIMARY_GROUP_REF)
+_SNAPSHOT_GROUP_COLUMNS: Final = (REF, *GROUP_COLUMNS, NAME, HIDDEN)
 _EDGE_COLUMNS: Final = ("group_ref", "member_ref")
-_SNAPSHOT_FORMAT: Final = 1
+_SNAPSHOT_FORMAT: Final = 2  # 2: source_name, primary_group_ref, hidden; LDAP references by entryUUID / objectGUID
 
 
 class StaleWatermarkError(Exception):
@@ -102,6 +113,7 @@ class SourceReport:
         mode: `full` or `incremental`; `reason` says why a full read was made.
         rows: rows handed on per table (the complete roster, also after an incremental read).
         entries_fetched: entries or objects the server returned in this read (what an incremental read saves).
+        entries_listed: entries listed by identity only, to find deletions (LDAP's deletion check).
         requests: requests sent (searches, pages, HTTP calls including retries); `pages` pages of results among them.
         throttled: answers that asked us to wait (429, an exhausted rate limit) and `waited_s` the time spent waiting.
     """
@@ -119,6 +131,7 @@ class SourceReport:
     wall_time_s: float
     throttled: int = 0
     waited_s: float = 0.0
+    entries_listed: int = 0
 
     def as_metadata(self) -> dict[str, Any]:
         """Plain values for Dagster metadata (`MetadataValue`s are built by the asset layer)."""
@@ -129,6 +142,7 @@ class SourceReport:
             "read_reason": self.reason,
             **{f"{table}_read": count for table, count in self.rows.items()},
             "entries_fetched": self.entries_fetched,
+            "entries_listed": self.entries_listed,
             "requests": self.requests,
             "pages": self.pages,
             "throttled": self.throttled,
@@ -151,12 +165,15 @@ class ReportingSource(Protocol):
 
 
 class FullReadPolicy(BaseModel):
-    """When an incremental source reads everything again: deletions are only seen by a full read."""
+    """When an incremental source reads everything again (what an incremental read cannot see is repaired then)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     every_cycles: int = Field(
-        24, ge=1, description="Read everything again after this many reads (1 = always full; deletions are found then)."
+        24,
+        ge=1,
+        description="Read everything again after this many reads (1 = always full; deletions an incremental read "
+        "does not report are found then).",
     )
     max_age_hours: float = Field(
         24.0, gt=0, description="Read everything again when the last full read is older than this many hours."
@@ -168,6 +185,7 @@ class Counters:
     """Counted while reading; becomes part of the `SourceReport`."""
 
     entries: int = 0
+    listed: int = 0
     requests: int = 0
     pages: int = 0
     throttled: int = 0
@@ -182,7 +200,8 @@ def _text(values: Iterable[Any], columns: Iterable[str]) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Snapshot:
     """A directory as read: users and groups keyed by `source_ref`, and direct membership edges (`group_ref` →
-    `member_ref`, where a member may be a user or a group). Built with `Snapshot.build` from dicts."""
+    `member_ref`, where a member may be a user or a group; a user's `primary_group_ref` is one more edge). Built with
+    `Snapshot.build` from dicts."""
 
     users: pd.DataFrame
     groups: pd.DataFrame
@@ -194,7 +213,8 @@ class Snapshot:
         groups: Iterable[Mapping[str, str | None]] = (),
         edges: Iterable[tuple[str, str]] = (),
     ) -> Snapshot:
-        """From records holding `source_ref`, the roster columns and (users) `manager_ref`; missing keys are empty."""
+        """From records holding `source_ref`, the roster columns, (users) `manager_ref` and `primary_group_ref`,
+        (groups) `hidden`, and optionally `source_name`; missing keys are empty."""
         return Snapshot(
             users=_text(users, _SNAPSHOT_USER_COLUMNS),
             groups=_text(groups, _SNAPSHOT_GROUP_COLUMNS),
@@ -258,13 +278,16 @@ def _replace_rows(cached: pd.DataFrame, changed: pd.DataFrame, removed: set[str]
     return merged.drop_duplicates(subset=REF, keep="last", ignore_index=True)
 
 
-def _flatten(edges: pd.DataFrame, group_refs: set[str], user_refs: set[str]) -> list[tuple[str, str]]:
-    """Every (group, user) pair with the user a member directly or through nested groups; a loop ends the walk."""
+def _flatten(
+    edges: Iterable[tuple[str, str]], group_refs: set[str], user_refs: set[str], roster_groups: set[str]
+) -> list[tuple[str, str]]:
+    """Every (group, user) pair of the `roster_groups` with the user a member directly or through nested groups
+    (any of `group_refs`, hidden ones included); a loop ends the walk."""
     children: dict[str, list[str]] = {}
-    for group, member in zip(edges["group_ref"], edges["member_ref"], strict=True):
+    for group, member in edges:
         children.setdefault(group, []).append(member)
     pairs: list[tuple[str, str]] = []
-    for group in sorted(group_refs):
+    for group in sorted(roster_groups):
         seen_groups = {group}
         found: set[str] = set()
         stack = [group]
@@ -281,16 +304,23 @@ def _flatten(edges: pd.DataFrame, group_refs: set[str], user_refs: set[str]) -> 
 
 def roster_from_snapshot(snapshot: Snapshot, label: str) -> RawRoster:
     """The snapshot as the roster every source produces: default columns, managers as user names, memberships
-    flattened through nested groups. Rows are numbered from 1 in `source_ref` order; `source_ref` stays a column so
-    a rejected row can be traced to its entry (a DN, an object id)."""
+    flattened through nested groups (hidden groups pass their members on but are not roster groups). Rows are
+    numbered from 1 in `source_ref` order; `source_ref` stays a column so a rejected row can be traced to its entry
+    (an object id)."""
     users = snapshot.users.sort_values(REF, ignore_index=True)
     names_by_ref = dict(zip(users[REF], users["user_name"], strict=True))
     manager = users[MANAGER_REF].map(names_by_ref).astype(TEXT)  # a manager outside the roster: no value
+    primary = users.loc[users[PRIMARY_GROUP_REF].fillna("") != "", [PRIMARY_GROUP_REF, REF]]
+    edges = [
+        *zip(snapshot.edges["group_ref"], snapshot.edges["member_ref"], strict=True),
+        *zip(primary[PRIMARY_GROUP_REF], primary[REF], strict=True),
+    ]
     users = users.drop(columns=[MANAGER_REF]).assign(manager=manager)
     users = users[[*USER_COLUMNS, REF]]
-    groups = snapshot.groups.sort_values(REF, ignore_index=True)
+    every_group = snapshot.groups.sort_values(REF, ignore_index=True)
+    groups = every_group[every_group[HIDDEN].fillna("") != "true"].reset_index(drop=True)
     group_names = dict(zip(groups[REF], groups["group_name"], strict=True))
-    pairs = _flatten(snapshot.edges, set(groups[REF]), set(users[REF]))
+    pairs = _flatten(edges, set(every_group[REF]), set(users[REF]), set(groups[REF]))
     memberships = _text(
         ((group_names[group], names_by_ref[user], group, user) for group, user in pairs),
         ("group_name", "user_name", "group_ref", "user_ref"),
@@ -379,8 +409,9 @@ class SnapshotSource:
     """The read cycle of a connector: full or incremental, cache and watermark, report.
 
     Subclasses implement `_read_full(counters) -> (Snapshot, watermark | None)` and, when they can read
-    incrementally, `_read_changes(watermark, counters) -> (Delta, watermark)`. Without a watermark store or a
-    cache folder every read is full.
+    incrementally, `_read_changes(watermark, counters) -> (Delta, watermark)` — or `_read_changes_from(watermark,
+    counters, cached)` when the changes only make sense against the cached snapshot (references by name, deletions
+    found by comparing a listing with it). Without a watermark store or a cache folder every read is full.
     """
 
     kind: ClassVar[str] = "source"
@@ -410,9 +441,16 @@ class SnapshotSource:
     def _read_changes(self, watermark: str, counters: Counters) -> tuple[Delta, str]:
         raise NotImplementedError
 
+    def _read_changes_from(self, watermark: str, counters: Counters, cached: Snapshot) -> tuple[Delta, str]:
+        return self._read_changes(watermark, counters)
+
     @property
     def incremental(self) -> bool:
-        return type(self)._read_changes is not SnapshotSource._read_changes
+        cls = type(self)
+        return (
+            cls._read_changes is not SnapshotSource._read_changes
+            or cls._read_changes_from is not SnapshotSource._read_changes_from
+        )
 
     def read(self) -> RawRoster:
         """Read the complete roster (incrementally when possible). Raises `RosterError`."""
@@ -428,7 +466,7 @@ class SnapshotSource:
         changes: tuple[Delta, str] | None = None
         if cursor is not None and cached is not None:
             try:
-                changes = self._read_changes(cursor.watermark, counters)
+                changes = self._read_changes_from(cursor.watermark, counters, cached)
             except StaleWatermarkError as stale:
                 full_reason = f"the watermark is no longer accepted ({stale})"
         if changes is not None and cursor is not None and cached is not None:
@@ -459,6 +497,7 @@ class SnapshotSource:
                 "memberships": len(roster.memberships.frame) if roster.memberships is not None else 0,
             },
             entries_fetched=counters.entries,
+            entries_listed=counters.listed,
             requests=counters.requests,
             pages=counters.pages,
             watermark_before=cursor.watermark if cursor is not None else None,

@@ -1,7 +1,9 @@
-"""A real OpenLDAP server (Debian's `slapd`) for the LDAP source tests, started by the tests themselves.
+"""A real OpenLDAP server (Debian's `slapd`) and a real Active Directory DC (Samba's, `samba_dc.py`) for the LDAP
+source tests, started by the tests themselves.
 
 Each directory is its own slapd process on a free loopback port, configured with a `slapd.conf` (mdb backend, the
-core/cosine/inetorgperson/nis schemas, the memberof overlay) and seeded offline with `slapadd` from one LDIF, which
+core/cosine/inetorgperson/nis schemas, the memberof overlay, the refint overlay keeping `member` and `manager` in
+step with renames and deletions, as directories usually do) and seeded offline with `slapadd` from one LDIF, which
 takes well under a second for 5,000 users. The fixtures are session-scoped: the suite starts each server once.
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.self_signed import self_signed_certificate
+from tests.sources.samba_dc import DC_NAME, DomainController, name_on_loopback, running_samba_dc
 
 SLAPD = shutil.which("slapd") or ("/usr/sbin/slapd" if Path("/usr/sbin/slapd").exists() else None)
 SLAPADD = shutil.which("slapadd") or ("/usr/sbin/slapadd" if Path("/usr/sbin/slapadd").exists() else None)
@@ -106,6 +109,7 @@ def _config(folder: Path, tls: tuple[Path, Path] | None) -> Path:
         f"""{includes}modulepath {MODULES}
 moduleload back_mdb
 moduleload memberof
+moduleload refint
 pidfile {folder / "slapd.pid"}
 sizelimit unlimited
 {tls_lines}database mdb
@@ -117,6 +121,8 @@ maxsize 1073741824
 index objectClass eq
 index uid eq
 overlay memberof
+overlay refint
+refint_attributes member uniqueMember manager
 """
     )
     return config
@@ -181,3 +187,16 @@ def tls_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Director
     """A small directory served over StartTLS and LDAPS with a self-signed certificate for 127.0.0.1."""
     with running_slapd(tmp_path_factory.mktemp("slapd-tls"), users=20, groups=2, tls=True) as server:
         yield server
+
+
+#: Users in the Samba DC's domain (besides its built-in accounts).
+AD_USERS = 300
+
+
+@pytest.fixture(scope="session")
+def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DomainController]:
+    """A Samba AD DC with 300 users in OUs, teams, nested groups, a primary group and a computer (samba_dc.py),
+    reached over LDAPS by its own name (mapped to 127.0.0.1 in this process's mount namespace)."""
+    folder = tmp_path_factory.mktemp("samba-dc")
+    with name_on_loopback(DC_NAME, folder), running_samba_dc(folder, users=AD_USERS) as controller:
+        yield controller

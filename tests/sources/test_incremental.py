@@ -46,6 +46,39 @@ def test_a_manager_reference_becomes_the_managers_user_name() -> None:
     assert users["manager"].isna().tolist() == [True, False, True]  # ann has none; cid's is outside the roster
 
 
+def test_a_primary_group_is_a_membership_kept_with_the_user() -> None:
+    snapshot = Snapshot.build(
+        [user("u1", "ann", primary_group_ref="g1"), user("u2", "bob")],
+        [{"source_ref": "g1", "group_name": "Staff"}, {"source_ref": "g2", "group_name": "All"}],
+        [("g2", "g1"), ("g2", "u2")],
+    )
+
+    memberships = roster_from_snapshot(snapshot, "test").memberships
+    assert memberships is not None
+
+    pairs = set(zip(memberships.frame["group_name"], memberships.frame["user_name"], strict=True))
+    assert pairs == {("Staff", "ann"), ("All", "ann"), ("All", "bob")}
+
+
+def test_a_hidden_group_is_no_roster_group_but_passes_its_members_on() -> None:
+    snapshot = Snapshot.build(
+        [user("u1", "ann", primary_group_ref="builtin"), user("u2", "bob")],
+        [
+            {"source_ref": "builtin", "group_name": "Domain Users", "hidden": "true"},
+            {"source_ref": "g1", "group_name": "All Staff"},
+        ],
+        [("g1", "builtin"), ("builtin", "u2")],
+    )
+
+    roster = roster_from_snapshot(snapshot, "test")
+
+    assert roster.groups is not None
+    assert list(roster.groups.frame["group_name"]) == ["All Staff"]
+    assert roster.memberships is not None
+    assert set(roster.memberships.frame["group_name"]) == {"All Staff"}
+    assert set(roster.memberships.frame["user_name"]) == {"ann", "bob"}
+
+
 def test_a_renamed_entry_replaces_its_old_row_by_external_id() -> None:
     cached = Snapshot.build([user("uid=ann,ou=a", "ann"), user("uid=bob,ou=a", "bob")])
     renamed = {**user("uid=ann,ou=b", "ann"), "external_id": "id-uid=ann,ou=a"}
@@ -145,3 +178,43 @@ def test_a_watermark_the_idp_no_longer_accepts_makes_the_read_full(tmp_path: Pat
     assert report.mode == "full"
     assert report.reason == "the watermark is no longer accepted (expired)"
     assert len(roster.users.frame) == 2
+
+
+@dataclass(kw_only=True)
+class ListingSource(SnapshotSource):
+    """A connector whose changes are found against the cached snapshot (as LDAP's deletion check is)."""
+
+    kind: ClassVar[str] = "listing"
+    present: set[str] = field(default_factory=lambda: {"u1", "u2"})
+
+    @property
+    def server(self) -> str:
+        return "listing://test"
+
+    def _read_full(self, counters: Counters) -> tuple[Snapshot, str | None]:
+        return Snapshot.build([user(ref, ref) for ref in sorted(self.present)]), "w"
+
+    def _read_changes_from(self, watermark: str, counters: Counters, cached: Snapshot) -> tuple[Delta, str]:
+        return Delta(removed_refs=set(cached.users["source_ref"]) - self.present), "w"
+
+
+def test_changes_read_against_the_cache_remove_what_is_gone(tmp_path: Path) -> None:
+    source = ListingSource(cache_dir=tmp_path, watermarks=MemoryWatermarkStore())
+    source.read()
+    source.present = {"u1"}
+
+    roster, report = source.read_with_report()
+
+    assert report.mode == "incremental"
+    assert list(roster.users.frame["user_name"]) == ["u1"]
+
+
+def test_a_cache_of_an_older_format_makes_the_read_full(tmp_path: Path) -> None:
+    source = ListingSource(cache_dir=tmp_path, watermarks=MemoryWatermarkStore())
+    source.read()
+    for meta in tmp_path.rglob("snapshot.json"):
+        meta.write_text(meta.read_text().replace('"format": 2', '"format": 1'))
+
+    _, report = source.read_with_report()
+
+    assert report.mode == "full"  # format 1 keyed LDAP entries by DN: never merged into

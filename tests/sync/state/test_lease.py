@@ -63,7 +63,11 @@ def test_a_second_writer_says_whom_it_waits_for_at_once_and_stops_naming_the_hol
     assert "run A (pid 1 on host elsewhere)" in told and "since 20" in told and "SCIM_LEASE_WAIT" in told
     error = raised.value
     assert isinstance(error, ScimPipelineError)
-    assert (error.target, error.holder, error.since) == ("default", "run A (pid 1 on host elsewhere)", first.acquired_at)
+    assert (error.target, error.holder, error.since) == (
+        "default",
+        "run A (pid 1 on host elsewhere)",
+        first.acquired_at,
+    )
     assert "stopped waiting after" in str(error) and "SCIM_LEASE_WAIT" in str(error)
 
 
