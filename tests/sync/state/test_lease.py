@@ -60,7 +60,9 @@ def test_a_second_writer_says_whom_it_waits_for_at_once_and_stops_naming_the_hol
     assert waits, "the wait was silent"
     assert waits[0].waited_s < 1, "told at once whom it waits for"
     told = waits[0].describe()
-    assert "run A (pid 1 on host elsewhere)" in told and "since 20" in told and "SCIM_LEASE_WAIT" in told
+    assert "run A (pid 1 on host elsewhere)" in told
+    assert "since 20" in told
+    assert "SCIM_LEASE_WAIT" in told
     error = raised.value
     assert isinstance(error, ScimPipelineError)
     assert (error.target, error.holder, error.since) == (
@@ -68,7 +70,8 @@ def test_a_second_writer_says_whom_it_waits_for_at_once_and_stops_naming_the_hol
         "run A (pid 1 on host elsewhere)",
         first.acquired_at,
     )
-    assert "stopped waiting after" in str(error) and "SCIM_LEASE_WAIT" in str(error)
+    assert "stopped waiting after" in str(error)
+    assert "SCIM_LEASE_WAIT" in str(error)
 
 
 def test_leases_of_different_targets_do_not_wait_for_each_other(state: ProvisioningState) -> None:
@@ -274,10 +277,12 @@ def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(
         assert Path(f"/proc/{killed.pid}").exists(), "the killed holder should still be a zombie here"
     started = time.monotonic()
     try:
-        with ProvisioningState.open(state_url) as store:
-            with store.writer_lease("default", holder("B"), wait_s=30) as lease:
-                assert lease.took_over_from == f"run A (pid {killed.pid} on host {socket.gethostname()})"
-                assert time.monotonic() - started < 5, "waited out the ttl of a dead holder"
+        with (
+            ProvisioningState.open(state_url) as store,
+            store.writer_lease("default", holder("B"), wait_s=30) as lease,
+        ):
+            assert lease.took_over_from == f"run A (pid {killed.pid} on host {socket.gethostname()})"
+            assert time.monotonic() - started < 5, "waited out the ttl of a dead holder"
     finally:
         killed.communicate(timeout=30)
 
