@@ -14,6 +14,11 @@ identity (partitioned by shard), what it is computed from, and the guards checke
 
 Keys, groups, kinds, descriptions, owners and tags are decided from these entries by the
 :class:`~scim_pipeline.assets.translator.ScimTranslator`.
+
+An asset that is not per identity never depends on one that is: Dagster cannot run an unpartitioned asset of a
+partitioned step without a partition when one of its inputs is partitioned (it asks the run for a partition range
+it does not have), so the Launchpad, `dagster job execute` and "Materialize" on such an asset would fail. Those
+edges are therefore left out (the audit holds the users' and memberships' calls all the same).
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "access",
         "The access file as validated: containers, the rights of each principal on them, privileged-data placement, "
         "and its rejected rows.",
-        ("access_file", "idp_users", "idp_groups"),
+        ("access_file", "idp_groups"),
     ),
     AssetEntry(
         "user_changes",
@@ -120,7 +125,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "memberships",
         "Per shard: members added to and removed from groups, and memberships deferred with why — planned again "
         "once the users and groups created in this run have ids. Guarded.",
-        ("idp_memberships", "user_changes", "group_changes"),
+        ("idp_memberships", "group_changes"),
         per_identity=True,
     ),
     AssetEntry(
@@ -137,7 +142,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "permissions",
         "Container permissions to add and delete (never edited in place: other rights are a delete and an add), "
         "planned from one filtered read per container. Guarded.",
-        ("desired_access", "container_changes", "user_changes", "group_changes"),
+        ("desired_access", "container_changes", "group_changes"),
     ),
     AssetEntry(
         "privileged_data_changes",
@@ -158,7 +163,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "provisioning",
         "users",
         "Per shard: the user changes as the individual SCIM calls made (managers first) and their outcomes.",
-        ("user_changes", "group_provisioning"),
+        ("user_changes",),
         per_identity=True,
     ),
     AssetEntry(
@@ -166,7 +171,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "provisioning",
         "memberships",
         "Per shard: each member change of the shard's users and its outcome (group PATCH calls, chunked).",
-        ("membership_changes", "user_provisioning", "group_provisioning"),
+        ("membership_changes", "group_provisioning"),
         per_identity=True,
     ),
     AssetEntry(
@@ -181,7 +186,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "provisioning",
         "permissions",
         "The permission deletes and adds as SCIM calls and their outcomes.",
-        ("permission_changes", "container_provisioning", "user_provisioning", "group_provisioning"),
+        ("permission_changes", "container_provisioning", "group_provisioning"),
     ),
     AssetEntry(
         "privileged_data_provisioning",
@@ -194,12 +199,11 @@ ASSETS: tuple[AssetEntry, ...] = (
         "provisioning_audit",
         "audit",
         "roster",
-        "Every SCIM call of this run: when, what, on which key, the outcome, HTTP status, scimType, latency, "
-        "attempts. Never a secret, never an attribute value beyond the matching key.",
+        "Every SCIM call of this run — users', groups', memberships' and the PAM kinds' — when, what, on which "
+        "key, the outcome, HTTP status, scimType, latency, attempts; adoptions and drift. Never a secret, never an "
+        "attribute value beyond the matching key.",
         (
             "group_provisioning",
-            "user_provisioning",
-            "membership_provisioning",
             "container_provisioning",
             "permission_provisioning",
             "privileged_data_provisioning",

@@ -61,6 +61,13 @@ progress_logger = logging.getLogger("scim_pipeline.progress")
 
 TranslationFn = Callable[[AssetSpec, Any], AssetSpec]
 
+DRY_RUN_TAG = "scim_pipeline/dry_run"
+"""A job tagged ``scim_pipeline/dry_run=true`` plans only, unless its run config says otherwise (a partitioned job
+cannot carry a default config for runs launched without a partition; a tag can)."""
+
+RECONCILE_TAG = "scim_pipeline/reconcile"
+"""A job tagged ``scim_pipeline/reconcile=true`` reads the whole target first, unless its run config says otherwise."""
+
 SYNCED_KINDS = ("users", "groups", "memberships", "containers", "permissions", "privileged_data")
 PAM_KINDS = frozenset({"containers", "permissions", "privileged_data"})
 
@@ -68,11 +75,16 @@ PAM_KINDS = frozenset({"containers", "permissions", "privileged_data"})
 class CycleConfig(Config):
     """Run configuration of the sync step."""
 
-    dry_run: bool = Field(default=False, description="Plan and evaluate the guards; execute nothing.")
-    reconcile: bool = Field(
-        default=False,
+    dry_run: bool | None = Field(
+        default=None,
+        description="Plan and evaluate the guards; execute nothing. Unset: the job decides — the scim_plan job "
+        f"(tagged {DRY_RUN_TAG}=true) is a dry run, every other job executes.",
+    )
+    reconcile: bool | None = Field(
+        default=None,
         description="Read the whole target first: adopt unmanaged objects matching roster identities, report and "
-        "repair drift. A run against an empty state store always reads the target, to adopt existing objects.",
+        "repair drift. A run against an empty state store always reads the target, to adopt existing objects. "
+        f"Unset: the job decides — the scim_reconcile job (tagged {RECONCILE_TAG}=true) reconciles.",
     )
     allow_mass_changes: bool = Field(
         default=False,
@@ -234,6 +246,9 @@ class _CycleStep:
         self.shards: frozenset[int] | None = (
             None if len(self.run_shards) == self.shard_count else frozenset(self.run_shards)
         )
+        tags = context.run.tags
+        self.dry_run = config.dry_run if config.dry_run is not None else tags.get(DRY_RUN_TAG) == "true"
+        self.reconcile = config.reconcile if config.reconcile is not None else tags.get(RECONCILE_TAG) == "true"
         self.kinds = frozenset(
             asset.kind
             for asset in ASSETS
@@ -275,8 +290,8 @@ class _CycleStep:
             kinds=self.kinds,
             deprovision=self.policy.deprovision,
             member_chunk=self.target.member_chunk,
-            dry_run=self.config.dry_run,
-            reconcile=self.config.reconcile,
+            dry_run=self.dry_run,
+            reconcile=self.reconcile,
             guards=self.policy.guard_settings(allow_mass_changes=self.config.allow_mass_changes),
             user_match_attribute=self.roster.match_attributes()[0],
             group_match_attribute=self.roster.match_attributes()[1],
@@ -305,7 +320,7 @@ class _CycleStep:
         progress_logger.info(message)
 
     def _refuse_change_sets_without_provisioning(self) -> None:
-        if self.config.dry_run:
+        if self.dry_run:
             return
         alone = [
             asset.name
@@ -437,7 +452,7 @@ class _CycleStep:
             return
         report = view.report
         drift: pd.DataFrame = report.drift
-        checked = report.target_read is not None and self.config.reconcile
+        checked = report.target_read is not None and self.reconcile
         check = next(c for c in CHECKS if c.name == "target_matches_managed_state")
         description = (
             "not checked in this run (run the scim_reconcile job, or reconcile: true)"

@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from scim_pipeline.assets.catalogue import ASSETS
-from scim_pipeline.assets.cycle import CycleAssets
+from scim_pipeline.assets.cycle import DRY_RUN_TAG, RECONCILE_TAG, CycleAssets
 
 __all__ = [
     "PERMISSION_SYNC_JOB",
@@ -111,20 +111,20 @@ def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[
         ),
         define_asset_job(
             names.permission_sync,
-            selection=assets("idp_users", "idp_groups", *_names(kinds=_PAM), "provisioning_audit"),
+            selection=assets("idp_groups", *_names(kinds=_PAM), "provisioning_audit"),
             description=label + "Permission sync: Delinea containers, their permissions and privileged-data "
             "placement from the access file (SCIM_ACCESS), and the access snapshot.",
         ),
         define_asset_job(
             names.plan,
             selection=assets(*_names(stages=("idp", "changes"))),
-            config=cycle_run_config(cycle.op_name, dry_run=True),
+            tags={DRY_RUN_TAG: "true"},
             description=label + "Dry run: the roster, the change sets and the guards; nothing is executed.",
         ),
         define_asset_job(
             names.reconcile,
             selection=everything,
-            config=cycle_run_config(cycle.op_name, reconcile=True),
+            tags={RECONCILE_TAG: "true"},
             description=label + "A sync cycle that first reads the whole target: orphans adopted, drift repaired.",
         ),
     ]

@@ -98,11 +98,20 @@ class Pipeline:
             self.monkeypatch.setenv(name, value)
         return build_definitions(self.env)
 
-    def sync(self, *, dry_run: bool = False, run_config: dict[str, Any] | None = None) -> ExecuteInProcessResult:
-        job = self.definitions().resolve_job_def(PLAN_JOB if dry_run else SYNC_JOB)
+    def sync(
+        self,
+        *,
+        dry_run: bool = False,
+        run_config: dict[str, Any] | None = None,
+        shards: tuple[int, int] | None = None,
+        job_name: str | None = None,
+    ) -> ExecuteInProcessResult:
+        """A run of the sync (or plan) job as the Launchpad launches it: without a partition (every shard), or over
+        the ``shards`` range as a backfill does."""
+        job = self.definitions().resolve_job_def(job_name or (PLAN_JOB if dry_run else SYNC_JOB))
         return job.execute_in_process(
             instance=self.instance,
-            tags=range_tags(0, SHARDS - 1),
+            tags=range_tags(*shards) if shards is not None else {},
             run_config=run_config or {},
             raise_on_error=False,
         )

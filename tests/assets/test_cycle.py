@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from typing import Any
 
 from dagster import AssetKey, ExecuteInProcessResult
 
@@ -22,11 +23,29 @@ def expected_members(roster: Roster) -> dict[str, set[str]]:
     return members
 
 
-def materialized_metadata(result, asset: str) -> dict:  # type: ignore[no-untyped-def]
+def materialized_metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The metadata of ``asset``; for a per-shard asset, each number summed over the run's partitions."""
+    per_shard = shard_metadata(result, asset)
+    if None in per_shard:
+        return per_shard[None]
+    totals: dict[str, Any] = {}
+    for metadata in per_shard.values():
+        for name, value in metadata.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def shard_metadata(result: ExecuteInProcessResult, asset: str) -> dict[str | None, dict[str, Any]]:
+    """Partition (None when the asset is not partitioned) → the metadata materialized for it by this run."""
+    found: dict[str | None, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         if event.asset_key == AssetKey(asset):
-            return {name: value.value for name, value in event.materialization.metadata.items()}
-    raise AssertionError(f"{asset} was not materialized")
+            materialization = event.materialization
+            found[materialization.partition] = {name: v.value for name, v in materialization.metadata.items()}
+    if not found:
+        raise AssertionError(f"{asset} was not materialized")
+    return found
 
 
 def test_first_sync_yields_exactly_the_roster_on_the_target(pipeline: Pipeline, roster: Roster, target: Target) -> None:
@@ -152,9 +171,9 @@ def test_an_existing_tenant_is_adopted_without_duplicates(pipeline: Pipeline, ro
     result = pipeline.sync()
 
     assert result.success
-    snapshot = materialized_metadata(result, "target_snapshot")
-    assert snapshot["users_adopted"] == 1
-    assert snapshot["groups_adopted"] == 1
+    audit = materialized_metadata(result, "provisioning_audit")
+    assert audit["adopted_users"] == 1
+    assert audit["adopted_groups"] == 1
     users = target.list("Users")
     names = [user["userName"].casefold() for user in users]
     assert len(names) == len(set(names)) == len(roster.users) + 1
@@ -204,7 +223,7 @@ def test_a_failing_change_fails_the_run_but_not_the_others(pipeline: Pipeline, r
 
     assert not result.success  # red in Dagster, so the next cycle retries
     audit = materialized_metadata(result, "provisioning_audit")
-    assert audit["failures"] == 1
+    assert audit["failed"] == 1
     assert "user010@example.com" in target.members_by_group()["Auditors"]
 
 
@@ -352,15 +371,13 @@ def test_the_plan_counts_the_members_the_sync_then_adds(pipeline: Pipeline, rost
 def test_the_user_sync_job_provisions_users_only(pipeline: Pipeline, roster: Roster, target: Target) -> None:
     job = pipeline.definitions().resolve_job_def("scim_user_sync")
 
-    result = job.execute_in_process(instance=pipeline.instance, tags=range_tags(0, SHARDS - 1), raise_on_error=False)
+    result = job.execute_in_process(instance=pipeline.instance, raise_on_error=False)
 
     assert result.success
     assert set(target.users_by_name()) == {user["user_name"] for user in roster.users}
     assert target.groups_by_name() == {}
     group_sync = pipeline.definitions().resolve_job_def("scim_group_sync")
-    assert group_sync.execute_in_process(
-        instance=pipeline.instance, tags=range_tags(0, SHARDS - 1), raise_on_error=False
-    ).success
+    assert group_sync.execute_in_process(instance=pipeline.instance, raise_on_error=False).success
     assert target.members_by_group() == expected_members(roster)
 
 
@@ -382,4 +399,67 @@ def test_a_shard_by_shard_onboarding_sets_every_manager_in_its_own_run(
     assert all(users[u["user_name"]][enterprise]["manager"]["value"] == boss_id for u in roster.users[1:])
     target.clear_requests()
     assert pipeline.sync().success
+    assert target.writes() == []
+
+
+def test_every_job_runs_without_a_partition_as_the_launchpad_launches_it(pipeline: Pipeline, target: Target) -> None:
+    definitions = pipeline.definitions()
+    for name in ("scim_plan", "scim_sync", "scim_user_sync", "scim_group_sync", "scim_permission_sync"):
+        result = definitions.resolve_job_def(name).execute_in_process(instance=pipeline.instance, raise_on_error=False)
+        assert result.success, name
+    assert len(target.users_by_name()) == 12
+
+
+def test_the_plan_job_is_a_dry_run_by_its_own_config(pipeline: Pipeline, target: Target) -> None:
+    target.clear_requests()
+    plan = pipeline.definitions().resolve_job_def("scim_plan")
+
+    result = plan.execute_in_process(instance=pipeline.instance, raise_on_error=False)  # no run config given
+
+    assert result.success
+    assert target.writes() == []
+    changes = materialized_metadata(result, "user_changes")
+    assert changes["creates"] == 12
+    assert all(metadata["executed"] is False for metadata in shard_metadata(result, "user_changes").values())
+
+
+def test_each_shard_holds_its_own_rows_and_the_shards_add_up_to_the_run(
+    pipeline: Pipeline, roster: Roster, target: Target
+) -> None:
+    result = pipeline.sync()
+
+    assert result.success
+    for asset, count in (("idp_users", "dagster/row_count"), ("user_changes", "creates")):
+        shards = shard_metadata(result, asset)
+        assert set(shards) == {f"{shard:03d}" for shard in range(SHARDS)}, "one partition per shard of the run"
+        numbers = [metadata[count] for metadata in shards.values()]
+        assert sum(numbers) == len(roster.users), asset
+        assert max(numbers) < len(roster.users), f"{asset}: a partition shows the run's total, not its own"
+    members = shard_metadata(result, "membership_changes")
+    assert sum(metadata["member_adds"] for metadata in members.values()) == len(roster.memberships)
+    calls = shard_metadata(result, "user_provisioning")
+    assert sum(metadata["calls"] for metadata in calls.values()) == len(roster.users)
+    audit = materialized_metadata(result, "provisioning_audit")
+    assert audit["calls"] == len(target.writes()), "the audit holds every write request of the run"
+
+
+def test_a_one_shard_run_materializes_that_shard_only(pipeline: Pipeline, roster: Roster, target: Target) -> None:
+    result = pipeline.sync(shards=(1, 1))
+
+    assert result.success
+    assert set(shard_metadata(result, "user_changes")) == {"001"}
+    assert set(shard_metadata(result, "idp_users")) == {"001"}
+
+
+def test_a_change_set_selected_without_its_provisioning_is_refused_unless_dry_run(
+    pipeline: Pipeline, target: Target
+) -> None:
+    target.clear_requests()
+
+    refused = materialize_only(pipeline, "user_changes")
+
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    assert failure.step_failure_data is not None
+    assert "dry_run: true" in failure.step_failure_data.error.message
     assert target.writes() == []
