@@ -31,7 +31,7 @@ from end_to_end import count_requests, emulator_process, write_roster
 
 from scim_pipeline.resources.pipeline import RosterSourceResource
 from scim_pipeline.scim import ScimClient
-from scim_pipeline.sync.access import RIGHTS, parse_access
+from scim_pipeline.sync.pam.access import RIGHTS, parse_access
 from scim_pipeline.sync.cycle import CycleReport, run_cycle
 from scim_pipeline.sync.plan.guards import GuardSettings
 from scim_pipeline.sync.state import ProvisioningState

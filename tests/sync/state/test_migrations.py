@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from scim_pipeline.sync.state import ProvisioningState, StateBatch
 from scim_pipeline.sync.state.schema import metadata
 
-HEAD = "0003"
+HEAD = "0004"
 
 # The schema exactly as the state store created it before Alembic (scim_pipeline/sync/state/, schema_version 1).
 LEGACY_SCHEMA = """

@@ -1,183 +1,23 @@
-"""The PAM kinds of the engine: containers, container permissions and privileged-data placements from an access
-file, planned and executed within Delinea's rules against the emulator."""
+"""The PAM kinds in the engine's cycle: containers, container permissions and privileged-data placements from an
+access file, executed by the engine's executor within Delinea's rules against the emulator."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
 from scim_pipeline.emulator import EmulatorConfig
-from scim_pipeline.sync.access import AccessFile, parse_access
-from scim_pipeline.sync.cycle import CycleReport, run_cycle
-from scim_pipeline.sync.pam import (
-    PLACEHOLDER_ID,
-    ManagedPam,
-    ManagedPermission,
-    TargetAccess,
-    TargetContainer,
-    plan_access,
-)
 from scim_pipeline.sync.plan.guards import GuardSettings
 from scim_pipeline.sync.state import ProvisioningState
-from tests.sync.conftest import HandRoster, Target, emulated_target, make_roster, user
+from tests.sync.conftest import Target, emulated_target
+from tests.sync.pam.conftest import BASE, CONTAINER, PRIVILEGED_DATA, access, cycle, pam_writes, permissions_on_target
 
-PRIVILEGED_DATA = "urn:ietf:params:scim:schemas:pam:1.0:PrivilegedData"
-CONTAINER = "urn:ietf:params:scim:schemas:pam:1.0:Container"
 ALLOWED_FILTER_ATTRIBUTES = {
     "Containers": {"name", "displayName"},
     "ContainerPermissions": {"container.value", "user.display", "user.value", "group.display", "group.value"},
     "PrivilegedData": {"privilegedData.value", "user.display", "user.value", "group.display", "group.value"},
 }
-
-
-def roster() -> HandRoster:
-    return make_roster(
-        users=[user("ada"), user("bob"), user("cyd")],
-        groups=["Vault Admins", "Auditors"],
-        memberships=[("Vault Admins", "ada"), ("Auditors", "bob")],
-    )
-
-
-def access(*containers: dict[str, Any], frame: HandRoster | None = None) -> AccessFile:
-    frame = frame if frame is not None else roster()
-    return parse_access(
-        containers,
-        path="access.yaml",
-        users=frame.users["key"].astype(str),
-        groups=frame.groups["key"].astype(str),
-    )
-
-
-BASE = (
-    {
-        "name": "Production",
-        "permissions": [
-            {"group": "Vault Admins", "rights": ["Owner", "Edit"]},
-            {"group": "Auditors", "rights": ["View"]},
-            {"user": "cyd", "rights": ["Add Secret", "View"]},
-        ],
-    },
-    {"name": "Staging", "permissions": [{"group": "Auditors", "rights": "View"}]},
-)
-
-
-async def cycle(target: Target, state: ProvisioningState, file: AccessFile, **options: Any) -> CycleReport:
-    frame = roster()
-    return await run_cycle(target.client, state, frame, run_id="run", access=file, **options)
-
-
-def permissions_on_target(target: Target) -> set[tuple[str, str, tuple[str, ...]]]:
-    dump = target.emulator.store.dump()
-    containers = {c["id"]: c["name"] for c in dump["Containers"]}
-    found = set()
-    for permission in dump["ContainerPermissions"]:
-        principal = permission.get("group") or permission.get("user")
-        found.add((containers[permission["container"]["value"]], principal["display"], tuple(permission["rights"])))
-    return found
-
-
-def pam_writes(target: Target) -> list[tuple[str, str]]:
-    return [
-        (r.method, r.resource_type)
-        for r in target.writes()
-        if r.resource_type in ("Containers", "ContainerPermissions", "PrivilegedData")
-    ]
-
-
-# ---- the planner -------------------------------------------------------------------------------------------------
-
-
-def test_a_new_container_is_created_with_every_permission_of_the_file() -> None:
-    file = access(*BASE)
-    target = TargetAccess(containers={"production": None, "staging": None})
-    ids = {("group", "vault admins"): "g1", ("group", "auditors"): "g2", ("user", "cyd"): PLACEHOLDER_ID}
-    plan = plan_access(file, ManagedPam(), target, ids)
-    assert [(c.op, c.name) for c in plan.containers] == [("create", "Production"), ("create", "Staging")]
-    assert sorted((p.op, p.container, p.principal) for p in plan.permissions) == [
-        ("add", "Production", "Auditors"),
-        ("add", "Production", "Vault Admins"),
-        ("add", "Production", "cyd"),
-        ("add", "Staging", "Auditors"),
-    ]
-
-
-def test_other_rights_are_a_delete_and_an_add_never_an_edit() -> None:
-    file = access({"name": "Production", "permissions": [{"group": "Auditors", "rights": ["View", "Edit"]}]})
-    managed = ManagedPam(
-        containers={"production": ("Production", "c1")},
-        permissions=[ManagedPermission("c1", "group", "auditors", "Auditors", "g2", frozenset({"View"}), "p1")],
-    )
-    target = TargetAccess(
-        containers={"production": TargetContainer("c1", "Production")},
-        permissions={"c1": [{"id": "p1", "group": {"value": "g2"}, "rights": ["View"]}]},
-    )
-    plan = plan_access(file, managed, target, {("group", "auditors"): "g2"})
-    assert [(p.op, sorted(p.rights), p.reason) for p in plan.permissions] == [
-        ("delete", ["View"], "rights changed"),
-        ("add", ["Edit", "View"], ""),
-    ]
-    assert plan.permission_removals == 0
-
-
-def test_a_permission_that_left_the_file_is_deleted_only_when_we_manage_it() -> None:
-    file = access({"name": "Production", "permissions": []})
-    managed = ManagedPam(
-        containers={"production": ("Production", "c1")},
-        permissions=[ManagedPermission("c1", "group", "auditors", "Auditors", "g2", frozenset({"View"}), "p1")],
-    )
-    target = TargetAccess(
-        containers={"production": TargetContainer("c1", "Production")},
-        permissions={
-            "c1": [
-                {"id": "p1", "group": {"value": "g2"}, "rights": ["View"]},
-                {"id": "p9", "user": {"value": "someone-else"}, "rights": ["Owner"]},
-            ]
-        },
-    )
-    plan = plan_access(file, managed, target, {})
-    assert [(p.op, p.scim_id, p.reason) for p in plan.permissions] == [("delete", "p1", "left the access file")]
-    assert plan.permission_removals == 1
-
-
-def test_a_rejected_row_holds_the_permission_it_names() -> None:
-    file = access({"name": "Production", "permissions": [{"group": "Auditors", "rights": ["Veiw"]}]})
-    assert list(file.rejected["reason"]) == ["unknown right 'Veiw'; valid rights: Owner, Edit, Add Secret, View"]
-    managed = ManagedPam(
-        containers={"production": ("Production", "c1")},
-        permissions=[ManagedPermission("c1", "group", "auditors", "Auditors", "g2", frozenset({"View"}), "p1")],
-    )
-    target = TargetAccess(
-        containers={"production": TargetContainer("c1", "Production")},
-        permissions={"c1": [{"id": "p1", "group": {"value": "g2"}, "rights": ["View"]}]},
-    )
-    assert plan_access(file, managed, target, {("group", "auditors"): "g2"}).permissions == []
-
-
-def test_a_container_renamed_on_the_target_is_drift_and_nothing_is_planned_for_it() -> None:
-    file = access(*BASE)
-    managed = ManagedPam(containers={"production": ("Production", "c1")})
-    target = TargetAccess(
-        containers={"production": TargetContainer("c1", "Prod (old)"), "staging": None},
-        permissions={"c1": []},
-    )
-    plan = plan_access(file, managed, target, {("group", "auditors"): "g2", ("group", "vault admins"): "g1"})
-    assert [(d[0], d[1]) for d in plan.drift] == [("Containers", "Production")]
-    assert "rename it by hand" in plan.drift[0][2]
-    assert {p.container for p in plan.permissions} == {"Staging"}
-    assert [c.name for c in plan.containers] == ["Staging"]
-
-
-def test_a_permission_already_there_with_the_same_rights_is_adopted_without_a_call() -> None:
-    file = access({"name": "Production", "permissions": [{"group": "Auditors", "rights": ["View"]}]})
-    target = TargetAccess(
-        containers={"production": TargetContainer("c1", "Production")},
-        permissions={"c1": [{"id": "p1", "group": {"value": "g2"}, "rights": ["View"]}]},
-    )
-    plan = plan_access(file, ManagedPam(), target, {("group", "auditors"): "g2"})
-    assert [c.op for c in plan.containers] == ["adopt"]
-    assert [(p.op, p.scim_id) for p in plan.permissions] == [("adopt", "p1")]
 
 
 # ---- the engine against the emulator ---------------------------------------------------------------------------
