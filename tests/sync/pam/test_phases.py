@@ -3,14 +3,21 @@ access file, executed by the engine's executor within Delinea's rules against th
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs
 
+import pandas as pd
 import pytest
 
 from scim_pipeline.emulator import EmulatorConfig
+from scim_pipeline.sync.cycle import CycleReport
+from scim_pipeline.sync.execute.executor import CircuitBreaker
 from scim_pipeline.sync.plan.guards import GuardSettings
-from scim_pipeline.sync.state import ProvisioningState
-from tests.sync.conftest import Target, emulated_target
+from scim_pipeline.sync.state import AUDIT_COLUMNS, EscrowPolicy, ProvisioningState
+from tests.sync.conftest import Target, emulated_target, make_roster, user
 from tests.sync.pam.conftest import BASE, CONTAINER, PRIVILEGED_DATA, access, cycle, pam_writes, permissions_on_target
 
 ALLOWED_FILTER_ATTRIBUTES = {
@@ -197,3 +204,92 @@ async def test_a_container_that_cannot_be_read_is_reported_and_the_others_procee
     failures = [f for f in report.execution.failures if f.resource_type == "Containers"]
     assert [(f.op, f.key) for f in failures] == [("read", "Production")]
     assert {container for container, _principal, _rights in permissions_on_target(target)} == {"Staging"}
+
+
+# ---- one executor: the users' breaker, escrow and audit -------------------------------------------------------
+
+STORM_USERS = 30
+OUTCOMES = {"ok", "failed", "adopted", "already_done", "skipped", "held"}
+
+
+@dataclass
+class Storm:
+    """A cycle during a 503 storm on one kind of call, with the breaker it was given, then a cycle once it passed."""
+
+    stormy: CycleReport
+    calm: CycleReport
+    breaker: CircuitBreaker
+    audit: pd.DataFrame
+
+
+async def storm_then_calm(workdir: Path, scope: str) -> Storm:
+    frame = make_roster(users=[user(f"u{i:02d}") for i in range(STORM_USERS)])
+    file = access(
+        {"name": "Vault", "permissions": [{"user": f"u{i:02d}", "rights": ["View"]} for i in range(STORM_USERS)]},
+        frame=frame,
+    )
+    tenant = workdir / f"{scope.replace(' ', '-')}.sqlite"
+    breaker = CircuitBreaker()
+    escrow = EscrowPolicy(after_failures=1)  # held after one failed cycle: the next cycle shows it
+    with ProvisioningState.open(workdir / f"{scope.replace(' ', '-')}-state.sqlite") as state:
+        storm = EmulatorConfig(db_path=tenant, unavailable_rate=1.0, fault_scope=(scope,))
+        async with emulated_target(storm, max_attempts=1) as target:
+            stormy = await cycle(target, state, file, frame=frame, breaker=breaker, escrow=escrow)
+        async with emulated_target(EmulatorConfig(db_path=tenant), max_attempts=1) as target:
+            calm = await cycle(target, state, file, frame=frame, escrow=escrow)
+        return Storm(stormy, calm, breaker, state.audit())
+
+
+@pytest.fixture(scope="module")
+def storms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Storm]:
+    """The same storm on user creates and on permission adds, each against its own tenant and state store."""
+    workdir = tmp_path_factory.mktemp("storms")
+    return {kind: asyncio.run(storm_then_calm(workdir, f"POST {kind}")) for kind in ("Users", "ContainerPermissions")}
+
+
+@pytest.mark.parametrize("kind", ["Users", "ContainerPermissions"])
+def test_a_503_storm_opens_the_cycles_one_circuit_breaker_and_fills_one_escrow(
+    storms: dict[str, Storm], kind: str
+) -> None:
+    storm = storms[kind]
+    execution = storm.stormy.execution
+    assert execution.circuit_open
+    assert storm.breaker.is_open
+    assert execution.circuit_message is not None
+    assert "circuit open" in execution.circuit_message
+    failed = [f for f in execution.failures if f.resource_type == kind]
+    assert failed
+    assert {f.status for f in failed} == {503}
+    assert execution.not_attempted > 0, "the breaker stops the calls not sent yet"
+    # The breaker the cycle was given counted every call of the cycle, the users' creates included.
+    assert storm.breaker.failures == len(failed)
+    assert storm.breaker.calls == execution.calls
+    if kind == "ContainerPermissions":
+        assert execution.count(resource_type="Users", outcome="ok") == STORM_USERS
+
+    held = storm.calm.execution.held
+    assert sorted(h.key for h in held) == sorted(f.key for f in failed)
+    assert {(h.resource_type, h.op) for h in held} == {(kind, "create" if kind == "Users" else "add")}
+    assert all(h.reason is not None and "503" in h.reason and h.until > time.time() for h in held)
+    assert storm.calm.execution.count(resource_type=kind, outcome="held") == len(held)
+    # What was never attempted went through once the storm passed; what is held waits for its time.
+    assert not storm.calm.execution.failures
+    assert storm.calm.execution.count(resource_type=kind, outcome="ok") == STORM_USERS - len(held)
+
+
+def test_pam_audit_rows_have_the_users_shape(storms: dict[str, Storm]) -> None:
+    def shapes(audit: pd.DataFrame, kind: str, outcome: str) -> set[tuple[str, ...]]:
+        rows = audit[audit["resource_type"].eq(kind) & audit["outcome"].eq(outcome)]
+        assert len(rows), (kind, outcome)
+        return {tuple(c for c in AUDIT_COLUMNS if pd.notna(row[c])) for _, row in rows.iterrows()}
+
+    users, permissions = storms["Users"].audit, storms["ContainerPermissions"].audit
+    assert list(permissions.columns) == list(users.columns) == list(AUDIT_COLUMNS)
+    for outcome in ("failed", "held", "ok"):
+        assert shapes(permissions, "ContainerPermissions", outcome) == shapes(users, "Users", outcome), outcome
+    assert set(permissions["outcome"]) <= OUTCOMES
+    pam = permissions[permissions["resource_type"].isin(["Containers", "ContainerPermissions"])]
+    assert set(pam["run_id"]) == {"run"}
+    failed = pam[pam["outcome"].eq("failed")]
+    assert set(failed["http_status"]) == {503}
+    assert failed["attempts"].eq(1).all()
