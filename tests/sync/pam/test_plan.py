@@ -4,6 +4,7 @@ within Delinea's rules — created and found by name, never edited in place, dri
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 
@@ -142,7 +143,7 @@ def test_each_kind_is_a_frame_with_its_documented_columns_and_escrow_keys() -> N
         ("adopt", "Production", "production"),
         ("create", "Staging", "staging"),
     ]
-    by_key = {row.key: row for row in plan.permissions.itertuples(index=False)}
+    by_key: dict[str, Any] = {str(row.key): row for row in plan.permissions.itertuples(index=False)}
     # A slot on a container already there has its escrow key; on a container created in this cycle, not yet.
     assert by_key["Production / group Auditors"].key_norm == "c1\x1fgroup\x1fauditors"
     assert pd.isna(by_key["Staging / group Auditors"].key_norm)
