@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -293,3 +294,47 @@ def test_pam_audit_rows_have_the_users_shape(storms: dict[str, Storm]) -> None:
     failed = pam[pam["outcome"].eq("failed")]
     assert set(failed["http_status"]) == {503}
     assert failed["attempts"].eq(1).all()
+
+
+class ForbidPermissionWrites(httpx.AsyncBaseTransport):
+    """Answers 403 to every write of a container permission (reads pass): rights missing only for writing."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.forbidden = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method in {"POST", "DELETE"} and "/ContainerPermissions" in request.url.path:
+            self.forbidden += 1
+            body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "403", "detail": "denied"}
+            return httpx.Response(403, json=body, headers={"content-type": "application/scim+json"})
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_403_on_the_first_permission_write_stops_the_cycles_pam_calls_reported_once_never_held(
+    state: ProvisioningState,
+) -> None:
+    transports: list[ForbidPermissionWrites] = []
+
+    def forbid(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        transports.append(ForbidPermissionWrites(inner))
+        return transports[0]
+
+    with_data = ({**BASE[0], "privileged_data": ["prod-db-root"]}, BASE[1])
+    async with emulated_target(wrap=forbid) as target:
+        target.emulator.store.insert("PrivilegedData", {"schemas": [PRIVILEGED_DATA], "name": "prod-db-root"})
+        report = await cycle(target, state, access(*with_data), escrow=EscrowPolicy(after_failures=1))
+        placements = [w for w in target.writes() if w.resource_type == "PrivilegedData"]
+        users = target.users()
+
+    assert transports[0].forbidden == 1, "one request, never retried, and no other permission write after it"
+    assert placements == [], "the cycle's PAM calls stop at the first 403"
+    failures = [f for f in report.execution.failures if f.status == 403]
+    assert len(failures) == 1
+    assert "grant it Owner, Edit, Add Secret and View" in failures[0].message
+    audit = state.audit("run")
+    forbidden = audit[audit["http_status"].eq(403)]
+    assert list(forbidden["outcome"]) == ["failed"]
+    assert "grant it Owner" in str(forbidden["error"].iloc[0])
+    assert state.held("ContainerPermissions") == {}, "missing rights are a set-up problem, not a failing object"
+    assert len(users) == 3  # users and groups were provisioned all the same
