@@ -31,8 +31,8 @@ from end_to_end import count_requests, emulator_process, write_roster
 
 from scim_pipeline.resources.pipeline import RosterSourceResource
 from scim_pipeline.scim import ScimClient
-from scim_pipeline.sync.access import RIGHTS, parse_access
 from scim_pipeline.sync.cycle import CycleReport, run_cycle
+from scim_pipeline.sync.pam.access import RIGHTS, parse_access
 from scim_pipeline.sync.plan.guards import GuardSettings
 from scim_pipeline.sync.state import ProvisioningState
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 pam = pam_counts(records)
                 assert report.pam is not None
                 failed = len(report.execution.failures)
-                changed = sum(1 for p in report.pam.plan.permissions if p.op == "add")
+                changed = report.pam.plan.count("permissions", "add")
                 rows.append((name, pam, count_requests(records), wall, report.pam.read_s, failed, changed, report))
         print(f"\nPAM requests: {containers:,} containers, {permissions:,} permissions, concurrency {args.concurrency}")
         print(

@@ -178,7 +178,7 @@ def _access_containers() -> list[str]:
     path = os.environ.get("SCIM_ACCESS", "").strip()
     if not path:
         return []
-    from scim_pipeline.sync.access import load_access
+    from scim_pipeline.sync.pam.access import load_access
 
     return [container.name for container in load_access(path, users=(), groups=()).containers]
 

@@ -218,10 +218,10 @@ class Emulator:
             raise ValueError(f"unknown misbehaviour(s): {sorted(unknown)}")
         self._forced.extend(misbehaviours)
 
-    def draw_misbehaviour(self) -> str | None:
+    def draw_misbehaviour(self, method: str = "", resource_type: str = "") -> str | None:
         """What this SCIM request suffers: a forced one, ``"429"`` over the rate limit, a random
         ``"500"``/``"503"``/``"429"``/``"drop-before"``/``"drop-after"`` (each knob its own share of one
-        roll), or ``None``."""
+        roll, for the requests ``fault_scope`` names), or ``None``."""
         if self._forced:
             forced = self._forced.popleft()
             return None if forced == "none" else forced
@@ -229,6 +229,8 @@ class Emulator:
             return "429"
         config = self.config
         if not (config.fault_rate or config.unavailable_rate or config.throttle_rate or config.drop_rate):
+            return None
+        if not config.faults_apply(method, resource_type):
             return None
         roll = self.rng.random()
         if roll < config.fault_rate:
@@ -413,7 +415,7 @@ class EmulatorApp:
         if not scope["path"].startswith(SCIM_PREFIX):
             await self._dispatch(scope, receive, exchange.forwarding(send))
             return
-        misbehaviour = emulator.draw_misbehaviour()
+        misbehaviour = emulator.draw_misbehaviour(scope["method"], _resource_type_of(scope["path"]))
         send = _announcing(emulator, send)
         if misbehaviour == "429":
             exchange.note = "rate limited"

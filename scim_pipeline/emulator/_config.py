@@ -10,6 +10,7 @@ DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the published demo credential
 
 
 RATE_LIMIT_ANNOUNCEMENTS = ("none", "x-ratelimit", "ietf")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 
 def _demo_clients() -> dict[str, str]:
@@ -54,6 +55,10 @@ class EmulatorConfig:
     """Share of SCIM requests answering 429 with ``Retry-After``, whatever the rate (a throttling gateway)."""
     drop_rate: float = 0.0
     """Share of SCIM requests whose connection is closed without an answer; half after the write."""
+    fault_scope: tuple[str, ...] = ()
+    """Which SCIM requests the four shares above apply to: empty, every one; else each entry is a resource type
+    (``ContainerPermissions``) or a method and a resource type (``POST ContainerPermissions``) — a storm on one
+    kind of call while the rest of the tenant answers."""
 
     absolute_endpoints: bool = False
     """/ResourceTypes announces absolute endpoint paths (``/scim/v2/Users``) instead of ``/Users``."""
@@ -105,6 +110,23 @@ class EmulatorConfig:
         if isinstance(self.drop_attributes, str):  # type: ignore[unreachable]
             raise ValueError("drop_attributes must be a sequence of attribute paths, not one string")
         object.__setattr__(self, "drop_attributes", tuple(a.strip() for a in self.drop_attributes if a.strip()))
+        if isinstance(self.fault_scope, str):  # type: ignore[unreachable]
+            raise ValueError("fault_scope must be a sequence of entries, not one string")
+        scope = tuple(" ".join(entry.split()) for entry in self.fault_scope if entry.strip())
+        for entry in scope:
+            parts = entry.split(" ")
+            if len(parts) > 2 or (len(parts) == 2 and parts[0] not in _METHODS):
+                raise ValueError(
+                    f"fault_scope entry {entry!r} is not a resource type or a method and a resource type "
+                    "(e.g. 'POST ContainerPermissions')"
+                )
+        object.__setattr__(self, "fault_scope", scope)
+
+    def faults_apply(self, method: str, resource_type: str) -> bool:
+        """Whether the random faults may hit a ``method`` request on ``resource_type`` (see ``fault_scope``)."""
+        if not self.fault_scope:
+            return True
+        return resource_type in self.fault_scope or f"{method} {resource_type}" in self.fault_scope
 
     def __repr__(self) -> str:
         # Client secrets never appear in a repr: only the client ids do.
@@ -115,7 +137,8 @@ class EmulatorConfig:
             f"rate_limit_per_s={self.rate_limit_per_s}, announce_rate_limit={self.announce_rate_limit!r}, "
             f"fault_rate={self.fault_rate}, "
             f"unavailable_rate={self.unavailable_rate}, throttle_rate={self.throttle_rate}, "
-            f"drop_rate={self.drop_rate}, absolute_endpoints={self.absolute_endpoints}, "
+            f"drop_rate={self.drop_rate}, fault_scope={self.fault_scope!r}, "
+            f"absolute_endpoints={self.absolute_endpoints}, "
             f"refuse_attribute_path_patch={self.refuse_attribute_path_patch}, "
             f"refuse_member_filter_removal={self.refuse_member_filter_removal}, "
             f"drop_attributes={self.drop_attributes!r}, strict_literal_filters={self.strict_literal_filters}, "

@@ -43,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unavailable-rate", type=float, default=0.0, help="share of 503 answers (Retry-After)")
     parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of 429 answers (Retry-After)")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped connections")
+    parser.add_argument(
+        "--fault-scope",
+        type=_attribute_list,
+        default=(),
+        metavar="CALLS",
+        help="comma-separated calls the four shares above hit (default: all), e.g. 'POST ContainerPermissions,Users'",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random knobs")
     parser.add_argument(
         "--client",
@@ -105,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         unavailable_rate=args.unavailable_rate,
         throttle_rate=args.throttle_rate,
         drop_rate=args.drop_rate,
+        fault_scope=args.fault_scope,
         seed=args.seed,
         request_log_path=args.request_log,
         absolute_endpoints=args.absolute_endpoints,

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from scim_pipeline.settings import PipelineSettings
     from scim_pipeline.sources import RosterSource
     from scim_pipeline.sources._incremental import WatermarkStore
-    from scim_pipeline.sync.access import AccessFile
     from scim_pipeline.sync.engine import LoadedRoster
+    from scim_pipeline.sync.pam.access import AccessFile
     from scim_pipeline.sync.plan.guards import GuardSettings
     from scim_pipeline.sync.plan.mapping import Mapping as MappingModel
     from scim_pipeline.sync.plan.roster import Roster
@@ -72,7 +72,7 @@ class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignor
 
     def load_access(self, roster: Roster) -> AccessFile | None:
         """The validated access file for this roster (its users and groups are the principals it may name)."""
-        from scim_pipeline.sync.access import load_access
+        from scim_pipeline.sync.pam.access import load_access
 
         path = self.access_path()
         if path is None:

@@ -10,7 +10,8 @@ Phases, in order (a dry run stops after the guards):
 3. **guards** — over the whole plan; a failed guard stops the cycle before any call and any state change.
 4. **group upserts** → 5. **user upserts** (managers before their reports) → 6. **memberships** (planned again now
    that the new users and groups have ids) → 7. **containers**, **permissions** and **privileged data** (Delinea's
-   PAM kinds, from the access file: :mod:`scim_pipeline.sync.pam`; read and planned in 2, guarded in 3) → 8.
+   PAM kinds, from the access file: :mod:`scim_pipeline.sync.pam`; read and planned in 2, guarded in 3, executed by
+   the same executor) → 8.
    **removals** (users disabled or deleted; groups released — after the members we added were removed in 6 — or
    deleted).
 
@@ -32,7 +33,13 @@ import pandas as pd
 
 from scim_pipeline.scim.client import ScimClient
 from scim_pipeline.scim.profiles import Operation
-from scim_pipeline.sync.execute.executor import CircuitBreaker, ExecutionReport, ProgressCallback, execute
+from scim_pipeline.sync.execute.executor import (
+    CircuitBreaker,
+    ExecutionReport,
+    PamChangeSet,
+    ProgressCallback,
+    execute,
+)
 from scim_pipeline.sync.execute.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
 from scim_pipeline.sync.pam import PAM_KINDS, PAM_PHASES, PamReport, plan_pam, principal_ids_of
 from scim_pipeline.sync.plan.changes import (
@@ -50,7 +57,7 @@ from scim_pipeline.sync.state import EscrowPolicy, ManagedSnapshot, Provisioning
 from scim_pipeline.sync.state.lease import LeaseLost, WriterLease
 
 if TYPE_CHECKING:
-    from scim_pipeline.sync.access import AccessFile
+    from scim_pipeline.sync.pam.access import AccessFile
 
 __all__ = [
     "ALL_KINDS",
@@ -217,9 +224,13 @@ class CycleContext:
     def wants(self, kind: str | None) -> bool:
         return kind is None or kind in self.options.kinds
 
-    async def execute(self, change_set: ChangeSet) -> ExecutionReport:
-        """Run part of the plan through the executor; each outcome reaches the state store and the audit at once."""
-        if change_set.users.empty and change_set.groups.empty and change_set.memberships.empty:
+    async def execute(self, change_set: ChangeSet | PamChangeSet) -> ExecutionReport:
+        """Run part of the plan (or the PAM kinds' changes) through the executor; each outcome reaches the state
+        store and the audit at once."""
+        if isinstance(change_set, PamChangeSet):
+            if change_set.is_empty:
+                return ExecutionReport()
+        elif change_set.users.empty and change_set.groups.empty and change_set.memberships.empty:
             return ExecutionReport()
         if self.lease is not None:
             self.lease.check()  # another writer may own the target now: write nothing more
@@ -435,7 +446,7 @@ async def run_cycle(
     Pass ``options`` or the :class:`CycleOptions` fields as keywords. ``rejected`` are the roster's rejected rows
     (identities whose row was rejected are never deprovisioned for it). ``phases`` replaces the execution phases.
     ``lease`` is the writer lease the caller holds on the target; each execution checks it is still held.
-    ``access`` is the validated access file (:mod:`scim_pipeline.sync.access`): the PAM kinds' desired state.
+    ``access`` is the validated access file (:mod:`scim_pipeline.sync.pam.access`): the PAM kinds' desired state.
     """
     if options is None:
         options = CycleOptions(run_id=run_id, **option_values)

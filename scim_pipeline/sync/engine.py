@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from scim_pipeline.scim.client import ScimClient
     from scim_pipeline.sources import RosterSource
     from scim_pipeline.sources._incremental import WatermarkStore
-    from scim_pipeline.sync.access import AccessFile
     from scim_pipeline.sync.execute.executor import ProgressCallback
+    from scim_pipeline.sync.pam.access import AccessFile
     from scim_pipeline.sync.plan.roster import Roster
 
 __all__ = ["LoadedRoster", "RosterReader", "SyncEngine", "Target", "collected_reports"]

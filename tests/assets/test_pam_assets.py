@@ -16,6 +16,7 @@ from scim_pipeline.assets.cycle import report_path
 from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
 from scim_pipeline.sync.outcome import CycleOutcome
+from scim_pipeline.sync.state import ProvisioningState
 from tests.assets.conftest import CLIENT_ID, CLIENT_SECRET, SHARDS, Pipeline, Roster, Target
 from tests.assets.test_cycle import materialized_metadata
 
@@ -257,3 +258,71 @@ def test_the_component_takes_the_access_file(tmp_path: Path) -> None:
     demo = ScimProvisioningComponent().definitions().resources["roster"].access_path()
     assert demo is not None
     assert demo.name == "access.yaml"
+
+
+@pytest.fixture
+def storming_emulator() -> Iterator[EmulatorServer]:
+    """A tenant answering 503 to every permission add, and normally to everything else."""
+    config = EmulatorConfig(
+        clients={CLIENT_ID: CLIENT_SECRET},
+        page_size_cap=5,
+        unavailable_rate=1.0,
+        fault_scope=("POST ContainerPermissions",),
+    )
+    with EmulatorServer(config) as server:
+        yield server
+
+
+def test_a_503_storm_on_permission_adds_opens_the_runs_circuit_breaker(
+    storming_emulator: EmulatorServer,
+    roster: Roster,
+    instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users = [u["user_name"] for u in roster.users]
+    path = tmp_path / "access.yaml"
+    folders = ("Vault", "Reports", "Payroll", "Backups")
+    write_access(
+        path,
+        {"containers": [{"name": n, "permissions": [{"user": u, "rights": ["View"]} for u in users]} for n in folders]},
+    )
+    state = tmp_path / "state.sqlite"
+    pipeline = Pipeline(
+        {
+            "SCIM_BASE_URL": storming_emulator.base_url,
+            "SCIM_TOKEN_URL": storming_emulator.token_url,
+            "SCIM_CLIENT_ID": CLIENT_ID,
+            "SCIM_CLIENT_SECRET": CLIENT_SECRET,
+            "SCIM_ROSTER": str(roster.folder),
+            "SCIM_STATE_URL": f"sqlite:///{state}",
+            "SCIM_SHARDS": str(SHARDS),
+            "SCIM_ACCESS": str(path),
+            "SCIM_MAX_ATTEMPTS": "1",
+        },
+        instance,
+        monkeypatch,
+    )
+
+    result = pipeline.sync()
+
+    assert not result.success
+    outcome = outcome_of(pipeline, result)
+    assert outcome.circuit_message is not None
+    assert "circuit open" in outcome.circuit_message
+    assert outcome.counts["user_creates"] == len(users)  # the users' calls went through, and counted
+    failed = [f for f in outcome.failures if f.resource_type == "ContainerPermissions"]
+    assert failed
+    assert {f.status for f in failed} == {503}
+    adds = [
+        r
+        for r in storming_emulator.emulator.requests
+        if (r.method, r.resource_type) == ("POST", "ContainerPermissions")
+    ]
+    assert len(adds) < len(users) * len(folders), "the breaker stops the adds not sent yet"
+    with ProvisioningState.open(state) as store:
+        audit = store.audit(result.run_id)
+    pam = audit[audit["resource_type"].eq("ContainerPermissions")]
+    assert len(pam) == len(adds)
+    assert set(pam["outcome"]) == {"failed"}
+    assert set(pam["http_status"]) == {503}

@@ -439,6 +439,19 @@ async def test_faults_answer_500_or_503_before_writing(app: EmulatorApp, scim: h
     assert app.emulator.store.count("Users") == 0
 
 
+@pytest.mark.parametrize("config", [EmulatorConfig(unavailable_rate=1.0, fault_scope=("POST Groups", "Users"))])
+async def test_a_fault_scope_limits_the_storm_to_the_calls_it_names(scim: httpx.AsyncClient) -> None:
+    assert (await scim.post("Groups", json={"displayName": "Admins"})).status_code == 503
+    assert (await scim.get("Users")).status_code == 503
+    assert (await scim.get("Groups")).status_code == 200
+    assert (await scim.post("Containers", json={"name": "Vault"})).status_code == 201
+
+
+def test_a_fault_scope_entry_that_names_no_call_is_refused() -> None:
+    with pytest.raises(ValueError, match="fault_scope entry 'FETCH Users'"):
+        EmulatorConfig(fault_scope=("FETCH Users",))
+
+
 @pytest.mark.parametrize("config", [EmulatorConfig(drop_rate=1.0, seed=3)])
 async def test_dropped_requests_raise_and_half_are_written(app: EmulatorApp, scim: httpx.AsyncClient) -> None:
     for index in range(20):

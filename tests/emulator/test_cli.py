@@ -90,7 +90,7 @@ def test_every_option_reaches_the_config() -> None:
         "--db", "x.db", "--latency-ms", "5", "--jitter-ms", "2", "--rate-limit", "50",
         "--fault-rate", "0.1", "--drop-rate", "0.05", "--seed", "9", "--client", "a:secret-b",
         "--client", "c:d", "--page-size-cap", "25", "--token-lifetime", "60",
-        "--request-log", "r.jsonl", "--retry-after", "3",
+        "--request-log", "r.jsonl", "--retry-after", "3", "--fault-scope", "POST ContainerPermissions, Users",
     )  # fmt: skip
     config = config_from_args(args)
     assert (config.db_path, config.latency_ms, config.latency_jitter_ms, config.rate_limit_per_s) == (
@@ -98,6 +98,7 @@ def test_every_option_reaches_the_config() -> None:
     )  # fmt: skip
     assert (config.fault_rate, config.drop_rate, config.seed, config.page_size_cap) == (0.1, 0.05, 9, 25)
     assert config.clients == {"a": "secret-b", "c": "d"}
+    assert config.fault_scope == ("POST ContainerPermissions", "Users")
     assert (config.token_lifetime_s, config.request_log_path, config.retry_after_s) == (60.0, "r.jsonl", 3)
     assert "secret-b" not in repr(config)
 

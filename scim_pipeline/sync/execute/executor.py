@@ -1,8 +1,10 @@
 """The executor: turns a change set into individual SCIM calls and records every outcome.
 
 Order: group creates/renames/updates → users → memberships → group deprovisioning (after their members were
-removed). Calls run concurrently through a bounded pool of workers (the client's own concurrency and rate limit
-still apply), so memory stays flat however large the change set. Every outcome updates the state store and the
+removed). Delinea's PAM kinds (a :class:`PamChangeSet`: containers → permissions, deletes before adds → privileged
+data placements) go through the same pool, breaker, escrow, audit and batches. Calls run concurrently through a
+bounded pool of workers (the client's own concurrency and rate limit still apply), so memory stays flat however
+large the change set. Every outcome updates the state store and the
 audit trail in small batches (≤ 200 outcomes or ~50 ms); a ``pending_create`` marker is committed before any
 POST, so a crash at any point is resumed by looking the identity up instead of creating it twice.
 
@@ -28,6 +30,7 @@ from scim_pipeline.scim.client import ScimClient, ScimResult
 from scim_pipeline.scim.errors import (
     AuthenticationError,
     CredentialsRefused,
+    ScimForbidden,
     ScimHTTPError,
     ScimNotFound,
     ScimPipelineError,
@@ -38,12 +41,16 @@ from scim_pipeline.scim.errors import (
 from scim_pipeline.sync.plan.changes import ChangeSet
 from scim_pipeline.sync.plan.payloads import ENTERPRISE_USER_SCHEMA, MANAGER_PATH, resource_attrs
 from scim_pipeline.sync.state import UNKNOWN_HASH, AuditRecord, EscrowPolicy, LeaseLost, ProvisioningState, StateBatch
+from scim_pipeline.sync.state.batch import PermissionRecord
 
 __all__ = [
     "CircuitBreaker",
+    "ConfirmCallback",
     "ExecutionReport",
     "Failure",
+    "ForbiddenStop",
     "Held",
+    "PamChangeSet",
     "ProgressCallback",
     "execute",
 ]
@@ -59,6 +66,7 @@ _OBSERVED_USER_PATHS = ("userName", "externalId", "displayName", "active")
 _OBSERVED_GROUP_PATHS = ("displayName", "externalId")
 _GROUP_UPSERT_OPS = frozenset({"create", "rename", "update", "resolve", "refresh"})
 _GROUP_REMOVAL_OPS = frozenset({"release", "delete"})
+_PAM_STATE_ONLY_OPS = frozenset({"adopt", "forget"})
 
 
 class CircuitBreaker:
@@ -116,6 +124,53 @@ class Held:
     key: str
     reason: str | None
     until: float
+
+
+@dataclass
+class ForbiddenStop:
+    """The first 403 of a cycle's PAM requests (Delinea: the service account lacks Owner on containers): reported
+    once, with ``fix``, and every PAM request after it is not sent; never retried. One per cycle, shared by the plan's
+    reads and the executor's calls."""
+
+    fix: str
+    failure: Failure | None = None
+
+    @property
+    def tripped(self) -> bool:
+        return self.failure is not None
+
+    def trip(self, resource_type: str, op: str, key: str, error: ScimForbidden) -> Failure | None:
+        """Record a 403: its failure (message: ``fix``) the first time, None once already stopped."""
+        if self.failure is not None:
+            return None
+        self.failure = Failure(resource_type, op, key, 403, error.scim_type, self.fix)
+        return self.failure
+
+
+ConfirmCallback = Callable[[Any, ScimResult], None]
+"""Called as ``confirmed(row, result)`` after each PAM call the target confirmed (``row``: its change-set row)."""
+
+
+@dataclass(frozen=True)
+class PamChangeSet:
+    """Delinea's PAM changes ready to send: the frames of :mod:`scim_pipeline.sync.pam.plan` (which documents their
+    columns), their container and principal ids resolved, ``key_norm`` the escrow key of each row.
+
+    ``stop`` is the cycle's :class:`ForbiddenStop`; ``confirmed`` hears of each confirmed call (the access snapshot
+    is the cycle's read plus these answers)."""
+
+    containers: pd.DataFrame
+    permissions: pd.DataFrame
+    placements: pd.DataFrame
+    stop: ForbiddenStop
+    confirmed: ConfirmCallback | None = None
+
+    def __len__(self) -> int:
+        return len(self.containers) + len(self.permissions) + len(self.placements)
+
+    @property
+    def is_empty(self) -> bool:
+        return len(self) == 0
 
 
 @dataclass
@@ -272,7 +327,19 @@ class _Run:
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
 
-    def audit(self, resource_type: str, op: str, key: str, outcome: _Outcome, scim_id: str | None = None) -> None:
+    def audit(
+        self,
+        resource_type: str,
+        op: str,
+        key: str,
+        outcome: _Outcome,
+        scim_id: str | None = None,
+        *,
+        message: str | None = None,
+        listed: bool = True,
+    ) -> None:
+        """Record one outcome: audit row, counts, failure (``message`` instead of the error's text; ``listed=False``
+        leaves it out of the report's failures), breaker and progress."""
         result, error = outcome.result, outcome.error
         http_error = error if isinstance(error, ScimHTTPError) else None
         latency = result.latency_s if result else getattr(error, "latency_s", None)
@@ -288,14 +355,14 @@ class _Run:
                 scim_type=http_error.scim_type if http_error else None,
                 latency_ms=None if latency is None else round(float(latency) * 1000.0, 3),
                 attempts=attempts,
-                error=str(error) if error else None,
+                error=message or (str(error) if error else None),
                 run_id=self.run_id,
                 partition=self.partition,
             )
         )
         self.report.counts[(resource_type, op, outcome.outcome)] += 1
         self.report.calls += outcome.calls
-        if error is not None:
+        if error is not None and listed:
             self.report.failures.append(
                 Failure(
                     resource_type,
@@ -303,7 +370,7 @@ class _Run:
                     key,
                     http_error.status if http_error else None,
                     http_error.scim_type if http_error else None,
-                    str(error),
+                    message or str(error),
                 )
             )
         if outcome.calls:
@@ -345,7 +412,7 @@ def _json(text: Any) -> Any:
 async def execute(
     client: ScimClient,
     state: ProvisioningState,
-    change_set: ChangeSet,
+    change_set: ChangeSet | PamChangeSet,
     *,
     run_id: str,
     partition: str | None = None,
@@ -356,14 +423,18 @@ async def execute(
     group_match_attribute: str = "displayName",
     concurrency: int | None = None,
 ) -> ExecutionReport:
-    """Execute a change set: groups, users, memberships, then group deprovisioning.
+    """Execute a change set: groups, users, memberships, then group deprovisioning — or a :class:`PamChangeSet`:
+    containers, permissions, placements.
 
     Returns an :class:`ExecutionReport`; it never raises for a failing identity (``report.failed`` says so).
     ``concurrency`` defaults to the client's ``concurrency``.
     """
     started = time.perf_counter()
     stats_before = (client.stats.retries, client.stats.adoptions)
-    total = len(change_set.users) + len(change_set.groups) + len(change_set.memberships)
+    if isinstance(change_set, PamChangeSet):
+        total = len(change_set)
+    else:
+        total = len(change_set.users) + len(change_set.groups) + len(change_set.memberships)
     run = _Run(
         client,
         state,
@@ -379,14 +450,10 @@ async def execute(
     workers = concurrency or int(getattr(client.settings, "concurrency", 16))
     timer = asyncio.create_task(run.recorder.run_timer())
     try:
-        groups = change_set.groups
-        await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_UPSERT_OPS)], workers)
-        if not change_set.users.empty and not run.breaker.is_open:
-            run.user_ids_by_key = dict(state.user_ids())
-            run.user_keys_by_id = {v: k for k, v in run.user_ids_by_key.items()}
-        await _execute_kind(run, "Users", change_set.users, workers)
-        await _execute_memberships(run, change_set.memberships, workers)
-        await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_REMOVAL_OPS)], workers)
+        if isinstance(change_set, PamChangeSet):
+            await _execute_pam(run, change_set, workers)
+        else:
+            await _execute_identities(run, change_set, workers)
     finally:
         timer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -406,7 +473,18 @@ async def execute(
     return report
 
 
-def _hold(run: _Run, resource_type: Literal["Users", "Groups"], rows: pd.DataFrame) -> pd.DataFrame:
+async def _execute_identities(run: _Run, change_set: ChangeSet, workers: int) -> None:
+    groups = change_set.groups
+    await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_UPSERT_OPS)], workers)
+    if not change_set.users.empty and not run.breaker.is_open:
+        run.user_ids_by_key = dict(run.state.user_ids())
+        run.user_keys_by_id = {v: k for k, v in run.user_ids_by_key.items()}
+    await _execute_kind(run, "Users", change_set.users, workers)
+    await _execute_memberships(run, change_set.memberships, workers)
+    await _execute_kind(run, "Groups", groups[groups["op"].isin(_GROUP_REMOVAL_OPS)], workers)
+
+
+def _hold(run: _Run, resource_type: str, rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return rows
     held = run.state.held(resource_type)
@@ -722,3 +800,138 @@ async def _execute_memberships(run: _Run, rows: pd.DataFrame, workers: int) -> N
             run.report.member_outcomes.append((op, group_key_norm, tuple(members), "failed"))
 
     await run.run_pool(rows, handle, workers)
+
+
+# ---- Delinea's PAM kinds ---------------------------------------------------------------------------------------
+
+
+async def _execute_pam(run: _Run, changes: PamChangeSet, workers: int) -> None:
+    permissions = changes.permissions
+    deletes = permissions["op"].eq("delete")
+    # Never edited in place: other rights are a delete, then an add.
+    for resource_type, rows in (
+        ("Containers", changes.containers),
+        ("ContainerPermissions", permissions[deletes]),
+        ("ContainerPermissions", permissions[~deletes]),
+        ("PrivilegedData", changes.placements),
+    ):
+        await _execute_pam_kind(run, resource_type, rows, changes, workers)
+
+
+async def _execute_pam_kind(
+    run: _Run, resource_type: str, rows: pd.DataFrame, changes: PamChangeSet, workers: int
+) -> None:
+    if rows.empty:
+        return
+    if run.breaker.is_open or changes.stop.tripped:
+        run.report.not_attempted += len(rows)
+        return
+    state_only = rows["op"].isin(_PAM_STATE_ONLY_OPS)
+    for row in rows[state_only].itertuples(index=False):
+        _record_pam_state(run, resource_type, row)
+    calls = _hold(run, resource_type, rows[~state_only])
+
+    async def handle(row: Any) -> None:
+        await _apply_pam_change(run, resource_type, row, changes)
+
+    # The first alone: a 403 (no Owner rights) then stops the cycle's PAM requests after one request.
+    await run.run_pool(calls.iloc[:1], handle, 1)
+    await run.run_pool(calls.iloc[1:], handle, workers)
+
+
+def _permission_record(row: Any, scim_id: str | None) -> PermissionRecord:
+    return PermissionRecord(
+        container_id=str(row.container_id),
+        principal_type=str(row.principal_type),
+        principal_key_norm=str(row.principal_key_norm),
+        principal_key=str(row.principal),
+        principal_id=str(row.principal_id),
+        rights=tuple(json.loads(str(row.rights))),
+        scim_id=scim_id,
+    )
+
+
+def _record_pam_state(run: _Run, resource_type: str, row: Any) -> None:
+    """Adopt (found on the target as the file wants it) or forget (gone from the target): state only, no call."""
+    op, key = str(row.op), str(row.key)
+    batch = run.recorder.batch
+    scim_id = None if pd.isna(row.scim_id) else str(row.scim_id)
+    if resource_type == "Containers":
+        assert scim_id is not None, "an adopted container carries its SCIM id"
+        batch.upsert_container(key, scim_id=scim_id, origin="adopted")
+    elif resource_type == "ContainerPermissions":
+        if op == "adopt":
+            batch.upsert_permission(_permission_record(row, scim_id))
+        else:
+            batch.forget_permission(str(row.container_id), str(row.principal_type), str(row.principal_key_norm))
+    elif op == "adopt":
+        assert scim_id is not None, "placed privileged data carries its SCIM id"
+        batch.upsert_placement(scim_id, data_key=str(row.data_key), container_id=str(row.container_id))
+    else:
+        assert scim_id is not None, "placed privileged data carries its SCIM id"
+        batch.forget_placement(scim_id)
+    run.audit(resource_type, op, key, _Outcome("adopted" if op == "adopt" else "ok", calls=0), scim_id)
+
+
+async def _send_pam(run: _Run, resource_type: str, row: Any) -> ScimResult:
+    op = str(row.op)
+    if resource_type == "Containers":
+        return await run.client.create("Containers", _json(row.payload), match_attribute="name")
+    if resource_type == "ContainerPermissions":
+        if op == "delete":
+            return await run.client.delete("ContainerPermissions", str(row.scim_id))
+        return await run.client.create("ContainerPermissions", _json(row.payload))
+    return await run.client.patch("PrivilegedData", str(row.scim_id), _json(row.payload))
+
+
+async def _apply_pam_change(run: _Run, resource_type: str, row: Any, changes: PamChangeSet) -> None:
+    stop = changes.stop
+    if stop.tripped:
+        run.report.not_attempted += 1
+        return
+    op, key = str(row.op), str(row.key)
+    scim_id = None if pd.isna(row.scim_id) else str(row.scim_id)
+    try:
+        result = await _send_pam(run, resource_type, row)
+    except _STOPS_THE_CYCLE as halt:
+        _stop(run, halt)
+        return
+    except ScimForbidden as error:
+        # Missing rights, not a failing object: no escrow; reported once, with what to grant.
+        first = stop.trip(resource_type, op, key, error)
+        run.audit(resource_type, op, key, _Outcome("failed", error=error), scim_id, message=stop.fix, listed=False)
+        if first is not None:
+            run.report.failures.append(first)
+        return
+    except ScimPipelineError as error:
+        batch = run.recorder.batch
+        if resource_type == "Containers":
+            batch.fail_container(key, error=str(error))
+        elif resource_type == "ContainerPermissions":
+            batch.fail_permission(_permission_record(row, scim_id), error=str(error))
+        else:
+            batch.fail_placement(str(row.scim_id), data_key=str(row.data_key), error=str(error))
+        run.audit(resource_type, op, key, _Outcome("failed", error=error), scim_id)
+        return
+    batch = run.recorder.batch
+    outcome: Literal["ok", "adopted", "already_done"] = "ok"
+    if resource_type == "Containers":
+        scim_id = result.scim_id
+        if scim_id is not None:
+            batch.upsert_container(key, scim_id=scim_id, origin="adopted" if result.adopted else "created")
+        outcome = "adopted" if result.adopted else "ok"
+    elif resource_type == "ContainerPermissions":
+        if op == "delete":
+            outcome = "already_done" if result.already_done else "ok"
+            if row.reason != "rights changed":  # a replaced slot stays ours: its add follows
+                batch.forget_permission(str(row.container_id), str(row.principal_type), str(row.principal_key_norm))
+        else:
+            scim_id = result.scim_id
+            batch.upsert_permission(_permission_record(row, scim_id or ""))
+    elif op == "attach":
+        batch.upsert_placement(str(row.scim_id), data_key=str(row.data_key), container_id=str(row.container_id))
+    else:
+        batch.forget_placement(str(row.scim_id))
+    run.audit(resource_type, op, key, _Outcome(outcome, result), scim_id)
+    if changes.confirmed is not None:
+        changes.confirmed(row, result)

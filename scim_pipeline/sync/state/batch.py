@@ -1,5 +1,6 @@
 """What one flush of outcomes changes in the state store: upserts, failures, deletes, hash refreshes, membership
-pairs and audit rows (:class:`StateBatch`), and the attribute hash a plan compares (:func:`attrs_hashes`)."""
+pairs, Delinea's PAM objects and audit rows (:class:`StateBatch`), and the attribute hash a plan compares
+(:func:`attrs_hashes`)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,50 @@ class FailedCall:
     shard: int | None = None
 
 
+@dataclass(frozen=True)
+class ContainerRecord:
+    """A container we manage (``scim_id`` None: only a failed create is counted, escrow)."""
+
+    name: str
+    scim_id: str | None
+    origin: Origin | None = None
+    error: str | None = None
+    """For a failure: what failed (no secret, no value)."""
+
+    @property
+    def name_norm(self) -> str:
+        return self.name.casefold()
+
+
+@dataclass(frozen=True)
+class PermissionRecord:
+    """A container permission we manage: one principal's rights on one container (``scim_id`` None: only a failed
+    add is counted, escrow)."""
+
+    container_id: str
+    principal_type: str
+    principal_key_norm: str
+    principal_key: str
+    principal_id: str
+    rights: tuple[str, ...]
+    scim_id: str | None
+    error: str | None = None
+
+    @property
+    def slot(self) -> tuple[str, str, str]:
+        return (self.container_id, self.principal_type, self.principal_key_norm)
+
+
+@dataclass(frozen=True)
+class PlacementRecord:
+    """Privileged data we placed in a container (``container_id`` None: only a failed attach is counted, escrow)."""
+
+    data_id: str
+    data_key: str
+    container_id: str | None
+    error: str | None = None
+
+
 @dataclass
 class StateBatch:
     """Outcomes to apply in one transaction. Build it up, then :meth:`ProvisioningState.apply` it.
@@ -113,6 +158,16 @@ class StateBatch:
     group_hash_refreshes: list[tuple[int, str]] = field(default_factory=list)
     membership_adds: list[tuple[str, str]] = field(default_factory=list)
     membership_removes: list[tuple[str, str]] = field(default_factory=list)
+    container_upserts: list[ContainerRecord] = field(default_factory=list)
+    container_failures: list[ContainerRecord] = field(default_factory=list)
+    permission_upserts: list[PermissionRecord] = field(default_factory=list)
+    permission_failures: list[PermissionRecord] = field(default_factory=list)
+    permission_deletes: list[tuple[str, str, str]] = field(default_factory=list)
+    """Permission slots (container id, principal type, principal key_norm) we no longer manage."""
+    placement_upserts: list[PlacementRecord] = field(default_factory=list)
+    placement_failures: list[PlacementRecord] = field(default_factory=list)
+    placement_deletes: list[str] = field(default_factory=list)
+    """Privileged data ids we no longer place."""
     audit: list[AuditRecord] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -127,7 +182,21 @@ class StateBatch:
             + len(self.group_hash_refreshes)
             + len(self.membership_adds)
             + len(self.membership_removes)
+            + self.pam_len()
             + len(self.audit)
+        )
+
+    def pam_len(self) -> int:
+        """How many PAM changes the batch holds."""
+        return (
+            len(self.container_upserts)
+            + len(self.container_failures)
+            + len(self.permission_upserts)
+            + len(self.permission_failures)
+            + len(self.permission_deletes)
+            + len(self.placement_upserts)
+            + len(self.placement_failures)
+            + len(self.placement_deletes)
         )
 
     def upsert_user(
@@ -189,6 +258,42 @@ class StateBatch:
     def fail_group(self, key_norm: str, *, key: str, error: str) -> None:
         """Count a failed call for a group (escrow)."""
         self.group_failures.append(FailedCall(key_norm, key, error))
+
+    def upsert_container(self, name: str, *, scim_id: str, origin: Origin | None = None) -> None:
+        """Record a container we manage (created or adopted); clears its escrow counters."""
+        self.container_upserts.append(ContainerRecord(name, scim_id, origin))
+
+    def fail_container(self, name: str, *, error: str) -> None:
+        """Count a failed call for a container (escrow)."""
+        self.container_failures.append(ContainerRecord(name, None, error=error))
+
+    def upsert_permission(self, permission: PermissionRecord) -> None:
+        """Record a permission we manage (added or adopted); clears the slot's escrow counters."""
+        self.permission_upserts.append(permission)
+
+    def fail_permission(self, permission: PermissionRecord, *, error: str) -> None:
+        """Count a failed call for a permission slot (escrow); a slot we manage keeps its recorded permission."""
+        self.permission_failures.append(
+            PermissionRecord(
+                *permission.slot, permission.principal_key, permission.principal_id, permission.rights, None, error
+            )
+        )
+
+    def forget_permission(self, container_id: str, principal_type: str, principal_key_norm: str) -> None:
+        """Stop managing a permission slot (deleted, or gone from the target)."""
+        self.permission_deletes.append((container_id, principal_type, principal_key_norm))
+
+    def upsert_placement(self, data_id: str, *, data_key: str, container_id: str) -> None:
+        """Record privileged data we placed (attached or adopted); clears its escrow counters."""
+        self.placement_upserts.append(PlacementRecord(data_id, data_key, container_id))
+
+    def fail_placement(self, data_id: str, *, data_key: str, error: str) -> None:
+        """Count a failed call for a placement (escrow)."""
+        self.placement_failures.append(PlacementRecord(data_id, data_key, None, error))
+
+    def forget_placement(self, data_id: str) -> None:
+        """Stop managing a placement (detached, or gone from the target)."""
+        self.placement_deletes.append(data_id)
 
 
 def dump_attrs(attrs: Mapping[str, Any]) -> str:

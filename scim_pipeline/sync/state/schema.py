@@ -133,17 +133,30 @@ writer_leases = sa.Table(
     sa.Column("process_started", sa.Float),
 )
 
-# Delinea's PAM resources (scim_pipeline/sync/pam.py). A container is known by its name (the only way Delinea finds
+# Delinea's PAM resources (scim_pipeline/sync/pam/). A container is known by its name (the only way Delinea finds
 # one) and its SCIM id; a permission by its container, principal and the rights we gave; a placement by the
-# privileged data's id and the container we attached it to.
+# privileged data's id and the container we attached it to. The escrow counters are the users' (fail_count,
+# last_error, next_attempt_at); a row without its SCIM id (containers, permissions) or container (placements) only
+# counts the failures of an object not on the target yet: we do not manage it.
+
+
+def _escrow_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("last_error", sa.Text),
+        sa.Column("fail_count", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("next_attempt_at", sa.Float),
+    ]
+
+
 managed_containers = sa.Table(
     "managed_containers",
     metadata,
     sa.Column("name_norm", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
-    sa.Column("scim_id", sa.Text, nullable=False),
+    sa.Column("scim_id", sa.Text),
     sa.Column("origin", sa.Text, nullable=False, server_default=sa.text("'created'")),
     sa.Column("updated_at", sa.Float, nullable=False),
+    *_escrow_columns(),
     sqlite_with_rowid=False,
 )
 
@@ -156,8 +169,9 @@ managed_permissions = sa.Table(
     sa.Column("principal_key", sa.Text, nullable=False),
     sa.Column("principal_id", sa.Text, nullable=False),
     sa.Column("rights", sa.Text, nullable=False),
-    sa.Column("scim_id", sa.Text, nullable=False),
+    sa.Column("scim_id", sa.Text),
     sa.Column("updated_at", sa.Float, nullable=False),
+    *_escrow_columns(),
     sqlite_with_rowid=False,
 )
 
@@ -166,8 +180,9 @@ managed_placements = sa.Table(
     metadata,
     sa.Column("data_id", sa.Text, primary_key=True),
     sa.Column("data_key", sa.Text, nullable=False),
-    sa.Column("container_id", sa.Text, nullable=False),
+    sa.Column("container_id", sa.Text),
     sa.Column("updated_at", sa.Float, nullable=False),
+    *_escrow_columns(),
     sqlite_with_rowid=False,
 )
 

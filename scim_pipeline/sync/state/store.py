@@ -29,6 +29,7 @@ from scim_pipeline.sync.state.connection import engine_for
 from scim_pipeline.sync.state.escrow import EscrowPolicy, HeldIdentity, record_failures
 from scim_pipeline.sync.state.lease import LeaseHolder, LeaseLost, LeaseWait, WriterLease
 from scim_pipeline.sync.state.migrations import migrate
+from scim_pipeline.sync.state.pam_tables import PAM_RESOURCE_TYPES, apply_pam, held_pam
 from scim_pipeline.sync.state.schema import (
     audit as audit_table,
 )
@@ -133,12 +134,9 @@ class ProvisioningState:
             self._fence = None
 
     def reading(self) -> contextlib.AbstractContextManager[sa.Connection]:
-        """A read connection, for the tables other modules own (``scim_pipeline.sync.pam``'s)."""
+        """A read connection, for the tables other modules read (``scim_pipeline.sync.pam``'s); every write goes
+        through :meth:`apply`."""
         return self._read()
-
-    def writing(self) -> contextlib.AbstractContextManager[sa.Connection]:
-        """One write transaction, for the tables other modules own (``scim_pipeline.sync.pam``'s)."""
-        return self._write()
 
     # ---- reads -------------------------------------------------------------------------------------------
 
@@ -217,10 +215,14 @@ class ProvisioningState:
             ).tuples()
             return {str(k): str(i) for k, i in rows}
 
-    def held(self, resource_type: ResourceKind, *, now: float | None = None) -> dict[str, HeldIdentity]:
-        """Identities in escrow right now, by key_norm."""
-        table = managed_users if resource_type == "Users" else managed_groups
+    def held(self, resource_type: str, *, now: float | None = None) -> dict[str, HeldIdentity]:
+        """Identities in escrow right now, by key_norm (for the PAM kinds, by the key of
+        :func:`~scim_pipeline.sync.state.pam_tables.held_pam`)."""
         moment = time.time() if now is None else now
+        if resource_type in PAM_RESOURCE_TYPES:
+            with self._read() as conn:
+                return held_pam(conn, resource_type, moment)
+        table = managed_users if resource_type == "Users" else managed_groups
         statement = sa.select(
             table.c.key_norm, table.c.key, table.c.fail_count, table.c.next_attempt_at, table.c.last_error
         ).where(table.c.next_attempt_at.is_not(None), table.c.next_attempt_at > moment)
@@ -438,6 +440,8 @@ class ProvisioningState:
                     upsert(conn, managed_memberships).on_conflict_do_nothing(),
                     [{"group_key_norm": g, "user_key_norm": u} for g, u in batch.membership_adds],
                 )
+            if batch.pam_len():
+                apply_pam(conn, batch, policy, now)
             if batch.membership_removes:
                 conn.execute(
                     sa.delete(managed_memberships).where(

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from scim_pipeline.sync.state import ProvisioningState, StateBatch
+from scim_pipeline.sync.pam.managed import ManagedPam, ManagedPermission
+from scim_pipeline.sync.state import EscrowPolicy, ProvisioningState, StateBatch
+from scim_pipeline.sync.state.migrations import _alembic_config
 from scim_pipeline.sync.state.schema import metadata
 
-HEAD = "0003"
+HEAD = "0005"
 
 # The schema exactly as the state store created it before Alembic (scim_pipeline/sync/state/, schema_version 1).
 LEGACY_SCHEMA = """
@@ -129,6 +132,48 @@ def test_a_state_file_from_before_alembic_is_upgraded_in_place_and_keeps_its_row
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"audit_run", "audit_key_at", "audit_at", "audit_outcome_status_at"} <= indexes
         assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == ("2",)
+
+
+def test_a_store_with_pam_rows_from_revision_0003_keeps_them_and_gains_their_escrow(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0003")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO managed_containers (name_norm, name, scim_id, origin, updated_at) "
+                    "VALUES ('vault', 'Vault', 'c1', 'adopted', 1.0)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO managed_permissions VALUES "
+                    "('c1', 'group', 'auditors', 'Auditors', 'g2', '[\"View\"]', 'p1', 1.0)"
+                )
+            )
+            conn.execute(sa.text("INSERT INTO managed_placements VALUES ('d1', 'prod-db-root', 'c1', 1.0)"))
+    finally:
+        engine.dispose()
+    with ProvisioningState.open(path) as store:
+        managed = ManagedPam.load(store)
+        assert managed.containers == {"vault": ("Vault", "c1")}
+        assert managed.permissions == [
+            ManagedPermission("c1", "group", "auditors", "Auditors", "g2", frozenset({"View"}), "p1")
+        ]
+        assert managed.placements == {"d1": ("prod-db-root", "c1")}
+        batch = StateBatch()
+        batch.fail_container("Staging", error="HTTP 503")
+        store.apply(batch, escrow=EscrowPolicy(after_failures=1))
+        assert list(store.held("Containers")) == ["staging"]
+    assert _revisions(f"sqlite:///{path}") == [HEAD]
+    with sqlite3.connect(path) as db:
+        tables = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    assert all(
+        "WITHOUT ROWID" in tables[name] for name in ("managed_containers", "managed_permissions", "managed_placements")
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

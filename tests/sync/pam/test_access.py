@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scim_pipeline.scim.errors import ConfigurationError
-from scim_pipeline.sync.access import AccessFile, load_access
+from scim_pipeline.sync.pam.access import AccessFile, load_access
 
 USERS = ["ada@example.com", "bob@example.com"]
 GROUPS = ["Vault Admins", "Auditors"]
