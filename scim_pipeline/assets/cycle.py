@@ -239,7 +239,11 @@ class _CycleStep:
         self.shard_count = len(partitions.get_partition_keys())
         selected = context.selected_asset_keys
         self.selected = {asset.name for asset in ASSETS if names[asset.name] in selected}
-        partitioned_run = context.has_partition_key_range or context.has_partition_key
+        # A run covers the shards of its partition key or range; a run without one — or one that selects no
+        # per-identity asset, such as the permission sync — covers every shard.
+        partitioned_run = (context.has_partition_key_range or context.has_partition_key) and any(
+            asset.per_identity and asset.name in self.selected for asset in ASSETS
+        )
         run_shards = shards_of(context.partition_keys) if partitioned_run else list(range(self.shard_count))
         self.run_shards = sorted(set(run_shards))
         # A run over every shard is a whole cycle, whether launched with the full range or without a partition.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,9 @@ from scim_pipeline.assets.jobs import PLAN_JOB, SYNC_JOB
 from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.definitions import build_definitions
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
+from scim_pipeline.sync.cycle import CycleReport
+from scim_pipeline.sync.engine import collected_reports
+from scim_pipeline.sync.outcome import CycleOutcome
 from tests.reliability.conftest import USER_COLUMNS, write_csv
 
 CLIENT_ID = "pipeline-tests"
@@ -92,6 +95,7 @@ class Pipeline:
     env: dict[str, str]
     instance: DagsterInstance
     monkeypatch: pytest.MonkeyPatch
+    reports: dict[str, CycleReport] = field(default_factory=dict)
 
     def definitions(self) -> Definitions:
         for name, value in self.env.items():
@@ -109,12 +113,19 @@ class Pipeline:
         """A run of the sync (or plan) job as the Launchpad launches it: without a partition (every shard), or over
         the ``shards`` range as a backfill does."""
         job = self.definitions().resolve_job_def(job_name or (PLAN_JOB if dry_run else SYNC_JOB))
-        return job.execute_in_process(
-            instance=self.instance,
-            tags=range_tags(*shards) if shards is not None else {},
-            run_config=run_config or {},
-            raise_on_error=False,
-        )
+        with collected_reports() as reports:
+            result = job.execute_in_process(
+                instance=self.instance,
+                tags=range_tags(*shards) if shards is not None else {},
+                run_config=run_config or {},
+                raise_on_error=False,
+            )
+        self.reports.update(reports)
+        return result
+
+    def outcome(self, result: ExecuteInProcessResult) -> CycleOutcome:
+        """The typed outcome of a run executed by :meth:`sync` (what the CLI prints)."""
+        return CycleOutcome.from_report(self.reports[result.run_id])
 
 
 @pytest.fixture
