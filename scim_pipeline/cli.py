@@ -134,8 +134,8 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify-workflows",
-        help="run create, update, group assignment, membership change, disable and delete on throwaway objects "
-        "(scim-pipeline-verify-*) against the configured target, read each back, clean up; print a table",
+        help="run the staging workflows (create, update, group assignment, membership change, disable, delete) on "
+        "throwaway scim-pipeline-verify-* objects, each read back, then clean up; print a table",
     )
     verify.add_argument(
         "--with-containers",
