@@ -6,7 +6,7 @@ Delinea emulator on loopback; `verify-workflows` runs the workflows Delinea asks
 objects.
 
 Imports are deferred to the command that needs them: `--help` and `emulator` start without Dagster, pandas or the
-SCIM client (well over a second of CPU), and `check` without Dagster.
+SCIM client (well over a second of CPU), and `check` and `verify-workflows` without Dagster.
 """
 
 from __future__ import annotations
