@@ -2,7 +2,7 @@
 
 Delinea asks customers to verify the common workflows in a non-production environment before the first sync. This
 runs them, through the same client and profile rules as the sync, on throwaway objects whose names start with
-:data:`PREFIX`: create a user → update an attribute → create a group → assign the user → remove and add the member →
+:data:`PREFIX`: create a user → update attributes → create a group → assign the user → remove and add the member →
 disable (``active=false``) → delete the user (and the group, where the profile allows). Each write is read back with a
 GET and compared. Under the Delinea profile it also checks the PAM rights the service account needs (reading
 containers and their permissions) and, only when asked, adds and deletes a permission on a throwaway container.
@@ -266,12 +266,13 @@ class _Run:
             return
         raise _Mismatch(f"GET /{resource_type}/{scim_id} still finds it after the DELETE")
 
-    async def expect(self, resource_type: str, scim_id: str, attribute: str, wanted: object) -> dict[str, Any]:
+    async def expect(self, resource_type: str, scim_id: str, wanted: Mapping[str, object]) -> None:
+        """One GET; each attribute path of ``wanted`` must read back as its value."""
         resource = await self.read(resource_type, scim_id)
-        found = attribute_value(resource, attribute)
-        if not _same(found, wanted):
-            raise _Mismatch(f"{attribute} is {found!r}, expected {wanted!r}")
-        return resource
+        for path, value in wanted.items():
+            found = attribute_value(resource, path)
+            if not _same(found, value):
+                raise _Mismatch(f"{path} is {found!r}, expected {value!r}")
 
     def membership(self) -> tuple[str, str]:
         """The throwaway group and user, once both exist."""
@@ -403,23 +404,23 @@ class _Run:
         if created.scim_id is None:
             raise _Mismatch("the POST answer carries no id")
         self.user_id = created.scim_id
-        await self.expect("Users", self.user_id, "userName", self.user_name)
-        await self.expect("Users", self.user_id, "active", True)
+        await self.expect("Users", self.user_id, {"userName": self.user_name, "active": True})
         return f"POST /Users {self.user_name}; GET: userName, active=true"
 
     async def update_user(self) -> str:
         assert self.user_id is not None
-        wanted = f"{self.run_name} user (updated)"
-        await self.client.patch("Users", self.user_id, [_replace("displayName", wanted)])
-        await self.expect("Users", self.user_id, "displayName", wanted)
-        return "PATCH displayName; GET: the new value"
+        # A surname change, as an HR update brings: the sub-attribute and the display name together.
+        wanted = {"name.familyName": "Verify-Updated", "displayName": f"{self.run_name} user (updated)"}
+        await self.client.patch("Users", self.user_id, [_replace(path, value) for path, value in wanted.items()])
+        await self.expect("Users", self.user_id, wanted)
+        return "PATCH name.familyName, displayName; GET: the new values"
 
     async def create_group(self) -> str:
         created = await self.client.create("Groups", resource_payload(Group(display_name=self.run_name)))
         if created.scim_id is None:
             raise _Mismatch("the POST answer carries no id")
         self.group_id = created.scim_id
-        await self.expect("Groups", self.group_id, "displayName", self.run_name)
+        await self.expect("Groups", self.group_id, {"displayName": self.run_name})
         return f"POST /Groups {self.run_name}; GET: displayName"
 
     async def assign(self) -> str:
@@ -443,7 +444,7 @@ class _Run:
     async def disable_user(self) -> str:
         assert self.user_id is not None
         await self.client.patch("Users", self.user_id, [_replace("active", False)])
-        await self.expect("Users", self.user_id, "active", False)
+        await self.expect("Users", self.user_id, {"active": False})
         return "PATCH active=false (soft delete); GET: active=false"
 
     async def delete_user(self) -> str:
