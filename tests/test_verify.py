@@ -207,6 +207,18 @@ def test_without_a_target_it_runs_on_a_throwaway_emulator_and_says_so(
     assert results(output)["delete user"] == "PASS"
 
 
+def test_a_remote_plain_http_target_is_refused_naming_the_variable(run_cli: Callable[..., tuple[int, str]]) -> None:
+    code, output = run_cli(
+        env={"SCIM_BASE_URL": "http://scim.example.com/v2", "SCIM_CLIENT_ID": "x", "SCIM_CLIENT_SECRET": "y-7c1d"}
+    )
+
+    assert code == 1
+    assert "SCIM_BASE_URL" in output
+    assert "https is required" in output
+    assert "Traceback" not in output
+    assert "y-7c1d" not in output
+
+
 # -- an independent server: scim2-server (RFC 7644 profile) ----------------------------------------------------------
 
 
