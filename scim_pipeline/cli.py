@@ -1,11 +1,12 @@
-"""`scim-pipeline demo | sync | plan | check | emulator` — the command line.
+"""`scim-pipeline demo | sync | plan | check | verify-workflows | emulator` — the command line.
 
 `demo`, `sync` and `plan` run the code location's own assets in-process against the Dagster instance in
 $DAGSTER_HOME, so every run also shows in `dagster dev`. `check` proves the connection; `emulator` serves the bundled
-Delinea emulator on loopback.
+Delinea emulator on loopback; `verify-workflows` runs the workflows Delinea asks to verify in staging on throwaway
+objects.
 
 Imports are deferred to the command that needs them: `--help` and `emulator` start without Dagster, pandas or the
-SCIM client (well over a second of CPU), and `check` without Dagster.
+SCIM client (well over a second of CPU), and `check` and `verify-workflows` without Dagster.
 """
 
 from __future__ import annotations
@@ -131,6 +132,26 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_run_check)
 
+    verify = commands.add_parser(
+        "verify-workflows",
+        help="run the staging workflows (create, update, group assignment, membership change, disable, delete) on "
+        "throwaway scim-pipeline-verify-* objects, each read back, then clean up; print a table",
+    )
+    verify.add_argument(
+        "--with-containers",
+        action="store_true",
+        help="Delinea: also add and delete a permission on the container scim-pipeline-verify-container, created "
+        "once and reused (SCIM cannot delete containers)",
+    )
+    verify.add_argument(
+        "--user-domain",
+        default="example.com",
+        help="domain of the throwaway userName (default example.com; give one of your tenant's login suffixes if it "
+        "accepts no other)",
+    )
+    verify.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=_run_verify)
+
     emulator = commands.add_parser("emulator", help="serve the Delinea-compatible emulator on loopback")
     if emulator_options:
         from scim_pipeline.emulator import cli as emulator_cli
@@ -171,6 +192,14 @@ def _run_check(args: argparse.Namespace) -> int:
     report = asyncio.run(run_check(settings, write_probes=args.probe_writes, containers=_access_containers()))
     print(report.render())
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from scim_pipeline.verify import verify_workflows_command
+
+    return verify_workflows_command(
+        with_containers=args.with_containers, user_domain=args.user_domain, as_json=args.as_json
+    )
 
 
 def _access_containers() -> list[str]:
