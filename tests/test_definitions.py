@@ -14,7 +14,7 @@ ASSETS = {
     "idp_groups",
     "idp_memberships",
     "roster_rejections",
-    "target_snapshot",
+    "desired_access",
     "user_changes",
     "group_changes",
     "membership_changes",
@@ -48,7 +48,9 @@ def test_the_default_location_is_demo_mode_with_every_asset_check_and_schedule()
         ("user_changes", "empty_roster"),
         ("user_changes", "shrunken_roster"),
         ("user_changes", "mass_update"),
-        ("target_snapshot", "target_matches_managed_state"),
+        ("membership_changes", "membership_removals"),
+        ("group_changes", "group_removals"),
+        ("provisioning_audit", "target_matches_managed_state"),
         ("permission_changes", "permission_removals"),
         ("access_snapshot", "access_matches_file"),
     } <= checks
@@ -56,14 +58,26 @@ def test_the_default_location_is_demo_mode_with_every_asset_check_and_schedule()
     assert defs.resolve_job_def("scim_sync").description.startswith("[DEMO MODE")
 
 
-def test_user_assets_are_partitioned_by_shard() -> None:
+PER_IDENTITY = {
+    "idp_users",
+    "idp_memberships",
+    "user_changes",
+    "membership_changes",
+    "user_provisioning",
+    "membership_provisioning",
+}
+
+
+def test_only_what_is_per_identity_is_partitioned_by_shard() -> None:
     graph = asset_graph(build_definitions({"SCIM_SHARDS": "8"}))
 
     partitions = graph.get(AssetKey("user_changes")).partitions_def
     assert partitions is not None
     assert partitions.get_partition_keys() == [f"{shard:03d}" for shard in range(8)]
-    # One step runs the whole cycle, so its assets share the shards; a backfill over all of them is one run.
-    assert graph.get(AssetKey("group_changes")).partitions_def == partitions
+    for key in graph.get_all_asset_keys():
+        expected = partitions if key.to_user_string() in PER_IDENTITY else None
+        assert graph.get(key).partitions_def == expected, key.to_user_string()
+    # A backfill over every shard is one run (the whole cycle in one step).
     policy = graph.get(AssetKey("user_provisioning")).backfill_policy
     assert policy is not None
     assert policy.max_partitions_per_run is None
@@ -78,8 +92,19 @@ def test_lineage_reads_roster_to_changes_to_provisioning_to_audit() -> None:
     assert "roster_files" in parents("idp_users")
     assert "idp_users" in parents("user_changes")
     assert "user_changes" in parents("user_provisioning")
-    assert {"user_provisioning", "group_provisioning"} <= parents("membership_changes")
-    assert {"user_provisioning", "group_provisioning", "membership_provisioning"} <= parents("provisioning_audit")
+    assert {"idp_memberships", "group_changes"} <= parents("membership_changes")
+    assert "membership_changes" in parents("membership_provisioning")
+    assert {"group_provisioning", "permission_provisioning"} <= parents("provisioning_audit")
+
+
+def test_nothing_unpartitioned_depends_on_a_per_identity_asset() -> None:
+    """Dagster could not run such an asset without a partition (the Launchpad, `dagster job execute`)."""
+    graph = asset_graph(build_definitions({}))
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.partitions_def is None:
+            partitioned = [p.to_user_string() for p in node.parent_keys if graph.get(p).partitions_def is not None]
+            assert partitioned == [], key.to_user_string()
 
 
 def test_lineage_reads_roster_to_groups_to_container_permissions() -> None:
@@ -88,7 +113,8 @@ def test_lineage_reads_roster_to_groups_to_container_permissions() -> None:
     def parents(name: str) -> set[str]:
         return {key.to_user_string() for key in graph.get(AssetKey(name)).parent_keys}
 
-    assert {"access_file", "idp_groups", "group_provisioning", "user_provisioning"} <= parents("permission_changes")
+    assert {"access_file", "idp_groups"} <= parents("desired_access")
+    assert {"desired_access", "container_changes", "group_changes"} <= parents("permission_changes")
     assert {"permission_changes", "container_provisioning"} <= parents("permission_provisioning")
     assert {"permission_provisioning", "privileged_data_provisioning"} <= parents("access_snapshot")
     assert build_definitions({}).resolve_job_def("scim_permission_sync") is not None

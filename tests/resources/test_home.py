@@ -85,6 +85,7 @@ def test_a_home_with_two_alembic_heads_is_reported_in_one_line_with_the_fix(tmp_
     with sqlite3.connect(tmp_path / "history" / "runs.db") as runs:
         # What two processes initialising one fresh home together left behind before this fix.
         runs.execute("INSERT INTO alembic_version VALUES ('16e3655b4d9b')")
+    (tmp_path / ".scim_pipeline.ready").unlink()  # broken by an earlier version, which left no ready marker
     with pytest.raises(ConfigurationError) as raised:
         prepare_dagster_home(tmp_path)
     message = str(raised.value)
@@ -100,3 +101,15 @@ def test_a_home_that_cannot_be_created_names_the_folder(tmp_path: Path) -> None:
     blocker.write_text("", encoding="utf-8")
     with pytest.raises(ConfigurationError, match="cannot be created"):
         prepare_dagster_home(blocker / "home")
+
+
+def test_a_ready_home_is_not_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepare_dagster_home(tmp_path)
+    opened: list[Path] = []
+    monkeypatch.setattr("scim_pipeline.resources.home._open_storages_once", opened.append)
+
+    prepare_dagster_home(tmp_path)
+    assert opened == [], "a home set up by this Dagster version was opened again"
+    (tmp_path / ".scim_pipeline.ready").write_text("0.0.0", encoding="utf-8")  # another Dagster version
+    prepare_dagster_home(tmp_path)
+    assert opened == [tmp_path]

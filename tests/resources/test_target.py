@@ -39,11 +39,3 @@ def test_plain_http_to_a_remote_host_is_refused_naming_the_variable() -> None:
 def test_a_bad_number_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="SCIM_CONCURRENCY"):
         target_from_env({"SCIM_BASE_URL": "https://t.example.com/scim/v2", "SCIM_CONCURRENCY": "lots"})
-
-
-def test_rfc7644_groups_may_be_deleted_but_delinea_groups_are_released() -> None:
-    delinea = ScimTargetResource(base_url="https://t.example.com/scim/v2", profile="delinea")
-    generic = ScimTargetResource(base_url="https://t.example.com/scim/v2", profile="rfc7644")
-    assert delinea.group_deprovision("delete") == "release"
-    assert generic.group_deprovision("delete") == "delete"
-    assert generic.group_deprovision("disable") == "release"

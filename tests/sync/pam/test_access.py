@@ -182,7 +182,7 @@ def test_an_empty_file_is_an_empty_access_file(tmp_path: Path) -> None:
 def test_the_bundled_sample_matches_the_sample_roster() -> None:
     from scim_pipeline.resources.pipeline import RosterSourceResource
 
-    resource = RosterSourceResource(sample_access=True)
+    resource = RosterSourceResource(demo=True)
     roster = resource.load().roster
     access = resource.load_access(roster)
     assert access is not None
