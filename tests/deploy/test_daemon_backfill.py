@@ -136,7 +136,6 @@ CYCLE_ASSETS = (
     "idp_groups",
     "idp_memberships",
     "roster_rejections",
-    "target_snapshot",
     "user_changes",
     "group_changes",
     "membership_changes",

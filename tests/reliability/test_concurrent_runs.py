@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
-from scim_pipeline.sync.state import ProvisioningState
+from scim_pipeline.sync.state import LeaseHolder, ProvisioningState
 
 from .conftest import CLI, ROOT, person, write_roster
 
@@ -115,7 +115,7 @@ def test_a_sync_that_cannot_wait_stops_naming_the_run_that_holds_the_target(
     lax_target.emulator.requests.clear()
     with (
         ProvisioningState.open(state_url) as state,
-        state.writer_lease(lax_target.base_url, "run other-run-7 (pid 1 on host elsewhere)", ttl_s=60),
+        state.writer_lease(lax_target.base_url, LeaseHolder("other-run-7", 1, "elsewhere"), ttl_s=60),
     ):
         stopped = start_sync(env, tmp_path / "machine-b")
         output = stopped.communicate(timeout=300)[0]

@@ -20,11 +20,10 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-from scim_pipeline.assets.cycle import report_path
 from scim_pipeline.assets.location import build_definitions
-from scim_pipeline.assets.partitions import range_tags
 from scim_pipeline.emulator import ConnectionDropped, EmulatorConfig, create_app
 from scim_pipeline.sources import FolderRosterSource
+from scim_pipeline.sync.engine import collected_reports
 from scim_pipeline.sync.outcome import CycleOutcome
 from scim_pipeline.sync.plan.mapping import build_roster
 from scim_pipeline.sync.state import ProvisioningState
@@ -102,8 +101,9 @@ def converge(env: dict[str, str], instance: DagsterInstance, state_url: str) -> 
     job = build_definitions(env).resolve_job_def("scim_sync")
     outcomes: list[CycleOutcome] = []
     for cycle in range(1, MAX_CYCLES + 1):
-        result = job.execute_in_process(instance=instance, tags=range_tags(0, 15), raise_on_error=False)
-        outcome = CycleOutcome.read(report_path(instance, result.run_id))
+        with collected_reports() as reports:
+            result = job.execute_in_process(instance=instance, raise_on_error=False)
+        outcome = CycleOutcome.from_report(reports[result.run_id])
         assert not outcome.stopped_by_guard, [g.message for g in outcome.guards if not g.passed]
         assert outcome.circuit_message is None, outcome.circuit_message
         outcomes.append(outcome)
