@@ -15,10 +15,12 @@ identity (partitioned by shard), what it is computed from, and the guards checke
 Keys, groups, kinds, descriptions, owners and tags are decided from these entries by the
 :class:`~scim_pipeline.assets.translator.ScimTranslator`.
 
-An asset that is not per identity never depends on one that is: Dagster cannot run an unpartitioned asset of a
-partitioned step without a partition when one of its inputs is partitioned (it asks the run for a partition range
-it does not have), so the Launchpad, `dagster job execute` and "Materialize" on such an asset would fail. Those
-edges are therefore left out (the audit holds the users' and memberships' calls all the same).
+The per-identity assets and the others are linked only through the roster: no edge crosses between them.
+Dagster cannot run an unpartitioned asset of a partitioned step without a partition when one of its inputs is
+partitioned (it asks the run for a partition range it does not have), so the Launchpad, `dagster job execute` and
+"Materialize" on such an asset would fail; and an asset backfill launches a shard's assets in one run only when none
+of them waits for an unpartitioned parent (otherwise it splits a change set from its provisioning). A shard's
+membership sync therefore creates the groups its members need itself, and the audit holds every call all the same.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "users",
         "Per shard: who is created, updated (which attributes), re-enabled, disabled or deleted, and why — planned in "
         "this run against what we manage, and executed by this same run. Guarded.",
-        ("idp_users", "roster_rejections"),
+        ("idp_users",),
         per_identity=True,
     ),
     AssetEntry(
@@ -125,7 +127,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "memberships",
         "Per shard: members added to and removed from groups, and memberships deferred with why — planned again "
         "once the users and groups created in this run have ids. Guarded.",
-        ("idp_memberships", "group_changes"),
+        ("idp_memberships", "user_changes"),
         per_identity=True,
     ),
     AssetEntry(
@@ -171,7 +173,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "provisioning",
         "memberships",
         "Per shard: each member change of the shard's users and its outcome (group PATCH calls, chunked).",
-        ("membership_changes", "group_provisioning"),
+        ("membership_changes", "user_provisioning"),
         per_identity=True,
     ),
     AssetEntry(

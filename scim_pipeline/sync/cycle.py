@@ -300,7 +300,17 @@ class Plan:
         context.managed_memberships = len(snapshot.memberships)
         rejected = context.report.rejected
         users = plan_users(roster.users, snapshot, settings) if context.wants("users") else _empty_plan().users
-        groups = plan_groups(roster.groups, snapshot, settings) if context.wants("groups") else _empty_plan().groups
+        groups = _empty_plan().groups
+        if context.wants("groups"):
+            groups = plan_groups(roster.groups, snapshot, settings)
+        elif context.wants("memberships"):
+            # A membership sync without the group sync (a shard's run in a backfill) still creates the groups its
+            # memberships need, so shards converge whichever run comes first; it never updates or removes a group.
+            planned = plan_groups(roster.groups, snapshot, settings)
+            needed = set(roster.memberships["group_key_norm"].astype(str))
+            creates = planned["op"].eq("create") & planned["key_norm"].astype(str).isin(needed)
+            groups = planned[creates].reset_index(drop=True)
+            groups["reason"] = "needed_by_memberships"
         if not rejected.empty:
             users = hold_rejected(users, rejected, table="users")
             groups = hold_rejected(groups, rejected, table="groups")
@@ -342,8 +352,10 @@ class Guards:
 
 
 class GroupUpserts:
+    """The planned group creates and updates (a membership sync plans only the creates its members need)."""
+
     name = "group upserts"
-    kind: str | None = "groups"
+    kind: str | None = None
 
     async def run(self, context: CycleContext) -> None:
         groups = context.report.plan.groups
