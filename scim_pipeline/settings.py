@@ -98,6 +98,13 @@ class StoreSettings(BaseModel):
         description="Seconds a cycle waits for another cycle writing to the same target (one writer per target, "
         "across processes and machines) before it stops with a message naming it.",
     )
+    lease_ttl: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="Seconds a writer's lease lasts unless renewed (every third of it): a writer frozen longer "
+        "(a paused VM, swap) loses the target and sends nothing more, and another cycle may take it over.",
+    )
 
 
 class ShardSettings(BaseModel):

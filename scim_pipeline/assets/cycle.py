@@ -281,6 +281,7 @@ class _CycleStep:
             roster=self.roster.reader(context.instance),
             state_url=self.state.url(context.instance),
             lease_wait_s=self.state.lease_wait,
+            lease_ttl_s=self.state.lease_ttl,
         )
         started = time.perf_counter()
         if not self.kinds:

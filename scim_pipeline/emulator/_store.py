@@ -85,9 +85,9 @@ _ADDED_COLUMNS = {"resources": ("key_a", "key_b"), "memberships": ("display",)}
 _COLUMNS = "id, type, display, body, created, last_modified, version"
 _REFERENCE_COLUMNS = {"container.value": "container_ref", "user.value": "user_ref", "group.value": "group_ref"}
 _KEY_COLUMNS = {
-    ("Users", "username"): "unique_key",
+    ("Users", "username"): "key_b",  # not unique_key: a store that allows duplicate names leaves that unset
     ("Users", "displayname"): "key_a",
-    ("Groups", "displayname"): "unique_key",
+    ("Groups", "displayname"): "key_b",
     ("Groups", "username"): "key_a",  # never set: groups have no userName, so nothing matches
     ("Containers", "name"): "key_a",
     ("Containers", "displayname"): "key_b",
@@ -203,7 +203,7 @@ class ResourceStore:
         for statement in _INDEXES.split(";"):
             conn.execute(statement)
         for resource_id, resource_type, body in conn.execute(
-            "SELECT id, type, body FROM resources WHERE key_a IS NULL AND key_b IS NULL"
+            "SELECT id, type, body FROM resources WHERE key_b IS NULL AND (key_a IS NULL OR type = 'Users')"
         ).fetchall():
             key_a, key_b = _keys(resource_type, json.loads(body))
             conn.execute("UPDATE resources SET key_a = ?, key_b = ? WHERE id = ?", (key_a, key_b, resource_id))
@@ -808,7 +808,9 @@ def _keys(resource_type: str, body: dict[str, Any]) -> tuple[str | None, str | N
         return _fold(value)
 
     if resource_type == "Users":
-        return folded("displayName"), None
+        return folded("displayName"), folded("userName")
+    if resource_type == "Groups":
+        return None, folded("displayName")
     if resource_type == "Containers":
         return folded("name"), folded("displayName")
     if resource_type in ("ContainerPermissions", "PrivilegedData"):

@@ -167,6 +167,27 @@ class CycleReport:
         return self.execution.stopped
 
     @property
+    def effective_plan(self) -> ChangeSet:
+        """The user and group changes this cycle made (a dry run: would make): a change that failed, was held or
+        was never sent — the circuit opened, the writer lease was lost — is not counted as done."""
+        if self.dry_run:
+            return self.plan
+        done = self.execution.done
+        users, groups = self.plan.users, self.plan.groups
+
+        def took_effect(frame: pd.DataFrame, resource_type: str) -> pd.DataFrame:
+            if frame.empty:
+                return frame
+            mask = [(resource_type, str(op), str(key)) in done for op, key in zip(frame["op"], frame["key"], strict=True)]
+            return frame[mask]
+
+        return ChangeSet(
+            users=took_effect(users, "Users"),
+            groups=took_effect(groups, "Groups"),
+            memberships=self.plan.memberships,
+        )
+
+    @property
     def executed_memberships(self) -> ChangeSet:
         """The membership changes that were (or, in a dry run, would be) executed."""
         return self.membership_plan if self.membership_plan is not None else self.plan
@@ -619,7 +640,7 @@ def _deferred_memberships(
 def change_rows(report: CycleReport) -> list[dict[str, Any]]:
     """Who changes and how, one row per person, group or membership: kind, op, key, detail. Never a value."""
     rows: list[dict[str, Any]] = []
-    plan = report.plan
+    plan = report.effective_plan
     for kind, frame in (("user", plan.users), ("group", plan.groups)):
         for op, key, payload, reason in frame[["op", "key", "payload", "reason"]].itertuples(index=False):
             if op == "refresh":

@@ -137,7 +137,7 @@ class CycleOutcome(BaseModel):
         loaded = report.roster
         rejected: pd.DataFrame = loaded.roster.rejected if loaded is not None else report.rejected
         sources: Mapping[str, str] = loaded.sources if loaded is not None else {}
-        plan = report.plan.summary()
+        plan = report.effective_plan.summary()
         executed = report.executed_memberships.summary()
         counts = {
             "user_creates": plan["user_creates"],

@@ -173,6 +173,10 @@ class PamChangeSet:
         return len(self) == 0
 
 
+DONE_OUTCOMES = frozenset({"ok", "adopted", "already_done"})
+"""The outcomes of a change that took effect on the target."""
+
+
 @dataclass
 class ExecutionReport:
     """What an execution did. ``failed`` is true when any change failed or the circuit opened."""
@@ -192,6 +196,9 @@ class ExecutionReport:
     """Why the execution stopped before its end for a reason other than failures (the writer lease was lost)."""
     member_outcomes: list[tuple[str, str, tuple[str, ...], str]] = field(default_factory=list)
     """One entry per group PATCH sent: (op, group key_norm, the members' key_norms, outcome)."""
+    done: set[tuple[str, str, str]] = field(default_factory=set)
+    """(resource_type, op, key) of every user and group change that took effect (ok, adopted or already done): what a
+    run that stopped midway really did."""
 
     @property
     def failed(self) -> bool:
@@ -222,6 +229,7 @@ class ExecutionReport:
             circuit_message=self.circuit_message or other.circuit_message,
             stopped=self.stopped or other.stopped,
             member_outcomes=[*self.member_outcomes, *other.member_outcomes],
+            done=self.done | other.done,
         )
         return merged
 
@@ -361,6 +369,8 @@ class _Run:
             )
         )
         self.report.counts[(resource_type, op, outcome.outcome)] += 1
+        if outcome.outcome in DONE_OUTCOMES:
+            self.report.done.add((resource_type, op, key))
         self.report.calls += outcome.calls
         if error is not None and listed:
             self.report.failures.append(
