@@ -11,13 +11,11 @@ case-insensitively (``userName``, ``displayName``, ``name``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._port import ScimPort
 from .errors import AmbiguousMatchError, FilterRefused
 from .filters import check_filter, eq_filter, lookup_filter
-
-if TYPE_CHECKING:
-    from .client import ScimClient
 
 __all__ = ["attribute_value", "find_existing", "find_one", "is_case_exact", "same_value"]
 
@@ -62,7 +60,7 @@ def _get(mapping: object, name: str) -> object:
     return next((value for key, value in mapping.items() if str(key).lower() == lowered), None)
 
 
-async def find_one(client: ScimClient, resource_type: str, attribute: str, value: str) -> dict[str, Any] | None:
+async def find_one(client: ScimPort, resource_type: str, attribute: str, value: str) -> dict[str, Any] | None:
     """The one resource whose ``attribute`` is ``value``; ``None`` when there is none.
 
     :class:`~scim_pipeline.scim.AmbiguousMatchError` when several match exactly. After an ``eq``
@@ -82,7 +80,7 @@ async def find_one(client: ScimClient, resource_type: str, attribute: str, value
 
 
 async def find_existing(
-    client: ScimClient, resource_type: str, payload: Mapping[str, Any], attribute: str, value: str
+    client: ScimPort, resource_type: str, payload: Mapping[str, Any], attribute: str, value: str
 ) -> dict[str, Any] | None:
     """The resource a create of ``payload`` may already have made, matched on ``attribute`` = ``value``.
 

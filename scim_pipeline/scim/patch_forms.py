@@ -22,20 +22,19 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from scim2_models import Context, PatchOp, Path, ScimPolicy
 from scim2_models.exceptions import SCIMException
 
+from ._port import ScimPort
 from .errors import ScimHTTPError
 from .filters import literal
 from .models import RESOURCE_MODELS, parse_resource
 from .profiles import Operation
+from .results import ScimResult
 from .target_quirks import PatchForm, PatchKind
-
-if TYPE_CHECKING:
-    from .client import ScimClient, ScimResult
 
 __all__ = ["classify", "patch_with_fallback", "refuses_form", "to_form"]
 
@@ -158,7 +157,7 @@ def _replacement(
 
 
 async def _send(
-    client: ScimClient,
+    client: ScimPort,
     resource_type: str,
     scim_id: str,
     operations: list[dict[str, Any]],
@@ -182,7 +181,7 @@ async def _send(
 
 
 async def patch_with_fallback(
-    client: ScimClient,
+    client: ScimPort,
     resource_type: str,
     scim_id: str,
     operations: list[dict[str, Any]],
@@ -191,8 +190,6 @@ async def patch_with_fallback(
 ) -> ScimResult:
     """PATCH ``operations``, falling back to another form when the target refuses this one (see the
     module docstring). Raises the first form's error when no form works."""
-    from .client import ScimResult
-
     shape = classify(operations)
     if shape is None:
         return await client.patch_request(resource_type, scim_id, operations, if_match=if_match)
