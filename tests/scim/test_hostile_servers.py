@@ -315,7 +315,7 @@ async def test_a_list_claiming_a_billion_results_is_refused_on_its_first_page() 
 
     with HostileServer(flood) as server:
         async with ScimClient(settings_for(server, max_pages=40)) as client:
-            with pytest.raises(PaginationError, match="totalResults=1000000000.*SCIM_MAX_PAGES=40"):
+            with pytest.raises(PaginationError, match=r"totalResults=1000000000.*SCIM_MAX_PAGES=40"):
                 await client.search("Users")
     assert len(server.scim_requests()) == 1
 
