@@ -631,6 +631,7 @@ class ScimClient:
             status=answer.response.status_code,
             attempts=answer.attempts,
             latency_s=answer.latency_s,
+            etag=_etag(answer.response, resource),
         )
 
 
@@ -711,6 +712,16 @@ def _raw_value_of(payload: Mapping[str, Any], attribute: str | None) -> object:
         lowered = {str(key).lower(): value for key, value in current.items()}
         current = lowered.get(name.lower())
     return current
+
+
+def _etag(response: httpx.Response, resource: Mapping[str, Any] | None) -> str | None:
+    """The version to send back in ``If-Match``: the ``ETag`` header, else ``meta.version`` (RFC 7644 §3.14)."""
+    header: str | None = response.headers.get("etag")
+    if header:
+        return header
+    meta = resource.get("meta") if resource is not None else None
+    version = meta.get("version") if isinstance(meta, Mapping) else None
+    return version if isinstance(version, str) and version else None
 
 
 def _scim_type(response: httpx.Response) -> str | None:

@@ -26,6 +26,8 @@ class ScimResult:
     """The create found the resource already there (lost answer or 409) and returns it."""
     already_done: bool = False
     """A DELETE answered 404, or a member-remove PATCH answered 400 noTarget."""
+    etag: str | None = None
+    """The answer's ``ETag`` header, else the resource's ``meta.version`` (for an ``If-Match`` precondition)."""
 
     @property
     def scim_id(self) -> str | None:
