@@ -24,7 +24,7 @@ def app() -> Any:
     database = Path(tempfile.mkdtemp(prefix="django-scim2-")) / "scim.sqlite3"
     settings.configure(
         DEBUG=False,
-        SECRET_KEY="interop-tests-only",  # noqa: S106 - a throwaway test project
+        SECRET_KEY="interop-tests-only",
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],
         INSTALLED_APPS=["django.contrib.contenttypes", "django_scim", "tests.scim.django_target"],
         AUTH_USER_MODEL="django_target.ScimUser",
