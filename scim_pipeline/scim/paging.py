@@ -28,7 +28,8 @@ __all__ = ["BYTES_PER_LISTED_USER", "fetch_pages", "int_or_none", "list_resource
 
 BYTES_PER_LISTED_USER = 1_000
 """What one listed user costs the client in memory, rounded up (``benchmarks/listing_memory.py``: a minimal user
-of the listing, its id kept for repeat detection: about 0.9 KB in CPython 3.11; docs/targets.md)."""
+with its id kept for repeat detection measured 444 bytes in CPython 3.11; a user with name, e-mails and enterprise
+attributes about twice that; docs/internals.md)."""
 
 FetchPage = Callable[[int, int], Awaitable[Mapping[str, Any]]]
 """``fetch(start_index, count)``: one ListResponse body."""
