@@ -5,29 +5,24 @@ Each request has one overall deadline (``timeout``: connect, send and the whole 
 answer (``max_response_bytes``, counted after decompression). Redirects are errors, never followed. Every text a
 server sends passes through :func:`~scim_pipeline.scim.redaction.scrub` before it reaches a message or a log.
 
-Retries: a 429 is retried for as long as ``retry_budget_s`` allows (a time budget: while the target keeps answering,
-throttling never fails an operation), honouring ``Retry-After`` (seconds or an HTTP date) up to
-``max_retry_wait_s``; 500, 502, 503, 504, connection failures and timeouts get at most ``max_attempts`` attempts,
-with jittered exponential backoff. A POST is never resent blindly once it may have reached the server: a lost
-answer (dropped connection, deadline passed, 500/502/504) or a 409 is resolved by looking the resource up by its
-matching attribute; only when the lookup proves the resource absent is the POST sent again. 429 and 503 answers
-mean the request was not applied, so they are retried like any other. /Bulk is never used.
+Retries follow :mod:`.retries` (429 within a time budget honouring ``Retry-After``; 5xx and transport
+failures a bounded number of times); listings follow :mod:`.paging` (bounded, faithful index pagination). A POST
+is never resent blindly once it may have reached the server: a lost answer (dropped connection, deadline passed,
+500/502/504) or a 409 is resolved by looking the resource up by its matching attribute; only when the lookup
+proves the resource absent is the POST sent again. 429 and 503 answers mean the request was not applied, so they
+are retried like any other. /Bulk is never used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import logging
-import math
-import random
 import ssl
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -35,12 +30,10 @@ from scim2_models import Resource
 
 from . import lookup, patch_forms
 from ._exchange import AnswerTooLarge, send_bounded
-from ._logging import RETRY_LOGGER, install_library_log_redaction
+from ._logging import install_library_log_redaction
 from .auth import ClientCredentialsAuth, load_signing_key
 from .errors import (
-    AuthenticationError,
     ConfigurationError,
-    PaginationError,
     ScimAnswerTooLarge,
     ScimHTTPError,
     ScimPipelineError,
@@ -53,105 +46,36 @@ from .errors import (
 )
 from .filters import check_filter
 from .models import resource_payload
-from .pacing import Pacer, PacingSnapshot, parse_retry_after
+from .pacing import Pacer, parse_retry_after
+from .paging import fetch_pages
 from .profiles import Operation, Profile, ResourceTypeRules, get_profile
 from .redaction import scrub
+from .results import ClientStats, ScimResult
+from .retries import (
+    ANSWER_LOST,
+    NOT_APPLIED_STATUSES,
+    OUTCOME_UNKNOWN_STATUSES,
+    RETRYABLE_STATUSES,
+    ProvedAbsent,
+    RetryableAnswer,
+    RetryPolicy,
+)
 from .settings import ConnectionSettings
 from .target_quirks import TargetQuirks
 
 __all__ = ["ClientStats", "ScimClient", "ScimResult", "parse_retry_after"]
 
-_T = TypeVar("_T")
-
 logger = logging.getLogger("scim_pipeline.scim")
-retry_logger = logging.getLogger(RETRY_LOGGER)
 install_library_log_redaction()
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
-_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-_NOT_APPLIED_STATUSES = frozenset({429, 503})
-"""Answers that prove a request was not applied: even a POST may be sent again."""
-_OUTCOME_UNKNOWN_STATUSES = frozenset({500, 502, 504})
-"""Answers after which a POST may or may not have been applied (a gateway gave up waiting)."""
-
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-"""Transport failures before the request left: resending is always safe."""
-_ANSWER_LOST = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-    httpx.CloseError,
-)
-"""Transport failures after the request may have reached the server (the overall deadline is a ReadTimeout)."""
-
-_FIRST_BACKOFF_S = 0.1
 _HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None
 """HTTP/2 is offered when the optional ``h2`` package is installed (``httpx[http2]``), as httpx documents."""
 
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass
-class ScimResult:
-    """The outcome of one SCIM call."""
-
-    resource: dict[str, Any] | None
-    status: int
-    attempts: int = 1
-    latency_s: float = 0.0
-    adopted: bool = False
-    """The create found the resource already there (lost answer or 409) and returns it."""
-    already_done: bool = False
-    """A DELETE answered 404, or a member-remove PATCH answered 400 noTarget."""
-
-    @property
-    def scim_id(self) -> str | None:
-        """The resource's ``id``, when the answer carried one."""
-        if self.resource is None:
-            return None
-        value = self.resource.get("id")
-        return value if isinstance(value, str) else None
-
-
-@dataclass
-class ClientStats:
-    """What one client did, for logs, metadata and benchmarks."""
-
-    requests: int = 0
-    """SCIM requests that got an HTTP answer (token requests excluded)."""
-    retries: int = 0
-    token_requests: int = 0
-    adoptions: int = 0
-    already_done: int = 0
-    transport_errors: int = 0
-    pages: int = 0
-    retry_wait_s: float = 0.0
-    """Sum of the waits chosen from ``Retry-After`` (backoffs without one not included)."""
-    by_status: Counter[int] = field(default_factory=Counter)
-    pacing: PacingSnapshot | None = None
-    """Where the pacer stands (rate, concurrency, what was announced or learned)."""
-
-
-class _RetryableAnswer(Exception):
-    """An answer worth another attempt (429, 5xx); carries it for the final error."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-        self.retry_after = parse_retry_after(response.headers.get("retry-after"))
-
-
-class _ProvedAbsent(Exception):
-    """A create's outcome was unknown, and a lookup proved it did not land: resend."""
-
-    def __init__(self, cause: httpx.TransportError | httpx.Response) -> None:
-        super().__init__(type(cause).__name__)
-        self.cause = cause
 
 
 @dataclass
@@ -185,6 +109,7 @@ class ScimClient:
         self.profile: Profile = get_profile(settings.profile)
         self._base_url = settings.base_url.rstrip("/")
         self._stats = ClientStats()
+        self._retries = RetryPolicy(settings, self._stats)
         self.pacer = Pacer(
             max_concurrency=settings.concurrency,
             ceiling_per_s=settings.rate_limit,
@@ -325,68 +250,6 @@ class ScimClient:
         self._stats.requests += 1
         self._stats.by_status[status] += 1
 
-    def _backoff_s(self, failures: int) -> float:
-        """Jittered exponential backoff after the ``failures``-th failure, capped at ``max_retry_wait_s``."""
-        ceiling = min(self.settings.max_retry_wait_s, _FIRST_BACKOFF_S * 2 ** (failures - 1))
-        return random.uniform(ceiling / 2, ceiling)
-
-    async def _with_retries(
-        self,
-        method: str,
-        resource_type: str | None,
-        attempt_once: Callable[[int], Awaitable[_T]],
-        *,
-        resend_lost: bool,
-    ) -> _T:
-        """``attempt_once(n)`` until it returns, or until the retry policy gives up (then its error is raised).
-
-        The one retry policy of the client: a 429 is retried while ``retry_budget_s`` lasts (time, not a count);
-        any other retryable failure counts against ``max_attempts``."""
-        started = time.monotonic()
-        number = 0
-        failures = 0
-        throttled = 0
-        while True:
-            number += 1
-            try:
-                return await attempt_once(number)
-            except Exception as error:
-                wait, reason, is_throttle = self._retry_decision(error, resend_lost=resend_lost)
-                if reason is None:
-                    raise
-                if is_throttle:
-                    throttled += 1
-                    wait = self._backoff_s(throttled) if wait is None else wait
-                    if time.monotonic() + wait - started > self.settings.retry_budget_s:
-                        raise
-                else:
-                    failures += 1
-                    if failures >= self.settings.max_attempts:
-                        raise
-                    wait = self._backoff_s(failures) if wait is None else wait
-                self._stats.retries += 1
-                retry_logger.info(
-                    "%s %s: retrying in %.2f s after %s", method, resource_type or "SCIM endpoint", wait, reason
-                )
-                await asyncio.sleep(wait)
-
-    def _retry_decision(self, error: Exception, *, resend_lost: bool) -> tuple[float | None, str | None, bool]:
-        """``(wait, or None for a backoff; reason, or None when not retryable; whether it is throttling)``."""
-        if isinstance(error, _RetryableAnswer):
-            wait = None
-            if error.retry_after is not None:
-                wait = min(error.retry_after, self.settings.max_retry_wait_s)
-                self._stats.retry_wait_s += wait
-            status = error.response.status_code
-            return wait, f"HTTP {status}", status == httpx.codes.TOO_MANY_REQUESTS
-        if isinstance(error, _ProvedAbsent):
-            return None, "an unknown outcome (proved absent)", False
-        if isinstance(error, _NEVER_SENT) or (resend_lost and isinstance(error, _ANSWER_LOST)):
-            return None, type(error).__name__, False
-        if isinstance(error, AuthenticationError) and (error.status is None or error.status in _RETRYABLE_STATUSES):
-            return None, "the token endpoint being unavailable", False
-        return None, None, False
-
     def _final_error(
         self,
         error: Exception,
@@ -396,8 +259,8 @@ class ScimClient:
         started: float,
     ) -> NoReturn:
         latency = time.perf_counter() - started
-        cause: object = error.cause if isinstance(error, _ProvedAbsent) else error
-        if isinstance(cause, _RetryableAnswer):
+        cause: object = error.cause if isinstance(error, ProvedAbsent) else error
+        if isinstance(cause, RetryableAnswer):
             cause = cause.response
         if isinstance(cause, httpx.Response):
             raise self._http_error(cause, method, resource_type, attempts, latency) from None
@@ -462,13 +325,13 @@ class ScimClient:
                 method, url, params=params, body=body, if_match=if_match, resource_type=resource_type
             )
             status = response.status_code
-            if status in _RETRYABLE_STATUSES and status not in passthrough:
-                raise _RetryableAnswer(response)
+            if status in RETRYABLE_STATUSES and status not in passthrough:
+                raise RetryableAnswer(response)
             return response
 
         try:
-            response = await self._with_retries(method, resource_type, attempt_once, resend_lost=True)
-        except (_RetryableAnswer, httpx.TransportError) as error:
+            response = await self._retries.run(method, resource_type, attempt_once, resend_lost=True)
+        except (RetryableAnswer, httpx.TransportError) as error:
             self._final_error(error, method, resource_type, attempts, started)
         latency = time.perf_counter() - started
         if response.status_code >= 400 and response.status_code not in passthrough:
@@ -536,59 +399,21 @@ class ScimClient:
         """
         rules = self._require(resource_type, Operation.SEARCH)
         checked = check_filter(self.profile, resource_type, filter)
-        count = page_size or self.settings.page_size
-        max_pages = self.settings.max_pages
-        start = 1
-        pages = 0
-        implied_pages: int | None = None
-        seen: set[str] = set()
-        previous_ids: list[str] | None = None
-        while True:
-            if pages >= max_pages:
-                raise PaginationError(
-                    f"GET {resource_type}: still more pages after {pages} (SCIM_MAX_PAGES); refusing to read on"
-                )
+        projection = _projection(attributes, excluded_attributes)
+
+        async def fetch(start: int, count: int) -> dict[str, Any]:
             params = {"startIndex": str(start), "count": str(count)}
             if checked is not None:
                 params["filter"] = str(checked)
-            params.update(_projection(attributes, excluded_attributes))
+            params.update(projection)
             answer = await self._request("GET", resource_type, rules.endpoint, params=params)
-            body = _json_body(answer.response, "GET", resource_type)
             self._stats.pages += 1
-            pages += 1
-            resources = _list_resources(body)
-            total = _int_or_none(body.get("totalResults"))
-            if implied_pages is None and total is not None and resources:
-                # What the first page announces, with room for resources created while we read.
-                implied_pages = math.ceil(total / len(resources)) * 2 + 2
-            if implied_pages is not None and pages > implied_pages:
-                raise PaginationError(
-                    f"GET {resource_type}: {pages} pages read, far beyond what the first page's totalResults "
-                    "and page size imply; refusing to read on"
-                )
-            ids = [_identity(resource) for resource in resources]
-            if resources and (ids == previous_ids or (start > 1 and all(each in seen for each in ids))):
-                raise PaginationError(
-                    f"GET {resource_type}: the page at startIndex={start} repeats resources "
-                    "already read; the server seems to ignore startIndex"
-                )
-            fresh = [r for r, key in zip(resources, ids, strict=True) if key not in seen]
-            seen.update(ids)
-            read_so_far = start - 1 + len(resources)
-            if fresh:
-                yield fresh
-            if total is None:
-                if not resources or len(resources) < count:
-                    return
-            elif read_so_far >= total:
-                return
-            elif not resources:
-                raise PaginationError(
-                    f"GET {resource_type}: an empty page at startIndex={start} while "
-                    f"totalResults={total}; refusing to return a truncated list"
-                )
-            start += len(resources)
-            previous_ids = ids
+            return _json_body(answer.response, "GET", resource_type)
+
+        async for page in fetch_pages(
+            fetch, resource_type, count=page_size or self.settings.page_size, max_pages=self.settings.max_pages
+        ):
+            yield page
 
     async def search(
         self,
@@ -682,30 +507,30 @@ class ScimClient:
             attempts = number
             try:
                 response = await self._send_once("POST", url, body=payload, resource_type=resource_type)
-            except _ANSWER_LOST as lost:
+            except ANSWER_LOST as lost:
                 if match_value is None:
                     raise
                 if adopted := await adopt():
                     return adopted
-                raise _ProvedAbsent(lost) from None
+                raise ProvedAbsent(lost) from None
             status = response.status_code
-            if status in _NOT_APPLIED_STATUSES:
-                raise _RetryableAnswer(response)
-            if status in _OUTCOME_UNKNOWN_STATUSES and match_value is not None:
+            if status in NOT_APPLIED_STATUSES:
+                raise RetryableAnswer(response)
+            if status in OUTCOME_UNKNOWN_STATUSES and match_value is not None:
                 if adopted := await adopt():
                     return adopted
-                raise _ProvedAbsent(response)
+                raise ProvedAbsent(response)
             conflict = status == httpx.codes.CONFLICT or _scim_type(response) == "uniqueness"
             if conflict and (adopted := await adopt()):
                 return adopted
             return response
 
         try:
-            outcome = await self._with_retries("POST", resource_type, attempt_once, resend_lost=False)
+            outcome = await self._retries.run("POST", resource_type, attempt_once, resend_lost=False)
             if isinstance(outcome, ScimResult):
                 return outcome
             response = outcome
-        except _ANSWER_LOST as lost:
+        except ANSWER_LOST as lost:
             if match_value is not None:
                 self._final_error(lost, "POST", resource_type, attempts, started)
             raise ScimTransportError(
@@ -717,7 +542,7 @@ class ScimClient:
                 attempts=attempts,
                 latency_s=time.perf_counter() - started,
             ) from None
-        except (_RetryableAnswer, _ProvedAbsent, httpx.TransportError) as error:
+        except (RetryableAnswer, ProvedAbsent, httpx.TransportError) as error:
             self._final_error(error, "POST", resource_type, attempts, started)
         latency = time.perf_counter() - started
         if response.status_code >= 400:
@@ -806,6 +631,7 @@ class ScimClient:
             status=answer.response.status_code,
             attempts=answer.attempts,
             latency_s=answer.latency_s,
+            etag=_etag(answer.response, resource),
         )
 
 
@@ -875,26 +701,6 @@ def _json_body(response: httpx.Response, method: str, resource_type: str | None)
     return body
 
 
-def _list_resources(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    for key in ("Resources", "resources"):
-        value = body.get(key)
-        if isinstance(value, list):
-            return [item for item in value if isinstance(item, dict)]
-    return []
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(value)  # type: ignore[call-overload, no-any-return]
-    except (TypeError, ValueError):
-        return None
-
-
-def _identity(resource: Mapping[str, Any]) -> str:
-    scim_id = resource.get("id")
-    return scim_id if isinstance(scim_id, str) else json.dumps(resource, sort_keys=True)
-
-
 def _raw_value_of(payload: Mapping[str, Any], attribute: str | None) -> object:
     """The value of a plain or dotted attribute of a payload (case-insensitive names)."""
     if attribute is None:
@@ -906,6 +712,16 @@ def _raw_value_of(payload: Mapping[str, Any], attribute: str | None) -> object:
         lowered = {str(key).lower(): value for key, value in current.items()}
         current = lowered.get(name.lower())
     return current
+
+
+def _etag(response: httpx.Response, resource: Mapping[str, Any] | None) -> str | None:
+    """The version to send back in ``If-Match``: the ``ETag`` header, else ``meta.version`` (RFC 7644 §3.14)."""
+    header: str | None = response.headers.get("etag")
+    if header:
+        return header
+    meta = resource.get("meta") if resource is not None else None
+    version = meta.get("version") if isinstance(meta, Mapping) else None
+    return version if isinstance(version, str) and version else None
 
 
 def _scim_type(response: httpx.Response) -> str | None:

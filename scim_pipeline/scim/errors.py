@@ -26,6 +26,8 @@ Callers catch a family, not a string::
     │       └── ScimServiceUnavailable  502, 503, 504 (after the retries)
     ├── PaginationError             a server's paging cannot be trusted (it ignores startIndex, or keeps
     │                               returning pages beyond its totalResults or SCIM_MAX_PAGES)
+    ├── FallbackRefused             every PATCH form refused and no PUT possible (a group above
+    │                               SCIM_GROUP_PUT_MAX_MEMBERS)
     └── AmbiguousMatchError         a lookup by a matching attribute found several resources
 
 No message carries a secret, a token, or a filter value: every text a server sends passes through
@@ -48,6 +50,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "CredentialsRefused",
+    "FallbackRefused",
     "FilterRefused",
     "OperationRefused",
     "PaginationError",
@@ -264,6 +267,11 @@ class ScimServiceUnavailable(ScimServerError):
 class PaginationError(ScimPipelineError):
     """A paged read cannot be completed faithfully (the server ignores startIndex, or a page is
     missing); raised instead of looping forever or returning a truncated list."""
+
+
+class FallbackRefused(ScimPipelineError):
+    """The target refuses every PATCH form of a change, and the PUT that would say it instead cannot be sent (a
+    group too large for ``SCIM_GROUP_PUT_MAX_MEMBERS``, or a profile without GET and PUT); names the setting."""
 
 
 class AmbiguousMatchError(ScimPipelineError):

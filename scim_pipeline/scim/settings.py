@@ -142,7 +142,28 @@ class ClientSettings(BaseModel):
         "its second page). At the default page size of 100 that is 2,000,000 resources; a full read of "
         "1,000,000 users holds about 1 GB (benchmarks/README.md).",
     )
+    lookup_max_pages: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="Most pages a look-up may list when the target refuses every filter on the matching attribute "
+        "(a lost create is then found by listing and matching exactly); more and the look-up fails.",
+    )
     member_chunk: int = Field(default=100, ge=1, le=10_000, description="Member operations per group PATCH.")
+    group_put_max_members: int = Field(
+        default=10_000,
+        ge=0,
+        le=1_000_000,
+        description="Largest group updated by a PUT of the whole group when the target refuses every group PATCH "
+        "(GET, change our members, PUT with If-Match); a larger group's change fails instead. 0 never PUTs groups.",
+    )
+    precondition_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Times a PUT refused with 412 (someone changed the resource since it was read) is read and "
+        "sent again.",
+    )
     email_form: EmailForm = Field(
         default="typed",
         description='How e-mail addresses are written: typed (emails[type eq "work"], the RFC 7643 form), plain '

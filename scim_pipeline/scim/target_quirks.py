@@ -47,11 +47,15 @@ class PatchKind(StrEnum):
     """Changes to attributes of a resource, by attribute path."""
     MEMBER_REMOVAL = "member-removal"
     """Removal of group members."""
+    MEMBERSHIP = "membership"
+    """Any change of group members (adds and removals), when the target refuses every PATCH of a group."""
 
 
 class PatchForm(StrEnum):
     """How a change is sent."""
 
+    AS_GIVEN = "patch"
+    """The PATCH as the sync wrote it."""
     ATTRIBUTE_PATH = "attribute-path"
     """``{"op": "replace", "path": "title", "value": …}`` (RFC 7644 §3.5.2)."""
     REPLACE = "replace"
@@ -65,6 +69,7 @@ class PatchForm(StrEnum):
 FORMS: Mapping[PatchKind, tuple[PatchForm, ...]] = {
     PatchKind.ATTRIBUTES: (PatchForm.ATTRIBUTE_PATH, PatchForm.REPLACE),
     PatchKind.MEMBER_REMOVAL: (PatchForm.MEMBER_FILTER, PatchForm.MEMBER_VALUE_LIST),
+    PatchKind.MEMBERSHIP: (PatchForm.AS_GIVEN, PatchForm.REPLACE),
 }
 """The forms of each kind, in the order they are tried when nothing is known."""
 

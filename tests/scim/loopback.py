@@ -55,6 +55,12 @@ class FaultPlan:
     (the client times out) instead of being cut."""
     ignore_start_index: bool = False
     """Answer every list request as if startIndex were 1."""
+    refuse_user_patch: int | None = None
+    """Answer this status (501, 405, 400) to every PATCH of a user, without passing it on."""
+    refused_filter_operators: frozenset[str] = frozenset()
+    """Answer 400 invalidFilter to every filter using one of these operators (``eq``, ``ew``, …)."""
+    flood_users: bool = False
+    """Answer every listing of users with totalResults 1,000,000,000 and fresh users on each page."""
     seed: int = 7
     rng: random.Random = field(init=False)
 
@@ -71,7 +77,9 @@ class LoopbackScimServer:
 
     token_path = "/oauth2/token"
 
-    def __init__(self, *, page_cap: int | None = None, token_lifetime_s: float = 3600.0) -> None:
+    def __init__(self, *, page_cap: int | None = None, token_lifetime_s: float = 3600.0, app: Any = None) -> None:
+        """``app``: another SCIM server's ASGI application serving ``/v2`` (django-scim2's, for instance) in place
+        of scim2-server's."""
         config: ServiceProviderConfig = load_default_service_provider_config()
         if page_cap is not None and config.filter is not None:
             config.filter.max_results = page_cap
@@ -79,7 +87,10 @@ class LoopbackScimServer:
             load_default_schemas().values(), load_default_resource_types().values(), config=config
         )
         self.storage = AsyncInMemoryStorage()
-        self._scim = ASGIApplication(self.storage, provider, ScimService(provider, secret=secrets.token_urlsafe(16)))
+        self._scim2_server = ASGIApplication(
+            self.storage, provider, ScimService(provider, secret=secrets.token_urlsafe(16))
+        )
+        self._scim: Any = app if app is not None else self._scim2_server
         self.token_lifetime_s = token_lifetime_s
         self.faults = FaultPlan()
         self.token_requests = 0
@@ -131,7 +142,7 @@ class LoopbackScimServer:
 
     def seed_users(self, user_names: list[str]) -> None:
         """Store users directly (no HTTP), for tests about reading."""
-        provider = self._scim.service.provider
+        provider = self._scim2_server.service.provider
         model = provider.model_for_endpoint("/Users")
         (resource_type,) = [rt for rt in provider.resource_types if rt.endpoint == "/Users"]
         for user_name in user_names:
@@ -166,6 +177,16 @@ class LoopbackScimServer:
             headers = {"retry-after": faults.retry_after} if faults.retry_after else {}
             detail = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"]}
             await _json(send, status, {**detail, "status": str(status)}, headers)
+            return
+        refusal = _refusal(faults, method, path, parse_qs(scope["query_string"].decode()))
+        if refusal is not None:
+            status, scim_type = refusal
+            self.injected.append(status)
+            body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(status)}
+            await _json(send, status, {**body, "scimType": scim_type} if scim_type else body)
+            return
+        if faults.flood_users and method == "GET" and path.rstrip("/").endswith("/Users"):
+            await _json(send, 200, _flood_page(parse_qs(scope["query_string"].decode())))
             return
         if faults.ignore_start_index and method == "GET" and scope["query_string"]:
             query = parse_qs(scope["query_string"].decode())
@@ -229,6 +250,31 @@ class LoopbackScimServer:
             200,
             {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_s},
         )
+
+
+def _refusal(faults: FaultPlan, method: str, path: str, query: dict[str, list[str]]) -> tuple[int, str | None] | None:
+    """The status (and scimType) a misbehaving server answers instead of passing the request on."""
+    if faults.refuse_user_patch is not None and method == "PATCH" and "/Users/" in path:
+        return faults.refuse_user_patch, None
+    filters = query.get("filter", [])
+    if method == "GET" and filters and faults.refused_filter_operators:
+        words = {word.lower() for word in filters[0].split()}
+        if words & faults.refused_filter_operators:
+            return 400, "invalidFilter"
+    return None
+
+
+def _flood_page(query: dict[str, list[str]]) -> dict[str, Any]:
+    start = int(query.get("startIndex", ["1"])[0])
+    count = int(query.get("count", ["100"])[0])
+    users = [{"id": f"flood-{start + i}", "userName": f"flood{start + i}@example.test"} for i in range(count)]
+    return {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": 1_000_000_000,
+        "startIndex": start,
+        "itemsPerPage": count,
+        "Resources": users,
+    }
 
 
 def _basic_credentials(scope: Scope) -> tuple[str, str] | None:

@@ -540,7 +540,7 @@ async def test_two_exact_matches_are_ambiguous_and_nothing_is_adopted() -> None:
     twins = [{"id": "1", "userName": "jane"}, {"id": "2", "userName": "JANE"}]
     service = MockScim(lambda request: list_response(twins, 2))
     async with ScimClient(mock_settings(), transport=service.transport) as client:
-        with pytest.raises(AmbiguousMatchError, match="2 Users match on userName"):
+        with pytest.raises(AmbiguousMatchError, match="2 Users have the same userName"):
             await client.find_one("Users", "userName", "jane")
 
 

@@ -3,14 +3,16 @@ the second call goes straight to the working form (counted in the emulator's req
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
-from scim_pipeline.scim import ScimClient, ScimServerError
-from scim_pipeline.scim.patch_forms import classify, to_form
+from scim_pipeline.scim import FallbackRefused, ScimClient, ScimPreconditionFailed, ScimServerError
+from scim_pipeline.scim.patch_forms import apply_operations, classify, to_form
 from scim_pipeline.scim.target_quirks import PatchForm, PatchKind, TargetQuirks
 
-from .emulated_target import ENTERPRISE, GROUP_SCHEMA, calls, emulated, emulator_settings
+from .emulated_target import ENTERPRISE, GROUP_SCHEMA, USER_SCHEMA, calls, emulated, emulator_settings
 from .loopback import LoopbackScimServer
 from .mock_service import MockScim, loopback_settings, mock_settings, scim_error, scim_json, user_payload
 
@@ -161,3 +163,111 @@ async def test_a_patch_no_form_can_say_raises_the_first_error() -> None:
             await client.patch("Users", "1", [{"op": "replace", "path": "title", "value": "x"}])
     assert raised.value.status == 501
     assert [r.method for r in service.scim_requests] == ["PATCH", "GET", "PUT"]
+
+
+# -- PUT when every PATCH is refused ---------------------------------------------------------------------------------
+
+
+def test_operations_apply_locally_keeping_what_they_do_not_name() -> None:
+    user = {
+        "schemas": [USER_SCHEMA],
+        "id": "1",
+        "meta": {"version": 'W/"1"'},
+        "userName": "zoe",
+        "vendorFlag": {"keep": True},
+        "emails": [{"type": "work", "value": "old@x.test", "primary": True}, {"type": "home", "value": "h@x.test"}],
+    }
+    body = apply_operations(
+        user,
+        [
+            {"op": "replace", "path": 'emails[type eq "work"].value', "value": "new@x.test"},
+            {"op": "add", "path": DEPARTMENT, "value": "R&D"},
+            {"op": "replace", "path": "name.givenName", "value": "Zoë"},
+            {"op": "remove", "path": "title"},
+        ],
+    )
+    assert body is not None
+    assert body["emails"] == [
+        {"type": "work", "value": "new@x.test", "primary": True},
+        {"type": "home", "value": "h@x.test"},
+    ]
+    assert body[ENTERPRISE] == {"department": "R&D"}
+    assert ENTERPRISE in body["schemas"]
+    assert (body["name"], body["vendorFlag"]) == ({"givenName": "Zoë"}, {"keep": True})
+    assert "id" not in body
+    assert "meta" not in body
+    assert apply_operations(user, [{"op": "replace", "path": 'emails[value co "x"]', "value": "y"}]) is None
+
+
+def _group_target(*, refuse: int, etag_races: int = 0) -> tuple[MockScim, dict[str, Any], list[str | None]]:
+    """A target answering ``refuse`` to every PATCH, versioning the group, changed by someone else ``etag_races``
+    times between our GET and our PUT."""
+    group: dict[str, Any] = {
+        "schemas": [GROUP_SCHEMA],
+        "id": "g1",
+        "displayName": "Team",
+        "members": [{"value": "theirs"}, {"value": "u1"}],
+        "meta": {"version": 'W/"1"'},
+    }
+    if_matches: list[str | None] = []
+    races = [etag_races]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH":
+            return scim_error(refuse, None, "PATCH is not supported")
+        if request.method == "GET":
+            return scim_json(200, group, {"ETag": group["meta"]["version"]})
+        if request.method == "PUT":
+            if_matches.append(request.headers.get("if-match"))
+            if races[0] > 0:
+                races[0] -= 1
+                group["meta"]["version"] = f'W/"{int(group["meta"]["version"][3:-1]) + 1}"'
+            if request.headers.get("if-match") != group["meta"]["version"]:
+                return scim_error(412, "invalidVers", "stale")
+            body = httpx.Response(200, content=request.content).json()
+            group.update(body)
+            group["meta"] = {"version": f'W/"{int(group["meta"]["version"][3:-1]) + 1}"'}
+            return scim_json(200, group)
+        return scim_error(404)
+
+    return MockScim(answer), group, if_matches
+
+
+@pytest.mark.parametrize("refuse", [501, 405])
+async def test_a_group_whose_every_patch_is_refused_is_put_back_with_if_match(refuse: int) -> None:
+    service, group, if_matches = _group_target(refuse=refuse)
+    add = [{"op": "add", "path": "members", "value": [{"value": "u2"}, {"value": "u3"}]}]
+    async with ScimClient(mock_settings(profile="rfc7644"), transport=service.transport) as client:
+        await client.patch("Groups", "g1", add)
+        methods = [r.method for r in service.scim_requests if "/Groups" in r.url.path]
+        await client.patch("Groups", "g1", _remove("u1"))
+        saved = client.quirks.to_dict()
+    assert methods == ["PATCH", "GET", "PUT"]
+    assert [r.method for r in service.scim_requests if "/Groups" in r.url.path][3:] == ["GET", "PUT"]
+    assert [m["value"] for m in group["members"]] == ["theirs", "u2", "u3"]  # a member we do not manage kept
+    assert if_matches == ['W/"1"', 'W/"2"']
+    assert {"resource_type": "Groups", "kind": "membership", "working": "replace", "refused": ["patch"]} in saved[
+        "patch_forms"
+    ]
+
+
+async def test_a_group_put_refused_412_is_read_again_a_bounded_number_of_times() -> None:
+    service, group, if_matches = _group_target(refuse=501, etag_races=1)
+    async with ScimClient(mock_settings(profile="rfc7644"), transport=service.transport) as client:
+        await client.patch("Groups", "g1", _remove("u1"))
+    assert len(if_matches) == 2
+    assert [m["value"] for m in group["members"]] == ["theirs"]
+    service, group, if_matches = _group_target(refuse=501, etag_races=10)
+    async with ScimClient(mock_settings(profile="rfc7644", precondition_retries=2), transport=service.transport) as c:
+        with pytest.raises(ScimPreconditionFailed):
+            await c.patch("Groups", "g1", _remove("u1"))
+    assert len(if_matches) == 3
+
+
+async def test_a_group_above_the_put_cap_is_refused_naming_the_setting() -> None:
+    service, _, if_matches = _group_target(refuse=501)
+    settings = mock_settings(profile="rfc7644", group_put_max_members=2)
+    async with ScimClient(settings, transport=service.transport) as client:
+        with pytest.raises(FallbackRefused, match="SCIM_GROUP_PUT_MAX_MEMBERS=2"):
+            await client.patch("Groups", "g1", [{"op": "add", "path": "members", "value": [{"value": "u9"}]}])
+    assert if_matches == []

@@ -20,6 +20,7 @@ from scim_pipeline.scim.errors import ConfigurationError
 __all__ = [
     "DEFAULT_GROUP_RULES",
     "DEFAULT_USER_RULES",
+    "EMAIL_PATHS",
     "ENTERPRISE_USER",
     "WORK_EMAIL",
     "AttributeRule",
@@ -35,6 +36,9 @@ __all__ = [
 
 ENTERPRISE_USER: Final = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 WORK_EMAIL: Final = 'emails[type eq "work"].value'
+EMAIL_PATHS: Final = {"typed": WORK_EMAIL, "plain": "emails[primary eq true].value", "single": "emails.value"}
+"""Where each e-mail form writes the address (``SCIM_EMAIL_FORM``, or ``email_form`` in the mapping file)."""
+EmailForm = Literal["typed", "plain", "single"]
 
 Transform = Literal["lower", "upper", "trim"]
 Operator = Literal["equals", "not_equals", "in", "not_in", "is_empty", "is_not_empty", "matches"]
@@ -224,6 +228,11 @@ class UserMapping(_TableMapping):
     """Users: renames, attribute rules, scope, and the matching key (`userName` or `externalId`)."""
 
     match: Literal["userName", "externalId"] = "userName"
+    email_form: EmailForm | None = Field(
+        default=None,
+        description='How the work e-mail is written: typed (emails[type eq "work"]), plain (value and primary, no '
+        "type) or single (one address, written whole); unset: the target's SCIM_EMAIL_FORM.",
+    )
 
     @model_validator(mode="after")
     def _rules_complete(self) -> Self:
@@ -233,11 +242,18 @@ class UserMapping(_TableMapping):
         return self
 
     def rules(self) -> dict[str, AttributeRule]:
-        """The effective rules: the defaults with this mapping's `attributes` merged over them."""
-        return _merged(DEFAULT_USER_RULES, self.attributes, ("userName", "active"))
+        """The effective rules: the defaults with this mapping's `attributes` merged over them; the work e-mail at
+        the path of `email_form`."""
+        rules = _merged(DEFAULT_USER_RULES, self.attributes, ("userName", "active"))
+        form = self.email_form or "typed"
+        if form != "typed" and WORK_EMAIL in rules:
+            rules = {EMAIL_PATHS[form] if path == WORK_EMAIL else path: rule for path, rule in rules.items()}
+        return rules
 
     def is_default(self, path: str) -> bool:
         """Whether the rule for `path` is a default one (its column may be absent: the attribute is then empty)."""
+        if path in EMAIL_PATHS.values():
+            return WORK_EMAIL not in self.attributes
         return path not in self.attributes
 
 
@@ -285,6 +301,14 @@ class Mapping(_Strict):
     def source(self) -> str:
         """Where the mapping came from, for messages (a file path, or "the default mapping")."""
         return self._source
+
+    def with_email_form(self, form: EmailForm) -> Mapping:
+        """This mapping with the target's e-mail form (``SCIM_EMAIL_FORM``) where the file chose none."""
+        if self.users.email_form is not None:
+            return self
+        copy = self.model_copy(update={"users": self.users.model_copy(update={"email_form": form})})
+        copy._source = self._source
+        return copy
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

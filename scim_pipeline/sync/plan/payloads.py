@@ -28,6 +28,8 @@ __all__ = [
     "CORE_USER_SCHEMA",
     "ENTERPRISE_USER_SCHEMA",
     "MANAGER_PATH",
+    "PRIMARY_EMAIL",
+    "SINGLE_EMAIL",
     "AttributePath",
     "group_body",
     "is_missing",
@@ -41,6 +43,12 @@ CORE_USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE_USER_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MANAGER_PATH = f"{ENTERPRISE_USER_SCHEMA}:manager"
+
+PRIMARY_EMAIL = "emails[primary eq true].value"
+"""The ``plain`` e-mail form: a multi-valued ``emails`` of value and primary, no ``type``."""
+SINGLE_EMAIL = "emails.value"
+"""The ``single`` e-mail form: ``emails`` holds exactly one address, marked primary (written whole)."""
+_EMAIL_FORMS = {PRIMARY_EMAIL.lower(): "plain", SINGLE_EMAIL.lower(): "single"}
 
 _FILTERED = re.compile(r'^(?P<attr>[A-Za-z][\w$-]*)\[type eq "(?P<type>[^"]*)"\]\.(?P<sub>[A-Za-z][\w$-]*)$')
 
@@ -61,6 +69,8 @@ class AttributePath:
     attribute: str
     sub: str | None = None
     type_value: str | None = None
+    email_form: str | None = None
+    """``plain`` or ``single`` for the untyped e-mail paths (:data:`PRIMARY_EMAIL`, :data:`SINGLE_EMAIL`)."""
 
     @property
     def is_manager(self) -> bool:
@@ -72,6 +82,9 @@ def parse_path(path: str) -> AttributePath:
     """Parse an attribute path as the mapping writes it. Raises ``ValueError`` for a form it cannot express."""
     schema: str | None = None
     rest = path
+    email_form = _EMAIL_FORMS.get(path.lower())
+    if email_form is not None:
+        return AttributePath(path, None, "emails", sub="value", email_form=email_form)
     if path.lower().startswith("urn:"):
         schema, _, rest = path.rpartition(":")
         if not schema or not rest:
@@ -120,6 +133,15 @@ def _set_value(
     """Place one value into a body; False when it was left out (an unresolved manager). The URN of each extension
     schema container it creates is appended to `extensions`."""
     schema, attribute, sub, type_value, is_manager = _placement(path)
+    email_form = parse_path(path).email_form
+    if email_form is not None:
+        emails = body.get("emails")
+        primary = next((e for e in emails if e.get("primary")), None) if email_form == "plain" and emails else None
+        if primary is not None:
+            primary["value"] = value
+        else:
+            body["emails"] = [{"value": value, "primary": True}]
+        return True
     if is_manager:
         manager_id = resolve_manager(str(value)) if resolve_manager else None
         if manager_id is None:
@@ -223,6 +245,13 @@ def patch_operations(
         if not before_missing and not after_missing and _plain(before) == after_value:
             continue
         parsed = parse_path(path)
+        if parsed.email_form is not None:
+            operations.append(_email_operation(parsed.email_form, before_missing, None if after_missing else after))
+            if after_missing:
+                written.pop(path, None)
+            else:
+                written[path] = after_value
+            continue
         if after_missing:
             remove_path = (
                 f'{parsed.attribute}[type eq "{parsed.type_value}"]'
@@ -248,7 +277,29 @@ def patch_operations(
     return operations, written
 
 
+def _email_operation(form: str, before_missing: bool, value: Any) -> dict[str, Any]:
+    """The PATCH operation of an untyped e-mail: ``plain`` changes the primary entry (others kept), ``single``
+    writes ``emails`` whole."""
+    entry = [{"value": _plain(value), "primary": True}]
+    if value is None:
+        return {"op": "remove", "path": "emails[primary eq true]" if form == "plain" else "emails"}
+    if form == "single":
+        return {"op": "replace", "path": "emails", "value": entry}
+    if before_missing:
+        return {"op": "add", "path": "emails", "value": entry}
+    return {"op": "replace", "path": PRIMARY_EMAIL, "value": _plain(value)}
+
+
 def _read_value(resource: Mapping[str, Any], parsed: AttributePath) -> Any:
+    if parsed.email_form is not None:
+        entries = {str(k).lower(): v for k, v in resource.items()}.get("emails")
+        if not isinstance(entries, list):
+            return None
+        entries = [e for e in entries if isinstance(e, Mapping)]
+        chosen = next((e for e in entries if e.get("primary") is True), None)
+        if chosen is None and parsed.email_form == "single" and entries:
+            chosen = entries[0]
+        return chosen.get("value") if chosen is not None else None
     container: Any = resource if parsed.schema is None else resource.get(parsed.schema)
     if not isinstance(container, Mapping):
         return None

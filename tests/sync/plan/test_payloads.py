@@ -125,3 +125,48 @@ def test_parse_path_understands_the_mapping_forms() -> None:
     assert parse_path(DEPARTMENT).schema == ENTERPRISE_USER_SCHEMA
     assert parse_path(EMAIL).type_value == "work"
     assert parse_path("name.familyName").sub == "familyName"
+
+
+# -- e-mails without type ------------------------------------------------------------------------------------------
+
+
+def test_the_plain_email_form_writes_value_and_primary_without_type_and_patches_the_primary_entry() -> None:
+    from scim_pipeline.sync.plan.payloads import PRIMARY_EMAIL, patch_operations, resource_attrs, user_body
+
+    body, _ = user_body({"userName": "zoe", PRIMARY_EMAIL: "zoe@example.test"})
+    assert body["emails"] == [{"value": "zoe@example.test", "primary": True}]
+    operations, _ = patch_operations({PRIMARY_EMAIL: "zoe@example.test"}, {PRIMARY_EMAIL: "z@example.test"})
+    assert operations == [{"op": "replace", "path": "emails[primary eq true].value", "value": "z@example.test"}]
+    first, _ = patch_operations({}, {PRIMARY_EMAIL: "z@example.test"})
+    assert first == [{"op": "add", "path": "emails", "value": [{"value": "z@example.test", "primary": True}]}]
+    removed, _ = patch_operations({PRIMARY_EMAIL: "z@example.test"}, {PRIMARY_EMAIL: ""})
+    assert removed == [{"op": "remove", "path": "emails[primary eq true]"}]
+    stored = {"emails": [{"value": "home@x.test"}, {"value": "z@example.test", "primary": True}]}
+    assert resource_attrs(stored, [PRIMARY_EMAIL]) == {PRIMARY_EMAIL: "z@example.test"}
+
+
+def test_the_single_email_form_writes_one_address_whole() -> None:
+    from scim_pipeline.sync.plan.payloads import SINGLE_EMAIL, patch_operations, resource_attrs, user_body
+
+    body, _ = user_body({"userName": "zoe", SINGLE_EMAIL: "zoe@example.test"})
+    assert body["emails"] == [{"value": "zoe@example.test", "primary": True}]
+    operations, _ = patch_operations({SINGLE_EMAIL: "zoe@example.test"}, {SINGLE_EMAIL: "z@example.test"})
+    assert operations == [{"op": "replace", "path": "emails", "value": [{"value": "z@example.test", "primary": True}]}]
+    assert resource_attrs({"emails": [{"value": "only@x.test"}]}, [SINGLE_EMAIL]) == {SINGLE_EMAIL: "only@x.test"}
+
+
+def test_the_email_form_comes_from_the_mapping_file_or_else_the_target(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from scim_pipeline.sync.plan.mapping import WORK_EMAIL, Mapping, load_mapping
+
+    assert WORK_EMAIL in Mapping().users.rules()
+    assert "emails.value" in Mapping().with_email_form("single").users.rules()
+    path = Path(str(tmp_path)) / "mapping.yaml"
+    path.write_text("users:\n  email_form: plain\n")
+    chosen = load_mapping(path).with_email_form("single")
+    rules = chosen.users.rules()
+    assert "emails[primary eq true].value" in rules
+    assert WORK_EMAIL not in rules
+    assert rules["emails[primary eq true].value"].column == "email"
+    assert chosen.source == str(path)
