@@ -178,8 +178,8 @@ class CycleReport:
         def took_effect(frame: pd.DataFrame, resource_type: str) -> pd.DataFrame:
             if frame.empty:
                 return frame
-            mask = [(resource_type, str(op), str(key)) in done for op, key in zip(frame["op"], frame["key"], strict=True)]
-            return frame[mask]
+            pairs = zip(frame["op"], frame["key"], strict=True)
+            return frame[[(resource_type, str(op), str(key)) in done for op, key in pairs]]
 
         return ChangeSet(
             users=took_effect(users, "Users"),

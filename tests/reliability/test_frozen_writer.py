@@ -162,3 +162,70 @@ def test_a_frozen_writer_sends_nothing_after_it_wakes_and_the_one_that_took_over
     created_by_frozen = summary_value(frozen_output, "users created")
     assert created_by_frozen == created_before_freeze
     assert USERS - created_by_frozen <= summary_value(second_output, "users created") <= USERS - created_by_frozen + 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
+def test_a_killed_writer_is_seen_gone_at_once_and_its_successor_makes_no_duplicate(
+    lax_target: EmulatorServer, sync_env: dict[str, str], reaped: bool
+) -> None:
+    killed = start_sync(sync_env, SCIM_LEASE_TTL="600")  # a lease that would outlive the test if waited out
+    wait_for(lambda: len(user_creates(lax_target)) >= 10, 180, "the first sync's creates")
+    killed.process.send_signal(signal.SIGKILL)
+    if reaped:
+        killed.process.wait(timeout=30)
+    else:
+        # Left unreaped, the dead process stays in the process table as a zombie holding its pid.
+        wait_for(lambda: Path(f"/proc/{killed.process.pid}/stat").read_text().split(") ")[1][0] == "Z", 30, "a zombie")
+    try:
+        started = time.monotonic()
+        successor = start_sync(sync_env, SCIM_LEASE_WAIT="120")
+        output = successor.finish()
+        took = time.monotonic() - started
+    finally:
+        killed.process.wait(timeout=30)
+
+    assert successor.process.returncode == 0, output
+    assert "Traceback" not in output
+    assert took < 100, f"the successor took {took:.0f} s: it waited for a dead writer"
+    assert f"pid {killed.process.pid}" in output, "the successor does not say whose lease it took over"
+    assert_each_user_once(lax_target)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sync_behind_a_long_one_says_whom_it_waits_for_then_stops_at_the_lease_wait(
+    lax_target: EmulatorServer, sync_env: dict[str, str]
+) -> None:
+    lax_target.emulator.config = replace(lax_target.emulator.config, latency_ms=400)  # the first sync: minutes
+    long_running = start_sync(sync_env)
+    wait_for(lambda: len(user_creates(lax_target)) >= 2, 180, "the first sync's creates")
+    try:
+        started = time.monotonic()
+        waiting = start_sync(sync_env, SCIM_LEASE_WAIT="12")
+        wait_for(lambda: waiting.first_line_matching(r"waiting for run ") is not None, 60, "the waiting line")
+        told_at = waiting.first_line_matching(r"waiting for run ")
+        cpu_at_first_line = _cpu_seconds(waiting.process.pid)
+        time.sleep(8)
+        cpu_while_waiting = _cpu_seconds(waiting.process.pid) - cpu_at_first_line
+        output = waiting.finish()
+        stopped_after = time.monotonic() - started
+    finally:
+        long_running.process.send_signal(signal.SIGTERM)
+        long_running.finish()
+
+    assert told_at is not None
+    assert told_at - started < 45, "the waiting sync was silent"  # its start-up (imports, Dagster) included
+    print(f"told after {told_at - started:.1f} s; {cpu_while_waiting:.2f} s CPU over 8 s of waiting")
+    assert waiting.process.returncode != 0, output
+    assert f"pid {long_running.process.pid}" in output
+    assert "SCIM_LEASE_WAIT" in output
+    assert cpu_while_waiting < 0.5, f"{cpu_while_waiting:.2f} s of CPU in 8 s of waiting"
+    assert stopped_after < 12 + 60, f"stopped after {stopped_after:.0f} s"
+    assert "Traceback" not in output
