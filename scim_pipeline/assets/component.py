@@ -203,8 +203,8 @@ class ScimProvisioningComponent(
         names = JobNames.for_instance(self.name)
         connector, connector_secrets = self._connector(settings, env)
         state = state_resource(settings, name=self.name)
-        jobs = build_jobs(cycle, names, label=label)
         health = build_health(cycle, settings=settings, freshness=freshness, state=state, suffix=suffix, demo=demo)
+        jobs = build_jobs(cycle, names, label=label, without_checks=health.checks)
         return Definitions(
             assets=cycle.assets,
             asset_checks=health.checks,
