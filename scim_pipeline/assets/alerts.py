@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -28,10 +29,8 @@ import httpx
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
-    DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
-    EventRecordsFilter,
     RunFailureSensorContext,
     SensorDefinition,
     SensorEvaluationContext,
@@ -200,7 +199,7 @@ class TeamsNotifier:
     hook_env: str
 
     def send(self, alert: Alert) -> None:
-        from dagster_msteams import TeamsClient
+        from dagster_msteams.client import TeamsClient
 
         hook = os.environ.get(self.hook_env)
         if not hook:
@@ -236,9 +235,23 @@ def failed_identities(state: ProvisioningStateResource, instance: DagsterInstanc
         if identity in seen:
             continue
         seen.add(identity)
-        error = f": {scrub(str(row.error))}" if row.error else ""
-        lines.append(f"{row.resource_type} {row.operation} {row.key}{error}"[:300])
+        why = f": {scrub(str(row.error))}" if row.error else ""
+        lines.append(f"{row.resource_type} {row.operation} {row.key}{why}"[:300])
     return lines
+
+
+def _cause(failure: Any) -> str:
+    """What stopped a step: a ``Failure``'s description, else the innermost error (Dagster wraps the step's own
+    exception), without the exception's module path."""
+    described = getattr(failure.user_failure_data, "description", None)
+    if described:
+        return str(described).strip()
+    error = failure.error
+    if error is None:
+        return "the step failed"
+    while error.cause is not None:
+        error = error.cause
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*): ", r"\1: ", str(error.message).strip())
 
 
 def run_failure_alert(
@@ -246,11 +259,7 @@ def run_failure_alert(
 ) -> Alert:
     """The alert for a failed run of this target."""
     run = context.dagster_run
-    steps = [
-        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
-        for event in context.get_step_failure_events()
-        if event.step_failure_data.error is not None
-    ]
+    steps = [f"{event.step_key}: {_cause(event.step_failure_data)}" for event in context.get_step_failure_events()]
     what = " | ".join(steps) or (context.failure_event.message or "the run failed")
     whom = failed_identities(state, context.instance, run.run_id)
     if not whom:
@@ -276,24 +285,32 @@ def check_failure_alerts(
     target_name: str,
     limit: int = 200,
 ) -> tuple[list[Alert], int | None]:
-    """Alerts for the failed evaluations of ``check_keys`` recorded after storage id ``after``, and the new cursor."""
-    wanted = set(check_keys)
-    records = instance.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-        ascending=True,
-        limit=limit,
+    """Alerts for the failed evaluations of ``check_keys`` recorded after execution id ``after`` (ids are shared by
+    every check), and the new cursor."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    evaluated = {
+        AssetCheckExecutionRecordStatus.FAILED,
+        AssetCheckExecutionRecordStatus.SUCCEEDED,  # read too, so the cursor passes them
+    }
+    executions = sorted(
+        (
+            execution
+            for key in check_keys
+            for execution in instance.event_log_storage.get_asset_check_execution_history(key, limit, status=evaluated)
+            if after is None or execution.id > after
+        ),
+        key=lambda execution: execution.id,
     )
     alerts: list[Alert] = []
     cursor = after
-    for record in records:
-        cursor = record.storage_id
-        event = record.event_log_entry.dagster_event
+    for execution in executions:
+        cursor = execution.id
+        event = execution.event.dagster_event if execution.event is not None else None
         evaluation = event.event_specific_data if event is not None else None
         if not isinstance(evaluation, AssetCheckEvaluation) or evaluation.passed:
             continue
-        if evaluation.asset_check_key not in wanted:
-            continue
-        run_id = record.event_log_entry.run_id or None
+        run_id = execution.run_id or None
         run = instance.get_run_by_id(run_id) if run_id else None
         overdue = evaluation.check_name == FRESHNESS_CHECK
         metadata = evaluation.metadata

@@ -382,7 +382,8 @@ class Freshness:
         def translate(spec: AssetSpec, props: Any) -> AssetSpec:
             spec = then(spec, props) if then is not None else spec
             if getattr(props, "name", None) in self.assets:
-                return apply_freshness_policy(spec, self.policy, overwrite_existing=False)
+                fresh: AssetSpec = apply_freshness_policy(spec, self.policy, overwrite_existing=False)
+                return fresh
             return spec
 
         return translate

@@ -39,9 +39,12 @@ def test_a_healthy_sync_passes_every_health_check(pipeline: Pipeline) -> None:
     assert result.success
     checks = evaluations(result)
     token = checks[("provisioning_audit", "token_obtained")]
-    assert token.passed and "token was obtained" in (token.description or "")
+    assert token.passed
+    assert "token was obtained" in (token.description or "")
     share = checks[("provisioning_audit", "failure_share")]
-    assert share.passed and share.metadata["failed"].value == 0 and share.metadata["calls"].value > 0
+    assert share.passed
+    assert share.metadata["failed"].value == 0
+    assert share.metadata["calls"].value > 0
     # The escrow and freshness checks belong to the health job (they read state, not the target), not the sync's.
     assert ("provisioning_audit", "escrow_age") not in checks
     between = evaluations(health(pipeline))
@@ -65,7 +68,8 @@ def test_a_sync_overdue_by_two_periods_fails_its_freshness_checks(pipeline: Pipe
         assert "overdue" in (late[(asset, "freshness_check")].description or "").lower()
     # The Dagster freshness policy on the same assets says the same: two hours of the hourly schedule.
     policy = pipeline.definitions().resolve_asset_graph().get(AssetKey("user_provisioning")).freshness_policy
-    assert policy is not None and getattr(policy, "fail_window").to_timedelta() == timedelta(hours=2)
+    assert policy is not None
+    assert policy.fail_window.to_timedelta() == timedelta(hours=2)
 
 
 @pytest.fixture
@@ -98,7 +102,8 @@ def test_failed_creates_fail_the_failure_share_and_then_the_escrow_age(
     assert not share.passed
     assert share.metadata["failed"].value == 12
     whom = metadata_for_whom(share.metadata)
-    assert any("user000@example.com" in line for line in whom) and all(line.startswith("Users") for line in whom)
+    assert any("user000@example.com" in line for line in whom)
+    assert all(line.startswith("Users") for line in whom)
     assert "over the limit of 5.0%" in (share.description or "")
 
     time.sleep(1.5)
@@ -107,7 +112,8 @@ def test_failed_creates_fail_the_failure_share_and_then_the_escrow_age(
     assert not escrow.passed
     assert escrow.metadata["over_age"].value == 12
     whom = metadata_for_whom(escrow.metadata)
-    assert len(whom) == 12 and "Users user000@example.com failing for" in whom[0]
+    assert len(whom) == 12
+    assert "Users user000@example.com failing for" in whom[0]
 
 
 def test_the_escrow_age_passes_while_failing_changes_are_younger_than_the_limit(
@@ -119,7 +125,8 @@ def test_the_escrow_age_passes_while_failing_changes_are_younger_than_the_limit(
     escrow = evaluations(health(pipeline))[("provisioning_audit", "escrow_age")]
 
     assert escrow.passed
-    assert escrow.metadata["failing_changes"].value == 12 and escrow.metadata["over_age"].value == 0
+    assert escrow.metadata["failing_changes"].value == 12
+    assert escrow.metadata["over_age"].value == 0
 
 
 def test_a_refused_token_fails_the_token_check_without_the_secret(pipeline: Pipeline) -> None:
