@@ -216,3 +216,33 @@ def test_a_remote_plain_http_webhook_or_one_with_credentials_is_refused() -> Non
 
 def test_no_alert_sensor_without_a_receiver(pipeline: Pipeline) -> None:
     assert not [sensor.name for sensor in pipeline.definitions().sensors or []]
+
+
+def test_teams_gets_the_run_failure_through_dagster_msteams(
+    pipeline: Pipeline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_TEAMS_HOOK", receiver.url)  # the incoming-webhook URL is itself a secret
+    pipeline.env.update({"SCIM_ALERT_TEAMS_WEBHOOK_ENV": "TEST_TEAMS_HOOK", "SCIM_CLIENT_SECRET": "wrong-0042-zz"})
+    names = {sensor.name for sensor in pipeline.definitions().sensors or []}
+    assert names == {"scim_teams_on_run_failure", "scim_alert_on_check_failure"}
+
+    result = pipeline.sync()
+    sensor = pipeline.definitions().resolve_sensor_def("scim_teams_on_run_failure")
+    run = pipeline.instance.get_run_by_id(result.run_id)
+    assert run is not None
+    sensor(  # type: ignore[operator]
+        build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=pipeline.instance,
+            dagster_run=run,
+        ).for_run_failure()
+    )
+    evaluate_check_sensor(pipeline, pipeline.instance)
+
+    card, check_card = receiver.raw
+    assert "sync run failed" in card
+    assert result.run_id in card
+    assert "SCIM_CLIENT_SECRET" in card
+    assert "wrong-0042-zz" not in card
+    assert "token_obtained" in check_card
