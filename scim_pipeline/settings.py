@@ -25,6 +25,8 @@ from scim_pipeline.scim.settings import ClientSettings
 __all__ = [
     "ENV_PREFIX",
     "SETTING_GROUPS",
+    "AlertSettings",
+    "HealthSettings",
     "PipelineSettings",
     "PolicySettings",
     "ShardSettings",
@@ -139,17 +141,91 @@ class PolicySettings(BaseModel):
     )
 
 
+class HealthSettings(BaseModel):
+    """When a target's health checks fail (docs: README, "Health and alerts")."""
+
+    overdue_periods: float = Field(
+        default=2.0,
+        ge=1,
+        le=1000,
+        description="A sync is overdue — the provisioning assets' freshness checks fail — once they were last "
+        "materialized this many periods of the sync schedule ago.",
+    )
+    escrow_max_age: float = Field(
+        default=24.0,
+        gt=0,
+        le=8760,
+        description="Hours a change may keep failing (held in escrow or waiting for its retry) before the "
+        "escrow_age check fails.",
+    )
+    max_failure_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of a cycle's SCIM calls that may fail before its failure_share check fails (0.05 = 5 %).",
+    )
+    health_schedule: str = Field(
+        default="*/15 * * * *",
+        min_length=9,
+        description="Cron of the health job (freshness and escrow checks; no SCIM call). Running by default with a "
+        "target; stopped in demo mode.",
+    )
+
+
+class AlertSettings(BaseModel):
+    """Where alerts go on a failed run, a failed check or an overdue sync. Secrets only ever come from the
+    environment variables named here."""
+
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Generic webhook: a JSON POST per failed run, failed check or overdue sync. Unset = no webhook.",
+    )
+    alert_webhook_secret_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable whose value the webhook receives in the "
+        "SCIM_ALERT_WEBHOOK_HEADER header (never the value itself).",
+    )
+    alert_webhook_header: str = Field(
+        default="Authorization",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header carrying the webhook secret (Authorization: sent as Bearer <secret>).",
+    )
+    alert_slack_channel: str | None = Field(
+        default=None, description="Slack channel for alerts (dagster-slack, the [slack] extra). Unset = no Slack."
+    )
+    alert_slack_token_env: str = Field(
+        default="SCIM_ALERT_SLACK_TOKEN",
+        description="Name of the environment variable holding the Slack bot token.",
+    )
+    alert_teams_webhook_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the Microsoft Teams incoming-webhook URL "
+        "(dagster-msteams, the [msteams] extra). Unset = no Teams.",
+    )
+
+
 SETTING_GROUPS: tuple[type[BaseModel], ...] = (
     ClientSettings,
     SourceSettings,
     StoreSettings,
     ShardSettings,
     PolicySettings,
+    HealthSettings,
+    AlertSettings,
 )
 """The groups every setting is declared in; the Component, the resources and the environment take them from here."""
 
 
-class PipelineSettings(ClientSettings, SourceSettings, StoreSettings, ShardSettings, PolicySettings, BaseSettings):
+class PipelineSettings(
+    ClientSettings,
+    SourceSettings,
+    StoreSettings,
+    ShardSettings,
+    PolicySettings,
+    HealthSettings,
+    AlertSettings,
+    BaseSettings,
+):
     """Every setting of a scim-pipeline target, with the ``SCIM_*`` variable that sets it (see the README)."""
 
     model_config = SettingsConfigDict(

@@ -258,6 +258,20 @@ CHECKS: tuple[CheckEntry, ...] = (
         blocking=False,
     ),
     CheckEntry(
+        "token_obtained",
+        "provisioning_audit",
+        "Health: the cycle obtained its OAuth token first, as every cycle does (fails when the token endpoint refused "
+        "the credentials or could not be reached).",
+        blocking=False,
+    ),
+    CheckEntry(
+        "failure_share",
+        "provisioning_audit",
+        "Health: the share of this cycle's SCIM calls that failed stays under SCIM_MAX_FAILURE_SHARE; lists whose "
+        "changes failed.",
+        blocking=False,
+    ),
+    CheckEntry(
         "access_matches_file",
         "access_snapshot",
         "The rights held on the managed containers are those of the access file (rights missing, different or "

@@ -30,7 +30,9 @@ from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from dagster.components.utils.translation import TranslationFnResolver
 from pydantic import Field
 
+from scim_pipeline.assets.alerts import AlertTarget, build_alert_sensors
 from scim_pipeline.assets.cycle import ResourceKeys, build_cycle_assets
+from scim_pipeline.assets.health import Freshness, build_health
 from scim_pipeline.assets.jobs import JobNames, build_jobs, build_schedules
 from scim_pipeline.assets.translator import ScimAssetProps, ScimTranslator
 from scim_pipeline.resources.pipeline import policy_resource, roster_resource, state_resource
@@ -38,6 +40,8 @@ from scim_pipeline.resources.target import target_resource
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.scim.settings import ClientSettings
 from scim_pipeline.settings import (
+    AlertSettings,
+    HealthSettings,
     PipelineSettings,
     PolicySettings,
     ShardSettings,
@@ -94,6 +98,8 @@ class ScimProvisioningComponent(
     StoreSettings,
     ShardSettings,
     PolicySettings,
+    HealthSettings,
+    AlertSettings,
 ):
     """Provision an IdP roster into one SCIM target (Delinea or any RFC 7644 service provider): the roster, change
     set, provisioning and audit assets, the guards as asset checks, the sync / plan / reconcile jobs and their
@@ -174,14 +180,16 @@ class ScimProvisioningComponent(
         suffix = f"_{self.name}" if self.name else ""
         demo = settings.demo_mode
         label = "[DEMO MODE: embedded emulator + sample roster] " if demo else ""
+        freshness = Freshness.of(settings, sync_cron=self.sync_schedule, with_pam=demo or settings.access is not None)
         cycle = build_cycle_assets(
             shards=settings.shards,
             shards_per_run=settings.shards_per_run,
             translator=ScimTranslator(prefix=[self.name] if self.name else [], label=label),
-            translation=self.translation,
+            translation=freshness.translation(self.translation),
             target_name=self.name or "",
             resource_keys=keys,
             pool=f"scim_target{suffix}",
+            max_failure_share=settings.max_failure_share,
             upstream={
                 table: AssetKey.from_user_string(key)
                 for table, key in (
@@ -194,16 +202,30 @@ class ScimProvisioningComponent(
         )
         names = JobNames.for_instance(self.name)
         connector, connector_secrets = self._connector(settings, env)
+        state = state_resource(settings, name=self.name)
+        health = build_health(cycle, settings=settings, freshness=freshness, state=state, suffix=suffix, demo=demo)
+        jobs = build_jobs(cycle, names, label=label, without_checks=health.checks)
         return Definitions(
             assets=cycle.assets,
-            jobs=build_jobs(cycle, names, label=label),
-            schedules=build_schedules(names, sync_cron=self.sync_schedule, reconcile_cron=self.reconcile_schedule),
+            asset_checks=health.checks,
+            jobs=[*jobs, health.job],
+            schedules=[
+                *build_schedules(names, sync_cron=self.sync_schedule, reconcile_cron=self.reconcile_schedule),
+                health.schedule,
+            ],
+            sensors=build_alert_sensors(
+                settings,
+                where=AlertTarget(settings.describe_target(), self.name or "", state, suffix),
+                jobs=[*jobs, health.job],
+                check_keys=health.check_keys(cycle),
+                env=env,
+            ),
             resources={
                 keys.target: target_resource(settings, client_secret_env=self.client_secret_env, demo_name=self.name),
                 keys.roster: roster_resource(
                     settings, name=self.name, connector=connector, connector_secrets=connector_secrets
                 ),
-                keys.state: state_resource(settings, name=self.name),
+                keys.state: state,
                 keys.policy: policy_resource(settings),
             },
             executor=in_process_executor if self.executor == "in_process" else multiprocess_executor,

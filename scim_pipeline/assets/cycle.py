@@ -45,10 +45,11 @@ from dagster import (
 from pydantic import Field
 
 from scim_pipeline.assets.catalogue import ASSETS, CHECKS, EXTERNAL, AssetEntry, CheckEntry, entry
+from scim_pipeline.assets.health import cycle_health_checks, token_refused_checks
 from scim_pipeline.assets.partitions import shard_partition_key, shard_partitions, shards_of
 from scim_pipeline.assets.render import CycleView, rows_table
 from scim_pipeline.assets.translator import ScimTranslator, external_props, props_of
-from scim_pipeline.scim.errors import ConfigurationError
+from scim_pipeline.scim.errors import AuthenticationError, ConfigurationError
 
 if TYPE_CHECKING:
     from scim_pipeline.resources.pipeline import ProvisioningStateResource, RosterSourceResource, SyncPolicyResource
@@ -142,6 +143,7 @@ def build_cycle_assets(
     resource_keys: ResourceKeys | None = None,
     pool: str = "scim_target",
     upstream: Mapping[str, AssetKey] | None = None,
+    max_failure_share: float = 0.05,
 ) -> CycleAssets:
     """Build the assets of one target.
 
@@ -191,7 +193,8 @@ def build_cycle_assets(
     def scim_cycle(
         context: AssetExecutionContext, config: CycleConfig, **frames: pd.DataFrame
     ) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckResult | AssetCheckEvaluation]:
-        yield from _CycleStep(context, config, keys, names, partitions).run(frames)
+        step = _CycleStep(context, config, keys, names, partitions, max_failure_share=max_failure_share)
+        yield from step.run(frames)
 
     sources: list[AssetsDefinition | AssetSpec] = [external["access_file"]]
     if not upstream:
@@ -228,8 +231,11 @@ class _CycleStep:
         keys: ResourceKeys,
         names: dict[str, AssetKey],
         partitions: StaticPartitionsDefinition,
+        *,
+        max_failure_share: float = 0.05,
     ) -> None:
         self.context = context
+        self.max_failure_share = max_failure_share
         self.config = config
         self.names = names
         self.target: ScimTargetResource = getattr(context.resources, keys.target)
@@ -301,12 +307,16 @@ class _CycleStep:
             user_match_attribute=self.roster.match_attributes()[0],
             group_match_attribute=self.roster.match_attributes()[1],
         )
-        report = engine.run(
-            options,
-            progress=_ProgressReporter(context),
-            on_wait=lambda wait: self._tell(wait.describe()),
-            upstream=upstream,
-        )
+        try:
+            report = engine.run(
+                options,
+                progress=_ProgressReporter(context),
+                on_wait=lambda wait: self._tell(wait.describe()),
+                upstream=upstream,
+            )
+        except AuthenticationError as error:
+            yield from token_refused_checks(self._check, self.selected, error)
+            raise
         for note in report.notes:
             context.log.info(note)
         for kind, why in report.skipped.items():
@@ -318,6 +328,7 @@ class _CycleStep:
         view = CycleView(report, self.shard_count, self.run_shards)
         yield from self._roster_events(report.roster, view)
         yield from self._change_and_provisioning_events(view)
+        yield from cycle_health_checks(self._check, self.selected, report, max_failure_share=self.max_failure_share)
         self._raise_if_failed(report)
 
     def _tell(self, message: str) -> None:

@@ -13,11 +13,12 @@ runs without a partition (= every shard): from the Launchpad, ``dagster job exec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
+    AssetChecksDefinition,
     AssetSelection,
     DefaultScheduleStatus,
     RunRequest,
@@ -84,11 +85,15 @@ def _names(*, kinds: frozenset[str] | None = None, stages: tuple[str, ...] | Non
     ]
 
 
-def build_jobs(cycle: CycleAssets, names: JobNames, *, label: str = "") -> list[Any]:
-    """The six jobs of one target (``define_asset_job`` results, resolved by ``Definitions``)."""
+def build_jobs(
+    cycle: CycleAssets, names: JobNames, *, label: str = "", without_checks: Sequence[AssetChecksDefinition] = ()
+) -> list[Any]:
+    """The six jobs of one target (``define_asset_job`` results, resolved by ``Definitions``). ``without_checks``:
+    checks defined apart from the step (the health job's) that these jobs leave out."""
 
     def assets(*catalogue_names: str) -> AssetSelection:
-        return AssetSelection.assets(*cycle.selection(*catalogue_names))
+        selection = AssetSelection.assets(*cycle.selection(*catalogue_names))
+        return selection - AssetSelection.checks(*without_checks) if without_checks else selection
 
     everything = assets(*(asset.name for asset in ASSETS))
     return [
