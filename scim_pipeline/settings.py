@@ -30,6 +30,7 @@ __all__ = [
     "ShardSettings",
     "SourceSettings",
     "StoreSettings",
+    "LeaverSettings",
     "default_dagster_home",
     "settings_table",
     "variable_of",
@@ -132,17 +133,38 @@ class PolicySettings(BaseModel):
     )
 
 
+class LeaverSettings(BaseModel):
+    """The leaver sensor: a cheap poll of the source's change signal that starts the user sync when it moves."""
+
+    leaver_sensor: bool = Field(
+        default=False,
+        description="Start the leaver sensor with the code location: it polls the source's change signal (file "
+        "times and sizes, LDAP contextCSN / highestCommittedUSN, a SQL query; never the SCIM target) and launches "
+        "the user sync when it changes. Off: the sensor is defined but stopped (start it in the UI).",
+    )
+    leaver_poll_seconds: int = Field(
+        default=15,
+        ge=5,
+        le=3600,
+        description="Seconds between two polls of the leaver sensor (15 s keeps a leaver's disable within a "
+        "minute: the wait for the next poll, the run's start and a user sync).",
+    )
+
+
 SETTING_GROUPS: tuple[type[BaseModel], ...] = (
     ClientSettings,
     SourceSettings,
     StoreSettings,
     ShardSettings,
     PolicySettings,
+    LeaverSettings,
 )
 """The groups every setting is declared in; the Component, the resources and the environment take them from here."""
 
 
-class PipelineSettings(ClientSettings, SourceSettings, StoreSettings, ShardSettings, PolicySettings, BaseSettings):
+class PipelineSettings(
+    ClientSettings, SourceSettings, StoreSettings, ShardSettings, PolicySettings, LeaverSettings, BaseSettings
+):
     """Every setting of a scim-pipeline target, with the ``SCIM_*`` variable that sets it (see the README)."""
 
     model_config = SettingsConfigDict(
