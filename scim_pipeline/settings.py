@@ -25,12 +25,12 @@ from scim_pipeline.scim.settings import ClientSettings
 __all__ = [
     "ENV_PREFIX",
     "SETTING_GROUPS",
+    "LeaverSettings",
     "PipelineSettings",
     "PolicySettings",
     "ShardSettings",
     "SourceSettings",
     "StoreSettings",
-    "LeaverSettings",
     "default_dagster_home",
     "settings_table",
     "variable_of",

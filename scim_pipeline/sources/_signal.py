@@ -3,11 +3,12 @@
 The leaver sensor polls it every few seconds instead of reading the roster, and never asks the SCIM target
 anything. Each source that can answer cheaply has a `change_signal()` method:
 
-| source | what is asked | cost |
-|--------|---------------|------|
-| file   | the roster files' names, sizes, modification times and inodes (`stat`, nothing read) | no I/O on the data |
-| ldap   | AD: the root DSE's `highestCommittedUSN`; OpenLDAP: the `contextCSN` of the database holding the user base (the syncprov overlay keeps it), else a listing of every entry's `modifyTimestamp` under the bases | one or two searches; the listing sends one attribute per entry |
-| sql    | `SCIM_SQL_CHANGE_QUERY` (e.g. `SELECT max(updated_at), count(*) FROM hr.people`), else a digest of the roster queries' rows | one query; without it a full read of the tables |
+- file: the roster files' names, sizes, modification times and inodes (`stat`: no data is read).
+- ldap: on AD the root DSE's `highestCommittedUSN` (one search); on OpenLDAP the `contextCSN` of the database
+  holding the user base (kept by the syncprov overlay; two base searches), else a listing of every entry's
+  `modifyTimestamp` under the bases (one attribute per entry).
+- sql: the rows of `SCIM_SQL_CHANGE_QUERY` (e.g. `SELECT max(updated_at), count(*) FROM hr.people`), else a digest
+  of the roster queries' rows (a full read of the tables).
 
 A value may move without a relevant change (any write in the directory moves `contextCSN`): that costs one
 incremental user sync, never a missed leaver. The Entra ID, Okta and SCIM sources have no change signal yet:

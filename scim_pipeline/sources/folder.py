@@ -37,7 +37,6 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from scim_pipeline.sources._incremental import SourceReport
-from scim_pipeline.sources._signal import ChangeSignal, digest
 from scim_pipeline.sources._raw import (
     OPTIONAL_TABLES,
     TABLES,
@@ -47,6 +46,7 @@ from scim_pipeline.sources._raw import (
     RosterError,
     empty_unreadable,
 )
+from scim_pipeline.sources._signal import ChangeSignal, digest
 
 __all__ = ["FORMATS", "FolderRosterSource", "read_table_file"]
 

@@ -65,8 +65,8 @@ from scim_pipeline.sources._incremental import (
     StaleWatermarkError,
 )
 from scim_pipeline.sources._raw import RosterError
-from scim_pipeline.sources._signal import ChangeSignal, digest
 from scim_pipeline.sources._settings import env_settings
+from scim_pipeline.sources._signal import ChangeSignal, digest
 
 __all__ = ["LDAP_ATTRIBUTE_DEFAULTS", "LdapRosterSource", "LdapSettings"]
 

@@ -23,8 +23,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources._incremental import SourceReport
 from scim_pipeline.sources._raw import TABLES, TEXT, RawRoster, RawTable, RosterError
-from scim_pipeline.sources._signal import ChangeSignal, digest
 from scim_pipeline.sources._settings import env_settings
+from scim_pipeline.sources._signal import ChangeSignal, digest
 from scim_pipeline.sources._values import as_text
 
 __all__ = ["SqlRosterSource", "SqlSettings"]

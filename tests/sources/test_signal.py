@@ -42,7 +42,8 @@ def test_folder_signal_is_stable_until_a_roster_file_changes(roster_folder: Path
     first = source.change_signal()
 
     assert source.change_signal() == first
-    assert first.requests == 0 and "2 roster files" in first.probe
+    assert first.requests == 0
+    assert "2 roster files" in first.probe
 
     users = roster_folder / "users.csv"
     users.write_text(USERS_CSV.replace("bob@example.com,true", "bob@example.com,false"))  # same size
@@ -104,7 +105,8 @@ def test_sql_change_query_is_the_signal(hr_database: Path) -> None:
     source = _sql(hr_database, change_query="SELECT max(updated_at), count(*) FROM staff")
     first = source.change_signal()
     assert source.change_signal() == first
-    assert first.requests == 1 and first.probe.startswith("SCIM_SQL_CHANGE_QUERY on sqlite:///")
+    assert first.requests == 1
+    assert first.probe.startswith("SCIM_SQL_CHANGE_QUERY on sqlite:///")
 
     _execute(hr_database, "UPDATE staff SET enabled = 'false', updated_at = '2025-01-02T09:00' WHERE login = 'bob'")
     disabled = source.change_signal()
@@ -127,7 +129,7 @@ def test_sql_signal_error_names_the_query_never_the_password(tmp_path: Path) -> 
     path = tmp_path / "hr.sqlite"
     sqlite3.connect(path).close()
     source = _sql(path, change_query="SELECT max(updated_at) FROM nowhere")
-    with pytest.raises(RosterError, match="polling SCIM_SQL_CHANGE_QUERY on sqlite:///.*failed"):
+    with pytest.raises(RosterError, match=r"polling SCIM_SQL_CHANGE_QUERY on sqlite:///.*failed"):
         source.change_signal()
 
 
