@@ -212,14 +212,22 @@ def leaver_deployment(folder: Path, *, users: int = 30, poll_seconds: int = 15) 
                     os.environ[name] = value
 
 
-def measure(deployment: LeaverDeployment, instance: DagsterInstance, repetitions: int) -> list[float]:
-    """Seconds from a roster change to the leaver disabled on the target, ``repetitions`` times (disable, remove,
+@dataclass(frozen=True)
+class Leaver:
+    """One measurement: when the roster changed (epoch seconds) and how long until the target showed it."""
+
+    changed_at: float
+    seconds: float
+
+
+def measure(deployment: LeaverDeployment, instance: DagsterInstance, repetitions: int) -> list[Leaver]:
+    """From a roster change to the leaver disabled on the target, ``repetitions`` times (disable, remove,
     disable, …), each after the previous run has ended."""
-    seconds: list[float] = []
+    leavers: list[Leaver] = []
     for repetition in range(repetitions):
         deployment.wait_until_idle(instance)
-        started = time.monotonic()
+        changed_at, started = time.time(), time.monotonic()
         user_name = deployment.leave(repetition + 1, remove=repetition % 2 == 1)
-        seconds.append(deployment.seconds_until_disabled(user_name, started))
+        leavers.append(Leaver(changed_at, deployment.seconds_until_disabled(user_name, started)))
     deployment.wait_until_idle(instance)
-    return seconds
+    return leavers
