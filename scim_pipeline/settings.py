@@ -27,6 +27,7 @@ __all__ = [
     "SETTING_GROUPS",
     "AlertSettings",
     "HealthSettings",
+    "LeaverSettings",
     "PipelineSettings",
     "PolicySettings",
     "ShardSettings",
@@ -204,6 +205,24 @@ class AlertSettings(BaseModel):
     )
 
 
+class LeaverSettings(BaseModel):
+    """The leaver sensor: a cheap poll of the source's change signal that starts the user sync when it moves."""
+
+    leaver_sensor: bool = Field(
+        default=False,
+        description="Start the leaver sensor with the code location: it polls the source's change signal (file "
+        "times and sizes, LDAP contextCSN / highestCommittedUSN, a SQL query; never the SCIM target) and launches "
+        "the user sync when it changes. Off: the sensor is defined but stopped (start it in the UI).",
+    )
+    leaver_poll_seconds: int = Field(
+        default=15,
+        ge=5,
+        le=3600,
+        description="Seconds between two polls of the leaver sensor (15 s keeps a leaver's disable within a "
+        "minute: the wait for the next poll, the run's start and a user sync).",
+    )
+
+
 SETTING_GROUPS: tuple[type[BaseModel], ...] = (
     ClientSettings,
     SourceSettings,
@@ -212,6 +231,7 @@ SETTING_GROUPS: tuple[type[BaseModel], ...] = (
     PolicySettings,
     HealthSettings,
     AlertSettings,
+    LeaverSettings,
 )
 """The groups every setting is declared in; the Component, the resources and the environment take them from here."""
 
@@ -224,6 +244,7 @@ class PipelineSettings(
     PolicySettings,
     HealthSettings,
     AlertSettings,
+    LeaverSettings,
     BaseSettings,
 ):
     """Every setting of a scim-pipeline target, with the ``SCIM_*`` variable that sets it (see the README)."""

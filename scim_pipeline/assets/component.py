@@ -34,14 +34,21 @@ from scim_pipeline.assets.alerts import AlertTarget, build_alert_sensors
 from scim_pipeline.assets.cycle import ResourceKeys, build_cycle_assets
 from scim_pipeline.assets.health import Freshness, build_health
 from scim_pipeline.assets.jobs import JobNames, build_jobs, build_schedules
+from scim_pipeline.assets.sensors import build_leaver_sensor
 from scim_pipeline.assets.translator import ScimAssetProps, ScimTranslator
-from scim_pipeline.resources.pipeline import policy_resource, roster_resource, state_resource
+from scim_pipeline.resources.pipeline import (
+    RosterSourceResource,
+    policy_resource,
+    roster_resource,
+    state_resource,
+)
 from scim_pipeline.resources.target import target_resource
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.scim.settings import ClientSettings
 from scim_pipeline.settings import (
     AlertSettings,
     HealthSettings,
+    LeaverSettings,
     PipelineSettings,
     PolicySettings,
     ShardSettings,
@@ -59,6 +66,8 @@ DEMO_BANNER = (
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _PATHS = ("roster", "mapping", "access", "ca_bundle", "client_key_file")
 """Attributes holding a file or folder: relative ones resolve against the defs.yaml's folder."""
+_SIGNALING_SOURCES = frozenset({"file", "ldap", "sql"})
+"""Sources with a cheap change signal (scim_pipeline.sources._signal): the leaver sensor can poll them."""
 
 TranslationFn = Annotated[
     Callable[[AssetSpec, ScimAssetProps], AssetSpec],
@@ -100,6 +109,7 @@ class ScimProvisioningComponent(
     PolicySettings,
     HealthSettings,
     AlertSettings,
+    LeaverSettings,
 ):
     """Provision an IdP roster into one SCIM target (Delinea or any RFC 7644 service provider): the roster, change
     set, provisioning and audit assets, the guards as asset checks, the sync / plan / reconcile jobs and their
@@ -203,6 +213,7 @@ class ScimProvisioningComponent(
         names = JobNames.for_instance(self.name)
         connector, connector_secrets = self._connector(settings, env)
         state = state_resource(settings, name=self.name)
+        roster = roster_resource(settings, name=self.name, connector=connector, connector_secrets=connector_secrets)
         health = build_health(cycle, settings=settings, freshness=freshness, state=state, suffix=suffix, demo=demo)
         jobs = build_jobs(cycle, names, label=label, without_checks=health.checks)
         return Definitions(
@@ -213,18 +224,19 @@ class ScimProvisioningComponent(
                 *build_schedules(names, sync_cron=self.sync_schedule, reconcile_cron=self.reconcile_schedule),
                 health.schedule,
             ],
-            sensors=build_alert_sensors(
-                settings,
-                where=AlertTarget(settings.describe_target(), self.name or "", state, suffix),
-                jobs=[*jobs, health.job],
-                check_keys=health.check_keys(cycle),
-                env=env,
-            ),
+            sensors=[
+                *build_alert_sensors(
+                    settings,
+                    where=AlertTarget(settings.describe_target(), self.name or "", state, suffix),
+                    jobs=[*jobs, health.job],
+                    check_keys=health.check_keys(cycle),
+                    env=env,
+                ),
+                *self._leaver_sensors(settings, names, roster, suffix),
+            ],
             resources={
                 keys.target: target_resource(settings, client_secret_env=self.client_secret_env, demo_name=self.name),
-                keys.roster: roster_resource(
-                    settings, name=self.name, connector=connector, connector_secrets=connector_secrets
-                ),
+                keys.roster: roster,
                 keys.state: state,
                 keys.policy: policy_resource(settings),
             },
@@ -236,6 +248,31 @@ class ScimProvisioningComponent(
                 **({"demo_mode": DEMO_BANNER} if demo else {}),
             },
         )
+
+    def _leaver_sensors(
+        self, settings: PipelineSettings, names: JobNames, roster: RosterSourceResource, suffix: str
+    ) -> list[dg.SensorDefinition]:
+        """The leaver sensor, for a source with a cheap change signal (file, ldap, sql) read by this location."""
+        unsupported = (
+            "the roster comes from an upstream asset (upstream_users)"
+            if self.upstream_users
+            else f"the {settings.source} source has no cheap change signal (file, ldap and sql have one)"
+            if settings.source not in _SIGNALING_SOURCES
+            else None
+        )
+        if unsupported is None:
+            return [
+                build_leaver_sensor(
+                    names,
+                    roster,
+                    poll_seconds=settings.leaver_poll_seconds,
+                    running=settings.leaver_sensor,
+                    suffix=suffix,
+                )
+            ]
+        if settings.leaver_sensor:
+            raise ConfigurationError(f"SCIM_LEAVER_SENSOR (leaver_sensor) is on but cannot be honoured: {unsupported}")
+        return []
 
     def _connector(
         self, settings: PipelineSettings, env: Mapping[str, str] | None

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from scim_pipeline.settings import PipelineSettings
     from scim_pipeline.sources import RosterSource
-    from scim_pipeline.sources._incremental import WatermarkStore
+    from scim_pipeline.sources._incremental import ReportingSource, WatermarkStore
     from scim_pipeline.sync.engine import LoadedRoster
     from scim_pipeline.sync.pam.access import AccessFile
     from scim_pipeline.sync.plan.guards import GuardSettings
@@ -106,6 +106,21 @@ class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignor
         """This source as the sync engine reads it, with its connector cache under ``instance``'s home."""
         return _BoundRosterReader(self, instance)
 
+    def roster_source(
+        self, *, instance: DagsterInstance | None = None, watermarks: WatermarkStore | None = None
+    ) -> ReportingSource:
+        """The configured source (the folder, or the connector with its cache under ``instance``'s home)."""
+        from scim_pipeline.sources import FolderRosterSource
+        from scim_pipeline.sources.selection import connector_source
+
+        if self.source == "file":
+            return FolderRosterSource(self.folder())
+        cache = pipeline_home(instance) / "source_cache" / (self.name or "default")
+        cache.mkdir(parents=True, exist_ok=True)
+        return connector_source(
+            self.source, self.connector, self.connector_secrets, cache_dir=cache, watermarks=watermarks
+        )
+
     def load(
         self,
         *,
@@ -114,24 +129,18 @@ class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignor
         upstream: RosterSource | None = None,
     ) -> LoadedRoster:
         """Read (from ``upstream`` when the roster is an upstream asset), validate, map and scope the roster."""
-        from scim_pipeline.sources import FolderRosterSource
-        from scim_pipeline.sources.selection import connector_source
         from scim_pipeline.sync.plan.mapping import build_roster
 
         source: Any
         if upstream is not None:
             source = upstream
             description = repr(upstream)
-        elif self.source == "file":
-            source = FolderRosterSource(self.folder())
-            description = "bundled sample roster (demo)" if self.uses_sample else str(self.folder())
         else:
-            cache = pipeline_home(instance) / "source_cache" / (self.name or "default")
-            cache.mkdir(parents=True, exist_ok=True)
-            source = connector_source(
-                self.source, self.connector, self.connector_secrets, cache_dir=cache, watermarks=watermarks
-            )
-            description = f"{self.source} source"
+            source = self.roster_source(instance=instance, watermarks=watermarks)
+            if self.source == "file":
+                description = "bundled sample roster (demo)" if self.uses_sample else str(self.folder())
+            else:
+                description = f"{self.source} source"
         raw, report = source.read_with_report()
         sources = {table.name: table.source for table in (raw.users, raw.groups, raw.memberships) if table is not None}
         roster = build_roster(raw, self.mapping_model(), shards=self.shards)

@@ -46,6 +46,7 @@ from scim_pipeline.sources._raw import (
     RosterError,
     empty_unreadable,
 )
+from scim_pipeline.sources._signal import ChangeSignal, digest
 
 __all__ = ["FORMATS", "FolderRosterSource", "read_table_file"]
 
@@ -116,6 +117,26 @@ class FolderRosterSource:
         users = tables["users"]
         assert users is not None
         return RawRoster(users=users, groups=tables["groups"], memberships=tables["memberships"])
+
+    def change_signal(self) -> ChangeSignal:
+        """The roster files' names, sizes, modification times and inodes (`stat` only: nothing is read), so an
+        edit, a rewrite, an atomic replace, a file added or removed all move it. Raises `RosterError`."""
+        if not self.folder.is_dir():
+            raise RosterError(f"roster folder {self.folder} does not exist or is not a folder")
+        stamps: list[tuple[str, int, int, int]] = []
+        for table in TABLES:
+            path = self._find(table)
+            if path is None:
+                continue
+            try:
+                found = path.stat()
+            except OSError as exc:
+                raise RosterError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+            stamps.append((path.name, found.st_size, found.st_mtime_ns, found.st_ino))
+        if not any(name.lower().startswith("users.") for name, *_ in stamps):
+            expected = ", ".join(f"users{ext}" for ext in FORMATS)
+            raise RosterError(f"roster folder {self.folder} has no users table (expected one of {expected})")
+        return ChangeSignal(digest(stamps), f"stat of {len(stamps)} roster files in {self.folder}")
 
     def _find(self, table: str) -> Path | None:
         wanted = {f"{table}{ext}" for ext in FORMATS}

@@ -66,6 +66,7 @@ from scim_pipeline.sources._incremental import (
 )
 from scim_pipeline.sources._raw import RosterError
 from scim_pipeline.sources._settings import env_settings
+from scim_pipeline.sources._signal import ChangeSignal, digest
 
 __all__ = ["LDAP_ATTRIBUTE_DEFAULTS", "LdapRosterSource", "LdapSettings"]
 
@@ -651,6 +652,47 @@ class LdapRosterSource(SnapshotSource):
             if usn:
                 return usn, _first(values, ("defaultNamingContext",))
         raise RosterError(f"LDAP server {self.server} has no highestCommittedUSN in its root DSE (not AD?)")
+
+    def change_signal(self) -> ChangeSignal:
+        """AD: the root DSE's `highestCommittedUSN` (one search; every write on this DC moves it, deletions too).
+        OpenLDAP: the `contextCSN` of the database holding the user base (kept by the syncprov overlay; one or two
+        base searches), else a listing of `modifyTimestamp` under the bases — one attribute per entry, so an entry
+        changed, added or deleted moves it. Raises `RosterError`."""
+        counters = Counters()
+        connection = self._connect()
+        try:
+            if self._ad:
+                usn, _ = self._root(connection, counters)
+                return ChangeSignal(usn, f"highestCommittedUSN of {self.server}", counters.requests)
+            suffix, csn = self._context_csn(connection, counters)
+            if csn:
+                return ChangeSignal(digest(csn), f"contextCSN of {suffix!r} on {self.server}", counters.requests)
+            settings = self.settings
+            user_filter, group_filter = settings.filters()
+            bases = [(settings.user_base, user_filter)]
+            if settings.group_base:
+                bases.append((settings.group_base, group_filter))
+            stamps: list[tuple[str, str]] = []
+            for base, search_filter in bases:
+                listing = self._search(connection, base, search_filter, ["modifyTimestamp"], counters, listing=True)
+                stamps.extend((normalize_dn(dn), _first(values, ("modifyTimestamp",)) or "") for dn, values in listing)
+        finally:
+            _close(connection)
+        stamps.sort()
+        probe = f"modifyTimestamp of {len(stamps)} entries on {self.server} (no contextCSN: syncprov is not loaded)"
+        return ChangeSignal(digest(stamps), probe, counters.requests)
+
+    def _context_csn(self, connection: Connection, counters: Counters) -> tuple[str | None, str | None]:
+        """OpenLDAP: the naming context holding the user base and its `contextCSN` values (joined), if any."""
+        root = self._base_entry(connection, "", ["namingContexts"], counters) or {}
+        user_base = normalize_dn(self.settings.user_base)
+        contexts = [name for name in _values(root, "namingContexts") if _under(user_base, normalize_dn(name))]
+        if not contexts:
+            return None, None
+        suffix = max(contexts, key=len)
+        entry = self._base_entry(connection, suffix, ["contextCSN"], counters) or {}
+        csns = sorted(_values(entry, "contextCSN"))
+        return suffix, ";".join(csns) or None
 
     def _changed_filter(self, since: str) -> str:
         if self._ad:

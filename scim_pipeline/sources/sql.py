@@ -22,8 +22,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.sources._incremental import SourceReport
-from scim_pipeline.sources._raw import TEXT, RawRoster, RawTable, RosterError
+from scim_pipeline.sources._raw import TABLES, TEXT, RawRoster, RawTable, RosterError
 from scim_pipeline.sources._settings import env_settings
+from scim_pipeline.sources._signal import ChangeSignal, digest
 from scim_pipeline.sources._values import as_text
 
 __all__ = ["SqlRosterSource", "SqlSettings"]
@@ -46,6 +47,11 @@ class SqlSettings(BaseModel):
     groups_query: str | None = Field(None, description="SELECT returning group_name, external_id (optional).")
     memberships_table: str | None = Field(None, description="Table holding the memberships (optional).")
     memberships_query: str | None = Field(None, description="SELECT returning group_name, user_name (optional).")
+    change_query: str | None = Field(
+        None,
+        description="A cheap SELECT whose rows change whenever the roster does, polled by the leaver sensor (e.g. "
+        "SELECT max(updated_at), count(*) FROM hr.people). Unset: the sensor reads the roster tables whole.",
+    )
 
     @model_validator(mode="after")
     def _one_per_table(self) -> Self:
@@ -124,6 +130,35 @@ class SqlRosterSource:
         )
         self.last_report = report
         return roster, report
+
+    def change_signal(self) -> ChangeSignal:
+        """The rows of `SCIM_SQL_CHANGE_QUERY`, or without it a digest of every roster table's rows (a full read of
+        the database, still no call to the target). Raises `RosterError` (never quoting the URL's password)."""
+        label = self.settings.display_url()
+        query = self.settings.change_query
+        statements = (
+            [("change", sa.text(query))]
+            if query
+            else [(table, statement) for table in TABLES if (statement := self._statement(table)) is not None]
+        )
+        try:
+            engine = sa.create_engine(self.settings.url.get_secret_value())
+        except (ArgumentError, ImportError, SQLAlchemyError) as error:
+            raise ConfigurationError(f"SCIM_SQL_URL cannot be used ({type(error).__name__})") from None
+        parts: list[object] = []
+        try:
+            with engine.connect() as connection:
+                for table, statement in statements:
+                    result = connection.execution_options(yield_per=_FETCH_ROWS).execute(statement)
+                    parts.append(table)
+                    parts.extend(tuple(as_text(value) for value in row) for row in result)
+        except SQLAlchemyError as error:
+            which = "SCIM_SQL_CHANGE_QUERY" if query else "the roster tables"
+            raise RosterError(f"polling {which} on {label} failed ({type(error).__name__})") from None
+        finally:
+            engine.dispose()
+        probe = "SCIM_SQL_CHANGE_QUERY" if query else f"a full read of {len(statements)} roster tables"
+        return ChangeSignal(digest(parts), f"{probe} on {label}", requests=len(statements))
 
     def _statement(self, table: str) -> sa.Executable | None:
         name: str | None = getattr(self.settings, f"{table}_table")

@@ -98,19 +98,20 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _config(folder: Path, tls: tuple[Path, Path] | None) -> Path:
+def _config(folder: Path, tls: tuple[Path, Path] | None, *, syncprov: bool = False) -> Path:
     includes = "".join(f"include {SCHEMAS / name}.schema\n" for name in ("core", "cosine", "inetorgperson", "nis"))
     tls_lines = ""
     if tls is not None:
         cert, key = tls
         tls_lines = f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
+    replication = ("moduleload syncprov\n", "overlay syncprov\n") if syncprov else ("", "")
     config = folder / "slapd.conf"
     config.write_text(
         f"""{includes}modulepath {MODULES}
 moduleload back_mdb
 moduleload memberof
 moduleload refint
-pidfile {folder / "slapd.pid"}
+{replication[0]}pidfile {folder / "slapd.pid"}
 sizelimit unlimited
 {tls_lines}database mdb
 suffix "{SUFFIX}"
@@ -123,19 +124,22 @@ index uid eq
 overlay memberof
 overlay refint
 refint_attributes member uniqueMember manager
-"""
+{replication[1]}"""
     )
     return config
 
 
 @contextlib.contextmanager
-def running_slapd(folder: Path, *, users: int, groups: int, tls: bool = False) -> Iterator[Directory]:
-    """A seeded slapd in `folder`, listening on loopback only; stopped (and its data left) on exit."""
+def running_slapd(
+    folder: Path, *, users: int, groups: int, tls: bool = False, syncprov: bool = False
+) -> Iterator[Directory]:
+    """A seeded slapd in `folder`, listening on loopback only; stopped (and its data left) on exit. `syncprov`
+    loads the overlay that keeps the suffix's contextCSN (what replication and the leaver sensor read)."""
     if SLAPD is None or SLAPADD is None or not (SCHEMAS / "inetorgperson.schema").exists():
         pytest.skip("slapd is not installed (apt-get install slapd ldap-utils; .ci/run installs it)")
     (folder / "db").mkdir(parents=True)
     certificate = self_signed_certificate(folder) if tls else None
-    config = _config(folder, certificate)
+    config = _config(folder, certificate, syncprov=syncprov)
     (folder / "seed.ldif").write_text(seed_ldif(users, groups))
     subprocess.run([SLAPADD, "-q", "-f", str(config), "-l", str(folder / "seed.ldif")], check=True)
     port, ldaps_port = _free_port(), _free_port()
