@@ -284,7 +284,7 @@ class _CycleStep:
         )
         engine = SyncEngine(
             target=self.target,
-            roster=self.roster.reader(context.instance),
+            roster=self.roster.reader(context.instance, email_form=self.target.email_form),
             state_url=self.state.url(context.instance),
             lease_wait_s=self.state.lease_wait,
             lease_ttl_s=self.state.lease_ttl,

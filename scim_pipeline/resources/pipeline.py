@@ -18,6 +18,7 @@ from scim_pipeline.settings import PolicySettings, SourceSettings, StoreSettings
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+    from scim_pipeline.scim.settings import EmailForm
     from scim_pipeline.settings import PipelineSettings
     from scim_pipeline.sources import RosterSource
     from scim_pipeline.sources._incremental import ReportingSource, WatermarkStore
@@ -91,20 +92,25 @@ class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignor
             raise ConfigurationError(f"SCIM_ROSTER={folder} is not a folder")
         return folder
 
-    def mapping_model(self) -> MappingModel:
-        """The mapping in effect (the default one when no file is configured)."""
+    def mapping_model(self, email_form: EmailForm | None = None) -> MappingModel:
+        """The mapping in effect (the default one when no file is configured), with the target's e-mail form
+        (``SCIM_EMAIL_FORM``) where the file chose none."""
         from scim_pipeline.sync.plan.mapping import Mapping, load_mapping
 
-        return load_mapping(Path(self.mapping)) if self.mapping else Mapping()
+        mapping = load_mapping(Path(self.mapping)) if self.mapping else Mapping()
+        return mapping.with_email_form(email_form) if email_form is not None else mapping
 
     def match_attributes(self) -> tuple[str, str]:
         """The SCIM attributes users and groups are matched on (`userName`/`externalId`, `displayName`/…)."""
         mapping = self.mapping_model()
         return str(mapping.users.match), str(mapping.groups.match)
 
-    def reader(self, instance: DagsterInstance | None = None) -> _BoundRosterReader:
-        """This source as the sync engine reads it, with its connector cache under ``instance``'s home."""
-        return _BoundRosterReader(self, instance)
+    def reader(
+        self, instance: DagsterInstance | None = None, *, email_form: EmailForm | None = None
+    ) -> _BoundRosterReader:
+        """This source as the sync engine reads it, with its connector cache under ``instance``'s home and the
+        target's e-mail form."""
+        return _BoundRosterReader(self, instance, email_form)
 
     def roster_source(
         self, *, instance: DagsterInstance | None = None, watermarks: WatermarkStore | None = None
@@ -127,6 +133,7 @@ class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignor
         instance: DagsterInstance | None = None,
         watermarks: WatermarkStore | None = None,
         upstream: RosterSource | None = None,
+        email_form: EmailForm | None = None,
     ) -> LoadedRoster:
         """Read (from ``upstream`` when the roster is an upstream asset), validate, map and scope the roster."""
         from scim_pipeline.sync.plan.mapping import build_roster
@@ -143,7 +150,7 @@ class RosterSourceResource(ConfigurableResource, SourceSettings):  # type: ignor
                 description = f"{self.source} source"
         raw, report = source.read_with_report()
         sources = {table.name: table.source for table in (raw.users, raw.groups, raw.memberships) if table is not None}
-        roster = build_roster(raw, self.mapping_model(), shards=self.shards)
+        roster = build_roster(raw, self.mapping_model(email_form), shards=self.shards)
         from scim_pipeline.sync.engine import LoadedRoster
 
         return LoadedRoster(roster, sources, description, dict(report.as_metadata()))
@@ -155,9 +162,12 @@ class _BoundRosterReader:
 
     resource: RosterSourceResource
     instance: DagsterInstance | None
+    email_form: EmailForm | None = None
 
     def load(self, *, watermarks: WatermarkStore, upstream: RosterSource | None = None) -> LoadedRoster:
-        return self.resource.load(instance=self.instance, watermarks=watermarks, upstream=upstream)
+        return self.resource.load(
+            instance=self.instance, watermarks=watermarks, upstream=upstream, email_form=self.email_form
+        )
 
     def load_access(self, roster: Roster) -> AccessFile | None:
         return self.resource.load_access(roster)

@@ -6,6 +6,7 @@ import itertools
 from collections import Counter
 from typing import Any
 
+import pytest
 from dagster import AssetKey, ExecuteInProcessResult
 
 from scim_pipeline.assets.jobs import cycle_run_config
@@ -463,3 +464,21 @@ def test_a_change_set_selected_without_its_provisioning_is_refused_unless_dry_ru
     assert failure.step_failure_data is not None
     assert "dry_run: true" in failure.step_failure_data.error.message
     assert target.writes() == []
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ("typed", [{"value": "user000@example.com", "type": "work", "primary": True}]),
+        ("plain", [{"value": "user000@example.com", "primary": True}]),
+    ],
+)
+def test_scim_email_form_decides_how_the_sync_writes_e_mails(
+    pipeline: Pipeline, target: Target, form: str, expected: list[dict[str, Any]]
+) -> None:
+    pipeline.env["SCIM_EMAIL_FORM"] = form
+
+    assert pipeline.sync().success
+
+    emails = target.users_by_name()["user000@example.com"]["emails"]
+    assert [{k: v for k, v in email.items() if k != "display"} for email in emails] == expected
