@@ -369,6 +369,6 @@ def settings_table() -> str:
     """The README's table of every setting, generated from the model (a test keeps the README equal to it)."""
     lines = ["| variable | meaning | default |", "| --- | --- | --- |"]
     for variable, info in field_descriptions().values():
-        description = (info.description or "").replace("|", "\\|")
+        description = (info.description or "").replace("|", "\\|").replace("<", "&lt;")
         lines.append(f"| `{variable}` | {description} | {_default_text(info)} |")
     return "\n".join(lines)

@@ -119,3 +119,53 @@ def test_every_setting_is_a_component_attribute() -> None:
     settings = set(PipelineSettings.model_fields) - {"client_secret"}  # the Component names its variable instead
     assert settings <= set(ScimProvisioningComponent.model_fields)
     assert "client_secret_env" in ScimProvisioningComponent.model_fields
+
+
+def test_two_instances_read_their_own_relative_rosters_from_their_defs_folders(tmp_path: Path) -> None:
+    """Each defs.yaml names `roster: roster` relative to its own folder; each plan reads its own people."""
+    from dagster.components.testing.utils import create_defs_folder_sandbox
+
+    from scim_pipeline.sync.engine import collected_reports
+    from tests.reliability.conftest import person, write_roster
+
+    people = {"alpha": [person(1), person(2)], "beta": [person(7), person(8), person(9)]}
+    with create_defs_folder_sandbox() as sandbox:
+        folders = {
+            name: sandbox.scaffold_component(
+                component_cls=ScimProvisioningComponent,
+                defs_path=name,
+                defs_yaml_contents={
+                    "type": "scim_pipeline.components.ScimProvisioningComponent",
+                    "attributes": {"name": name, "roster": "roster", "shards": 2},
+                },
+            )
+            for name in people
+        }
+        for name, folder in folders.items():
+            write_roster(folder / "roster", people[name])
+        with sandbox.build_all_defs() as defs, DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+            planned = {}
+            for name in people:
+                with collected_reports() as reports:
+                    result = defs.resolve_job_def(f"scim_plan_{name}").execute_in_process(instance=instance)
+                assert result.success
+                (report,) = reports.values()
+                planned[name] = set(report.plan.users["key"])
+
+    assert planned == {name: {row["user_name"] for row in rows} for name, rows in people.items()}
+
+
+def test_a_one_shard_run_says_what_it_skipped_and_why(tmp_path: Path) -> None:
+    from scim_pipeline.sync.engine import collected_reports
+    from scim_pipeline.sync.outcome import CycleOutcome
+
+    defs = ScimProvisioningComponent(name="oneshard", shards=4).definitions()
+    job = defs.resolve_job_def("scim_sync_oneshard")
+
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance, collected_reports() as reports:
+        result = job.execute_in_process(instance=instance, tags=range_tags(1, 1))
+
+    assert result.success
+    (report,) = reports.values()
+    notes = CycleOutcome.from_report(report).notes
+    assert any("synced by runs over every shard only" in note and "shard(s) 1" in note for note in notes), notes
