@@ -1,7 +1,8 @@
 """The Dagster UI as a person uses it: `dagster dev` in demo mode on loopback, driven by Debian's chromium.
 
-The asset graph reads roster → target → changes → provisioning → audit; "Materialize all" over all shards is one
-run that succeeds; the counts show in the assets' metadata. Screenshots land in docs/ (the README shows them).
+The asset graph reads roster → changes → provisioning → audit; the plan and sync jobs launched from the Launchpad
+without a partition (what a person does after Dagster's "this job is partitioned" question) succeed; each shard's
+metadata holds that shard's own counts. Screenshots land in docs/ (the README shows them).
 """
 
 from __future__ import annotations
@@ -119,16 +120,22 @@ def runs(url: str) -> list[dict[str, Any]]:
     return results
 
 
-def latest_metadata(url: str, asset: str) -> dict[str, str]:
+def materializations(url: str, asset: str, run_id: str) -> list[dict[str, str]]:
+    """The metadata of each materialization of ``asset`` by run ``run_id`` (one per shard for a per-shard asset)."""
     data = graphql(
         url,
-        f'{{ assetOrError(assetKey: {{path: ["{asset}"]}}) {{ ... on Asset {{ assetMaterializations(limit: 1) {{ '
-        "metadataEntries { label ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } } } } }",
+        f'{{ assetOrError(assetKey: {{path: ["{asset}"]}}) {{ ... on Asset {{ assetMaterializations(limit: 100) {{ '
+        "runId partition metadataEntries { label ... on IntMetadataEntry { intValue } "
+        "... on TextMetadataEntry { text } } } } } }",
     )
-    (materialization,) = data["assetOrError"]["assetMaterializations"]
-    return {
-        entry["label"]: str(entry.get("intValue", entry.get("text"))) for entry in materialization["metadataEntries"]
-    }
+    return [
+        {
+            "partition": str(m["partition"]),
+            **{e["label"]: str(e.get("intValue", e.get("text"))) for e in m["metadataEntries"]},
+        }
+        for m in data["assetOrError"]["assetMaterializations"]
+        if m["runId"] == run_id
+    ]
 
 
 def dismiss_newsletter_prompt(page: Any) -> None:
@@ -139,7 +146,23 @@ def dismiss_newsletter_prompt(page: Any) -> None:
         page.get_by_role("button", name="Skip").click(timeout=15_000)
 
 
-def test_materialize_all_in_the_ui_runs_the_whole_cycle_in_one_run(dagster_dev: str) -> None:
+def launch_from_the_launchpad(page: Any, url: str, job: str) -> dict[str, Any]:
+    """Open the job's Launchpad, launch it without a partition (confirming Dagster's "this job is partitioned"
+    question, as a person does) and wait for the run to end."""
+    before = {run["runId"] for run in runs(url)}
+    page.goto(f"{url}/locations/scim_pipeline/jobs/{job}/playground", wait_until="networkidle", timeout=120_000)
+    page.get_by_role("button", name="Launch Run").click(timeout=60_000)
+    page.locator("[role=dialog]").get_by_role("button", name="Confirm").click(timeout=30_000)
+    deadline = time.monotonic() + 300
+    while True:
+        new = [run for run in runs(url) if run["runId"] not in before]
+        if new and new[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return new[0]
+        assert time.monotonic() < deadline, f"{job} did not finish: {new}"
+        time.sleep(2)
+
+
+def test_the_launchpad_runs_plan_then_sync_and_each_shard_shows_its_own_rows(dagster_dev: str) -> None:
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -148,41 +171,36 @@ def test_materialize_all_in_the_ui_runs_the_whole_cycle_in_one_run(dagster_dev: 
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{url}/asset-groups", wait_until="networkidle", timeout=120_000)
-        materialize_all = page.get_by_role("button", name="Materialize all (19)…")
-        materialize_all.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Materialize all (19)…").wait_for(timeout=60_000)
         dismiss_newsletter_prompt(page)
-        for group in ("idp", "target", "changes", "provisioning", "audit"):
-            assert page.get_by_text(group, exact=True).count() >= 1
+        for group in ("idp", "changes", "provisioning", "audit"):
+            assert page.get_by_text(group, exact=True).count() >= 1, group
         page.screenshot(path=str(SCREENSHOTS / "asset-graph.png"))
 
-        materialize_all.click()
-        dialog = page.locator("[role=dialog]")
-        dialog.get_by_role("button", name="All", exact=True).click()
-        dialog.get_by_text("16 partitions", exact=True).wait_for(timeout=30_000)
-        page.screenshot(path=str(SCREENSHOTS / "materialize-all.png"))
-        dialog.get_by_role("button", name="Launch backfill").click()
-
-        deadline = time.monotonic() + 300
-        while True:
-            launched = runs(url)
-            if launched and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in launched):
-                break
-            assert time.monotonic() < deadline, f"the backfill did not finish: {launched}"
-            time.sleep(2)
-        assert len(launched) == 1, launched
-        assert launched[0]["status"] == "SUCCESS", launched
-        print(f"\nMaterialize all: 1 run, {launched[0]['endTime'] - launched[0]['startTime']:.1f} s from start to end")
+        plan = launch_from_the_launchpad(page, url, "scim_plan")
+        assert plan["status"] == "SUCCESS", plan
+        sync = launch_from_the_launchpad(page, url, "scim_sync")
+        assert sync["status"] == "SUCCESS", sync
+        print(f"\nscim_sync from the Launchpad: {sync['endTime'] - sync['startTime']:.1f} s from start to end")
 
         page.goto(f"{url}/assets/user_changes", wait_until="networkidle", timeout=120_000)
         page.get_by_text("creates").first.wait_for(timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "user-changes.png"), full_page=True)
+        page.goto(f"{url}/assets/user_changes?view=partitions", wait_until="networkidle", timeout=120_000)
+        page.get_by_text("creates").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / "shard-metadata.png"), full_page=True)
         browser.close()
 
-    user_changes = latest_metadata(url, "user_changes")
-    assert user_changes["creates"] == "58"
-    audit = latest_metadata(url, "provisioning_audit")
+    # The plan created nothing; the sync's shards each hold their own counts, and they add up to the run.
+    planned = materializations(url, "user_changes", plan["runId"])
+    assert sum(int(shard["creates"]) for shard in planned) == 58
+    shards = materializations(url, "user_changes", sync["runId"])
+    assert len(shards) == 16
+    assert sum(int(shard["creates"]) for shard in shards) == 58
+    assert len({shard["creates"] for shard in shards}) > 1, "every shard shows the same count: the run's total?"
+    (audit,) = materializations(url, "provisioning_audit", sync["runId"])
     # 58 users, 8 groups, 8 member PATCHes; with the sample access file 4 containers and 10 permissions.
     assert int(audit["calls"]) == 88
     assert audit["failures"] == "0"
-    snapshot = latest_metadata(url, "access_snapshot")
+    (snapshot,) = materializations(url, "access_snapshot", sync["runId"])
     assert (snapshot["containers"], snapshot["permissions"], snapshot["drift"]) == ("4", "10", "0")
