@@ -178,6 +178,15 @@ class CycleReport:
         return self.options.dry_run
 
     @property
+    def deferred_by_budget(self) -> int:
+        """Changes the operation budget left to the next cycles: users, groups and PAM changes, and every membership
+        waiting for it (cut by the budget, or of a user or group whose create it deferred)."""
+        if self.budget is None:
+            return 0
+        waiting = self.deferred["reason"].astype(str).str.startswith(BUDGET_REASON) if len(self.deferred) else []
+        return len(self.budget.rows()) + int(sum(waiting))
+
+    @property
     def stopped_by_guard(self) -> bool:
         return not guards_passed(self.guards)
 
@@ -209,7 +218,7 @@ class CycleReport:
             figures["adopted_groups"] = self.adoption.groups_adopted
         figures["drifted_attributes"] = len(self.drift)
         if self.budget is not None:
-            figures["deferred_by_budget"] = self.budget.deferred
+            figures["deferred_by_budget"] = self.deferred_by_budget
         return figures
 
 
@@ -402,7 +411,7 @@ class Plan:
             memberships=cut_pairs,
             pam=pam_deferred,
         )
-        context.report.notes.append(context.report.budget.note())
+        context.report.notes.append(context.report.budget.note(context.report.deferred_by_budget))
 
 
 class Guards:

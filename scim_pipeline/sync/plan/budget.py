@@ -109,7 +109,8 @@ class BudgetReport:
 
     @property
     def deferred(self) -> int:
-        """Changes deferred to the next cycles (each membership counted per member)."""
+        """Changes this budget cut (each membership counted per member); the memberships of a user or group whose
+        create it deferred wait too, counted by ``CycleReport.deferred_by_budget``."""
         return len(self.users) + len(self.groups) + len(self.memberships) + len(self.pam)
 
     def rows(self) -> list[dict[str, str]]:
@@ -125,12 +126,14 @@ class BudgetReport:
         rows.extend({"kind": kind, "op": op, "key": key, "detail": BUDGET_REASON} for kind, op, key in self.pam)
         return rows
 
-    def note(self) -> str:
-        """One line for the notes of the plan and the sync summary."""
+    def note(self, deferred: int | None = None) -> str:
+        """One line for the notes of the plan and the sync summary (``deferred``: the changes waiting in all,
+        default those this budget cut)."""
+        waiting = self.deferred if deferred is None else deferred
         return (
             f"operation budget (SCIM_MAX_OPERATIONS_PER_CYCLE={self.limit:,}): {self.allotted:,} write(s) in this "
-            f"cycle, {self.deferred:,} change(s) {BUDGET_REASON} — the next cycle continues"
-            if self.deferred
+            f"cycle, {waiting:,} change(s) {BUDGET_REASON} — the next cycle continues"
+            if waiting
             else f"operation budget (SCIM_MAX_OPERATIONS_PER_CYCLE={self.limit:,}): {self.allotted:,} write(s), "
             "nothing deferred"
         )
