@@ -183,8 +183,10 @@ class CycleReport:
         waiting for it (cut by the budget, or of a user or group whose create it deferred)."""
         if self.budget is None:
             return 0
-        waiting = self.deferred["reason"].astype(str).str.startswith(BUDGET_REASON) if len(self.deferred) else []
-        return len(self.budget.rows()) + int(sum(waiting))
+        waiting = (
+            int(self.deferred["reason"].astype(str).str.startswith(BUDGET_REASON).sum()) if len(self.deferred) else 0
+        )
+        return len(self.budget.rows()) + waiting
 
     @property
     def stopped_by_guard(self) -> bool:
