@@ -287,6 +287,8 @@ def on_demand_report(
         scim_id = str(recorded["scim_id"]) if recorded and recorded.get("scim_id") else None
         if any(f.resource_type == "Users" and f.key == demand.key for f in failures):
             action = "failed"
+        elif scim_id is None:
+            action = "not created (held back after repeated failures, or the cycle stopped first)"
     joined: list[str] = []
     left: list[str] = []
     if dry_run:
