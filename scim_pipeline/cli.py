@@ -95,6 +95,13 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
             metavar="K",
             help="only this shard (repeatable)",
         )
+        sub.add_argument(
+            "--user",
+            metavar="NAME",
+            default=None,
+            help="provision on demand: only this roster user (its userName) and its memberships, now; no one else "
+            "is created, changed or deprovisioned",
+        )
         if name == "sync":
             sub.add_argument(
                 "--dry-run",
@@ -233,6 +240,15 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_sync(args: argparse.Namespace) -> int:
+    if args.user is not None and not args.user.strip():
+        print(f"scim-pipeline {args.command}: --user needs a name (a roster userName)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.user is not None and args.shard:
+        print(
+            f"scim-pipeline {args.command}: --user and --shard do not go together (the user's own shard is used)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     _quiet_dagster_warnings()
     from scim_pipeline.runner import run_sync_cycle
 
@@ -245,6 +261,7 @@ def _run_sync(args: argparse.Namespace) -> int:
         show_all=args.show_all,
         as_json=args.as_json,
         verbose=args.verbose,
+        user=args.user,
     )
 
 

@@ -96,9 +96,11 @@ def run_sync_cycle(
     show_all: bool = False,
     as_json: bool = False,
     verbose: bool = False,
+    user: str | None = None,
 ) -> int:
     """Run one cycle (or a plan) through the code location's own job — without a partition (every shard), or over
-    the given shards — print what it did (or would do) to whom, and return the process exit code.
+    the given shards, or for one ``user`` (provision on demand) — print what it did (or would do) to whom, and
+    return the process exit code.
 
     The runs execute in this process, so their typed reports are read from them directly (never from a file), and
     they are Dagster runs of the same job the UI shows."""
@@ -130,7 +132,13 @@ def run_sync_cycle(
     # Dagster's console logger would print whole tracebacks; the summary below names each failure in one line.
     run_config: dict[str, Any] = {
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-        **cycle_run_config("scim_cycle", dry_run=dry_run, reconcile=reconcile, allow_mass_changes=allow_mass_changes),
+        **cycle_run_config(
+            "scim_cycle",
+            dry_run=dry_run,
+            reconcile=reconcile,
+            allow_mass_changes=allow_mass_changes,
+            **({"user": user} if user else {}),
+        ),
     }
     instance = DagsterInstance.get()
     release_abandoned_runs(instance)
@@ -229,11 +237,16 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
     if outcome.target:
         lines.append(f"target: {outcome.target}")
     lines.append("")
+    if outcome.on_demand:
+        lines.extend(outcome.on_demand)
+        lines.append("")
     with_pam = "permission_adds" in outcome.counts  # an access file was given: Delinea's containers too
     width = max(len(label) for _, label in (*PLAN_COUNTS, *(PAM_COUNTS if with_pam else ()))) + 4
     for name, label in PLAN_COUNTS:
         lines.append(f"  {label:<{width}}{outcome.counts.get(name, 0):>10,}")
     lines.append(f"  {'memberships deferred':<{width}}{outcome.counts.get('deferred', 0):>10,}")
+    if "deferred_by_budget" in outcome.counts:
+        lines.append(f"  {'deferred by the operation budget':<{width}}{outcome.counts['deferred_by_budget']:>10,}")
     lines.append(f"  {'rejected roster rows':<{width}}{outcome.counts.get('rejected_rows', 0):>10,}")
     if with_pam:
         for name, label in PAM_COUNTS:
@@ -256,6 +269,10 @@ def render_outcome(outcome: CycleOutcome, *, errors: list[str] | None = None, sh
             lines.append(f"  {row.key}" + (f" — {row.detail}" if row.detail else ""))
         lines.extend(_more(len(rows), limit))
     sections: list[tuple[str, list[str]] | tuple[str, list[str], int]] = [
+        (
+            "deferred by the operation budget ({n}) — the next cycle continues:",
+            [f"{row.kind} {row.op} {row.key}" for row in outcome.budget_deferred],
+        ),
         (
             "rejected roster rows ({n}) — set aside, the rest proceeds:",
             [_rejected_line(rejected) for rejected in outcome.rejected],

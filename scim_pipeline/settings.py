@@ -140,6 +140,13 @@ class PolicySettings(BaseModel):
         description="Let one run pass the deletion, empty-roster, shrunken-roster, mass-update and removal guards "
         "(use once, then unset).",
     )
+    max_operations_per_cycle: int | None = Field(
+        default=None,
+        ge=1,
+        description="Operation budget: at most this many write requests per cycle, in a fixed priority (group "
+        "creates, user creates, updates, memberships, Delinea containers and permissions, deprovisions last); the "
+        "rest is shown as deferred and the next cycle continues (onboarding over successive cycles). Unset = no limit.",
+    )
 
 
 class HealthSettings(BaseModel):

@@ -396,3 +396,131 @@ def test_a_missing_owner_right_through_the_cli_is_one_line_with_the_fix(
     lines = [line for line in result.stdout.splitlines() if "lacks Owner-level rights" in line]
     assert len(lines) == 1, result.stdout
     assert "grant it Owner, Edit, Add Secret and View" in lines[0]
+
+
+class EmulatorReader:
+    """The emulator process's target as an outside observer reads it (its own SCIM API)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import httpx
+
+        token = httpx.post(
+            env["SCIM_TOKEN_URL"],
+            data={"grant_type": "client_credentials", "client_id": CLIENT, "client_secret": SECRET},
+        ).json()["access_token"]
+        self.http = httpx.Client(base_url=env["SCIM_BASE_URL"], headers={"Authorization": f"Bearer {token}"})
+
+    def users(self) -> dict[str, dict[str, object]]:
+        page = self.http.get("/Users", params={"count": 1000}).json()
+        return {user["userName"]: user for user in page.get("Resources", [])}
+
+    def members(self, group: str) -> set[str]:
+        names = {user["id"]: name for name, user in self.users().items()}
+        page = self.http.get("/Groups", params={"filter": f'displayName eq "{group}"'}).json()
+        return {names[member["value"]] for member in page["Resources"][0].get("members", [])}
+
+
+def test_sync_user_provisions_one_identity_with_a_step_by_step_report(
+    cli_roster: tuple[Path, dict[str, str]],
+) -> None:
+    roster, env = cli_roster
+    assert run_cli("sync", env=env).returncode == 0
+    # u0 changes name and groups; u3 changes too, u5 leaves, u9 joins: only u0's run happens below.
+    write_users(
+        roster,
+        [
+            "u0@example.com,G0,Renamed,true",
+            *[f"u{i}@example.com,G{i},F{i},true" for i in (1, 2, 4)],
+            "u3@example.com,G3,Other,true",
+            "u9@example.com,G9,F9,true",
+        ],
+    )
+    (roster / "memberships.csv").write_text(
+        "group_name,user_name\nAuditors,u0@example.com\nVault Admins,u1@example.com\nAuditors,u2@example.com\n"
+        "Vault Admins,u9@example.com\n"
+    )
+    target = EmulatorReader(env)
+
+    result = run_cli("sync", "--user", "U0@example.com", env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "provision on demand: u0@example.com" in out
+    assert "1. matched: already managed by this pipeline" in out
+    assert "by userName" in out
+    assert "2. user: updated" in out
+    assert "name.familyName: 'F0' → 'Renamed'" in out
+    assert "4. groups: joined Auditors; left Vault Admins" in out
+    assert "result: OK" in out
+    users = target.users()
+    assert users["u0@example.com"]["name"] == {"givenName": "G0", "familyName": "Renamed"}
+    assert users["u3@example.com"]["name"]["familyName"] == "F3", "another user's change is not applied"  # type: ignore[index]
+    assert users["u5@example.com"]["active"] is True, "a leaver is not deprovisioned by an on-demand run"
+    assert "u9@example.com" not in users
+    assert target.members("Auditors") == {"u0@example.com", "u2@example.com"}
+    # The rest is still there for the next whole cycle.
+    plan = json.loads(run_cli("plan", "--json", env=env).stdout)
+    assert (plan["counts"]["user_updates"], plan["counts"]["user_disables"], plan["counts"]["user_creates"]) == (
+        1,
+        1,
+        1,
+    )
+
+    created = run_cli("sync", "--user", "u9@example.com", env=env)
+
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "1. matched: not on the target by userName" in created.stdout
+    assert re.search(r"2\. user: created \(SCIM id \S+\)", created.stdout), created.stdout
+    assert "name.familyName: (none) → 'F9'" in created.stdout
+    assert "4. groups: joined Vault Admins" in created.stdout
+    assert "u9@example.com" in target.members("Vault Admins")
+    assert sum(name == "u9@example.com" for name in target.users()) == 1
+
+    # Someone already on the target but not managed is matched by userName and adopted, never created twice.
+    target.http.post(
+        "/Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "u7@example.com",
+            "name": {"givenName": "G7", "familyName": "Old"},
+        },
+    ).raise_for_status()
+    write_users(roster, [*(roster / "users.csv").read_text().splitlines()[1:], "u7@example.com,G7,F7,true"])
+
+    adopted = run_cli("sync", "--user", "u7@example.com", env=env)
+
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    assert re.search(r"1\. matched: found on the target by userName \(SCIM id \S+\): adopted", adopted.stdout)
+    assert "name.familyName: 'Old' → 'F7'" in adopted.stdout
+    assert target.users()["u7@example.com"]["name"]["familyName"] == "F7"  # type: ignore[index]
+
+
+def test_sync_user_names_an_unknown_user_and_close_matches(cli_roster: tuple[Path, dict[str, str]]) -> None:
+    _, env = cli_roster
+
+    result = run_cli("sync", "--user", "u1@example.co", env=env)
+
+    assert result.returncode == 1
+    assert "'u1@example.co' is not in the roster (6 users" in result.stdout
+    assert "close matches: u1@example.com" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert EmulatorReader(env).users() == {}, "nothing was written"
+
+
+def test_the_operation_budget_through_the_cli_shows_what_waits(cli_roster: tuple[Path, dict[str, str]]) -> None:
+    _, env = cli_roster
+    env = {**env, "SCIM_MAX_OPERATIONS_PER_CYCLE": "4"}
+
+    first = run_cli("sync", env=env)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert summary_value(first.stdout, "SCIM calls") == 4
+    assert summary_value(first.stdout, "groups created") == 2
+    assert summary_value(first.stdout, "users created") == 2
+    assert summary_value(first.stdout, "deferred by the operation budget") == 4 + 3
+    assert "deferred by the operation budget (4) — the next cycle continues:\n  user create u2@example.com" in (
+        first.stdout
+    )
+    assert "SCIM_MAX_OPERATIONS_PER_CYCLE=4" in first.stdout
+    calls = [summary_value(run_cli("sync", env=env).stdout, "SCIM calls") for _ in range(3)]
+    assert calls == [4, 2, 0]  # 4 creates; the 2 membership PATCHes; converged

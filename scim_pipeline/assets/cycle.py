@@ -69,6 +69,7 @@ cannot carry a default config for runs launched without a partition; a tag can).
 RECONCILE_TAG = "scim_pipeline/reconcile"
 """A job tagged ``scim_pipeline/reconcile=true`` reads the whole target first, unless its run config says otherwise."""
 
+ON_DEMAND_KINDS = frozenset({"users", "memberships"})
 SYNCED_KINDS = ("users", "groups", "memberships", "containers", "permissions", "privileged_data")
 PAM_KINDS = frozenset({"containers", "permissions", "privileged_data"})
 
@@ -91,6 +92,12 @@ class CycleConfig(Config):
         default=False,
         description="Let this one run pass the deletion, empty-roster, shrunken-roster, mass-update and removal "
         "guards (SCIM_ALLOW_MASS_CHANGES=1 does the same).",
+    )
+    user: str | None = Field(
+        default=None,
+        description="Provision on demand: only this roster user (its userName, or the mapping's matching key) and "
+        "its memberships, now — guarded, audited, under the writer lease. No other identity is created, changed or "
+        "deprovisioned and no group is created; the run's log and audit asset carry a step-by-step report.",
     )
 
 
@@ -264,6 +271,14 @@ class _CycleStep:
             for asset in ASSETS
             if asset.name in self.selected and asset.stage in ("changes", "provisioning") and asset.kind in SYNCED_KINDS
         )
+        if config.user is not None and not config.user.strip():
+            # Never a whole cycle by mistake: an empty name is refused, not read as "no user".
+            raise Failure(description="user: empty; give a roster userName, or leave the field out for a whole cycle")
+        self.user = config.user.strip() if config.user is not None else None
+        if self.user is not None:
+            # One identity and its memberships, whichever shard it is in.
+            self.kinds &= ON_DEMAND_KINDS
+            self.shards = None
 
     def run(self, frames: Mapping[str, pd.DataFrame]) -> Iterator[Any]:
         from scim_pipeline.sources import DataFrameRosterSource
@@ -290,6 +305,11 @@ class _CycleStep:
             lease_ttl_s=self.state.lease_ttl,
         )
         started = time.perf_counter()
+        if self.user is not None and not self.kinds:
+            raise Failure(
+                description=f"user: {self.user!r} needs a job that syncs users (scim_sync, scim_user_sync or "
+                "scim_plan); this job selects no user asset"
+            )
         if not self.kinds:
             # Only the roster is selected: read it, touch no target.
             yield from self._roster_events(engine.extract(upstream=upstream), None)
@@ -306,6 +326,8 @@ class _CycleStep:
             guards=self.policy.guard_settings(allow_mass_changes=self.config.allow_mass_changes),
             user_match_attribute=self.roster.match_attributes()[0],
             group_match_attribute=self.roster.match_attributes()[1],
+            max_operations=self.policy.max_operations_per_cycle,
+            only_user=self.user,
         )
         try:
             report = engine.run(
@@ -319,6 +341,8 @@ class _CycleStep:
             raise
         for note in report.notes:
             context.log.info(note)
+        if report.on_demand is not None:
+            context.log.info("\n".join(report.on_demand.lines()))
         for kind, why in report.skipped.items():
             context.log.info(f"{kind} skipped: {why}")
         context.log.info(

@@ -14,6 +14,7 @@ import pandas as pd
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from scim_pipeline.sync.cycle import CycleReport, change_detail
+from scim_pipeline.sync.plan.budget import BUDGET_REASON
 from scim_pipeline.sync.plan.sharding import stable_shard
 
 __all__ = ["ROWS_SHOWN", "CycleView", "rows_table"]
@@ -281,12 +282,34 @@ class CycleView:
         ops = mine["op"].value_counts() if len(mine) else pd.Series(dtype=int)
         counts = {f"{op}s": int(ops.get(op, 0)) for op in ("create", "update", "enable", "disable", "delete")}
         counts["lookups"] = int(ops.get("resolve", 0))
-        return {
+        metadata: dict[str, Any] = {
             "dagster/row_count": len(mine),
             **counts,
             "changes": rows_table(mine, ["key", "op", "detail"]),
             **_shown(len(mine)),
             "executed": self.executed,
+        }
+        budget = self.report.budget
+        if budget is not None:
+            waiting = budget.users[budget.users["shard"].eq(shard)] if len(budget.users) else budget.users
+            metadata.update(self._budget_rows(waiting))
+        on_demand = self.report.on_demand
+        own_shard = self.shard_of([self._key_norms.get(on_demand.user, on_demand.user)]) if on_demand else None
+        if on_demand is not None and own_shard is not None and int(own_shard.iloc[0]) == shard:
+            metadata["provisioned_on_demand"] = MetadataValue.md(_code_block(on_demand.lines()))
+        return metadata
+
+    @staticmethod
+    def _budget_rows(waiting: pd.DataFrame) -> dict[str, Any]:
+        """The changes the operation budget deferred to the next cycles, with its reason."""
+        view = (
+            waiting.assign(detail=BUDGET_REASON)
+            if len(waiting)
+            else pd.DataFrame(columns=["key", "op", "detail"], dtype="string")
+        )
+        return {
+            "deferred_by_budget": len(view),
+            **({"deferred": rows_table(view, ["key", "op", "detail"])} if len(view) else {}),
         }
 
     def group_changes(self) -> dict[str, Any]:
@@ -304,12 +327,14 @@ class CycleView:
         )
         ops = changed["op"].value_counts() if len(changed) else pd.Series(dtype=int)
         counts = {f"{op}s": int(ops.get(op, 0)) for op in ("create", "rename", "update", "release", "delete")}
+        budget = self.report.budget
         return {
             "dagster/row_count": len(changed),
             **counts,
             "changes": rows_table(changed, ["key", "op", "detail"]),
             **_shown(len(changed)),
             "executed": self.executed,
+            **(self._budget_rows(budget.groups) if budget is not None else {}),
         }
 
     def membership_changes(self, shard: int) -> dict[str, Any]:
@@ -322,6 +347,15 @@ class CycleView:
             "member_adds": int(view["op"].eq("add").sum()),
             "member_removes": int(view["op"].eq("remove").sum()),
             "deferred": len(deferred),
+            **(
+                {
+                    "deferred_by_budget": int(deferred["reason"].astype(str).str.startswith(BUDGET_REASON).sum())
+                    if len(deferred)
+                    else 0
+                }
+                if self.report.budget is not None
+                else {}
+            ),
             "changes": rows_table(view, ["user", "op", "group"]),
             **_shown(len(view)),
             "executed": self.executed,
@@ -424,6 +458,11 @@ class CycleView:
             metadata["stopped"] = report.stopped
         if report.lease_took_over_from:
             metadata["took_over_lease_of"] = report.lease_took_over_from
+        if report.budget is not None:
+            metadata["operation_budget"] = report.budget.limit
+            metadata["deferred_by_budget"] = report.deferred_by_budget
+        if report.on_demand is not None:
+            metadata["provisioned_on_demand"] = MetadataValue.md(_code_block(report.on_demand.lines()))
         return metadata
 
     def access_snapshot(self) -> dict[str, Any]:
@@ -448,6 +487,10 @@ class CycleView:
             "holdings": rows_table(snapshot, ["container", "principal_type", "principal", "right", "managed"]),
             **({"drift_rows": rows_table(drift, list(drift.columns))} if len(drift) else {}),
         }
+
+
+def _code_block(lines: Sequence[str]) -> str:
+    return "```\n" + "\n".join(lines) + "\n```"
 
 
 def merge_counts(per_shard: Mapping[int, Mapping[str, Any]], name: str) -> int:

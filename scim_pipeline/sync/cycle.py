@@ -22,6 +22,7 @@ kinds add phases (see :data:`EXECUTION_PHASES`) without a second orchestration. 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -41,7 +42,15 @@ from scim_pipeline.sync.execute.executor import (
     execute,
 )
 from scim_pipeline.sync.execute.reconcile import DRIFT_COLUMNS, AdoptionReport, ReadVerdict, reconcile_target
+from scim_pipeline.sync.on_demand import OnDemand, OnDemandReport, on_demand_report
 from scim_pipeline.sync.pam import PAM_KINDS, PAM_PHASES, PamReport, plan_pam, principal_ids_of
+from scim_pipeline.sync.plan.budget import (
+    BUDGET_REASON,
+    PAM_WRITE_OPS,
+    BudgetReport,
+    OperationBudget,
+    PlanSplit,
+)
 from scim_pipeline.sync.plan.changes import (
     ChangeSet,
     PlanSettings,
@@ -75,6 +84,7 @@ Kind = Literal["users", "groups", "memberships", "containers", "permissions", "p
 ALL_KINDS: frozenset[str] = frozenset({"users", "groups", "memberships"}) | PAM_KINDS
 """Every kind; the PAM kinds do nothing unless an access file is given."""
 
+ON_DEMAND_KINDS = frozenset({"users", "memberships"})
 USER_UPSERT_OPS = frozenset({"create", "update", "enable", "resolve", "refresh"})
 USER_REMOVAL_OPS = frozenset({"disable", "delete"})
 GROUP_REMOVAL_OPS = frozenset({"release", "delete"})
@@ -99,6 +109,16 @@ class CycleOptions:
     user_match_attribute: str = "userName"
     group_match_attribute: str = "displayName"
     escrow: EscrowPolicy | None = None
+    max_operations: int | None = None
+    """The operation budget (``SCIM_MAX_OPERATIONS_PER_CYCLE``): at most this many writes, the rest deferred to
+    the next cycles (:mod:`scim_pipeline.sync.plan.budget`). None: no limit."""
+    only_user: str | None = None
+    """Provision on demand: only this roster user (its matching key) and its memberships
+    (:mod:`scim_pipeline.sync.on_demand`); nothing else is planned, so no one else is deprovisioned."""
+
+    def __post_init__(self) -> None:
+        if self.max_operations is not None and self.max_operations < 1:
+            raise ValueError("max_operations (SCIM_MAX_OPERATIONS_PER_CYCLE) must be at least 1")
 
     @property
     def whole(self) -> bool:
@@ -148,10 +168,25 @@ class CycleReport:
     """The holder whose expired lease this cycle took over: whatever it had in flight was looked up, not recreated."""
     audit: pd.DataFrame = field(default_factory=pd.DataFrame)
     """This cycle's rows of the audit trail (every call it made), when run by the engine."""
+    budget: BudgetReport | None = None
+    """What the operation budget deferred to the next cycles (with ``options.max_operations``)."""
+    on_demand: OnDemandReport | None = None
+    """The step-by-step account of the one identity of an on-demand run (``options.only_user``)."""
 
     @property
     def dry_run(self) -> bool:
         return self.options.dry_run
+
+    @property
+    def deferred_by_budget(self) -> int:
+        """Changes the operation budget left to the next cycles: users, groups and PAM changes, and every membership
+        waiting for it (cut by the budget, or of a user or group whose create it deferred)."""
+        if self.budget is None:
+            return 0
+        waiting = (
+            int(self.deferred["reason"].astype(str).str.startswith(BUDGET_REASON).sum()) if len(self.deferred) else 0
+        )
+        return len(self.budget.rows()) + waiting
 
     @property
     def stopped_by_guard(self) -> bool:
@@ -205,6 +240,8 @@ class CycleReport:
             figures["adopted_users"] = self.adoption.users_adopted
             figures["adopted_groups"] = self.adoption.groups_adopted
         figures["drifted_attributes"] = len(self.drift)
+        if self.budget is not None:
+            figures["deferred_by_budget"] = self.deferred_by_budget
         return figures
 
 
@@ -232,6 +269,21 @@ class CycleContext:
     access: AccessFile | None = None
     managed_memberships: int = 0
     """How many memberships we manage, as the plan read them (the guards need the count, not a second read)."""
+    budget: OperationBudget = field(default_factory=lambda: OperationBudget(None))
+    whole_plan: ChangeSet | None = None
+    """The plan before the operation budget cut it: what the guards judge."""
+    membership_allotment: int | None = None
+    """Membership PATCHes the budget left for this cycle (the memberships are planned again before they run)."""
+    blocked_releases: set[str] = field(default_factory=set)
+    """Groups whose release waits for member removals the budget deferred."""
+    waiting_keys: dict[str, set[str]] = field(default_factory=dict)
+    """Users and groups (keys) whose create the budget deferred: their memberships wait with the budget's reason."""
+    on_demand: OnDemand | None = None
+
+    def snapshot(self) -> ManagedSnapshot:
+        """What we manage in this cycle's scope (its shards; one identity when provisioning on demand)."""
+        snapshot = self.state.snapshot(self.options.shards)
+        return self.on_demand.scope(snapshot) if self.on_demand is not None else snapshot
 
     @property
     def plan_settings(self) -> PlanSettings:
@@ -286,6 +338,8 @@ class ReadTarget:
 
     async def run(self, context: CycleContext) -> None:
         options = context.options
+        if context.on_demand is not None:
+            return  # one identity: looked up by its matching attribute in the plan, never the whole target
         first_run = context.state.is_empty()
         if not (options.reconcile or (first_run and options.adopt)) or options.dry_run:
             if first_run and options.adopt and options.dry_run:
@@ -309,7 +363,8 @@ class ReadTarget:
 
 
 class Plan:
-    """Plan users and groups against what we manage, and preview the memberships."""
+    """Plan users and groups against what we manage, and preview the memberships; with an operation budget, keep
+    what fits in its priority and defer the rest."""
 
     name = "plan"
     kind: str | None = None
@@ -317,14 +372,19 @@ class Plan:
     async def run(self, context: CycleContext) -> None:
         settings = context.plan_settings
         roster = context.roster
-        snapshot = context.state.snapshot(context.options.shards)
+        full = context.state.snapshot(context.options.shards)
+        snapshot = context.on_demand.scope(full) if context.on_demand is not None else full
         context.managed_memberships = len(snapshot.memberships)
         rejected = context.report.rejected
-        users = plan_users(roster.users, snapshot, settings) if context.wants("users") else _empty_plan().users
+        users = (
+            plan_users(roster.users, snapshot, settings, managers=full.users)
+            if context.wants("users")
+            else _empty_plan().users
+        )
         groups = _empty_plan().groups
         if context.wants("groups"):
             groups = plan_groups(roster.groups, snapshot, settings)
-        elif context.wants("memberships"):
+        elif context.wants("memberships") and context.on_demand is None:
             # A membership sync without the group sync (a shard's run in a backfill) still creates the groups its
             # memberships need, so shards converge whichever run comes first; it never updates or removes a group.
             planned = plan_groups(roster.groups, snapshot, settings)
@@ -335,11 +395,25 @@ class Plan:
         if not rejected.empty:
             users = hold_rejected(users, rejected, table="users")
             groups = hold_rejected(groups, rejected, table="groups")
+        if context.on_demand is not None:
+            adopted = await context.on_demand.match(context.client, context.state, roster.users, snapshot, users)
+            if adopted is not None:
+                snapshot = adopted
+                users = plan_users(roster.users, snapshot, settings, managers=full.users)
+        budget = context.budget
+        split = PlanSplit(users, groups)
+        if budget.limited:
+            split.take_upserts(budget)
+            users, groups = split.upserts()
+            context.waiting_keys = split.waiting_creates()
         preview = _with_planned_creates(snapshot, users, groups)
         memberships = _empty_plan().memberships
         if context.wants("memberships"):
             memberships, _ = plan_memberships(_holding_memberships(roster, snapshot, rejected), preview, settings)
-        context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
+        member_cut = memberships.iloc[0:0]
+        if budget.limited:
+            memberships, member_cut = budget.take(memberships)
+            context.membership_allotment = len(memberships)
         context.report.deferred = _deferred_memberships(roster, preview, settings, context.options)
         if context.options.kinds & PAM_KINDS and not context.options.whole:
             context.report.skipped["pam"] = (
@@ -349,6 +423,28 @@ class Plan:
         elif context.access is not None and context.options.wants_pam:
             ids = principal_ids_of(preview.users, preview.groups)
             context.report.pam = await plan_pam(context, ids)
+        if not budget.limited:
+            context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
+            return
+        pam_deferred = _take_pam(budget, context.report.pam)
+        context.blocked_releases = _groups_with_removals(member_cut)
+        split.take_deprovisions(budget, context.blocked_releases)
+        users, groups, deferred_users, deferred_groups = split.result()
+        context.whole_plan = ChangeSet(
+            users=split.users, groups=split.groups, memberships=_concat([memberships, member_cut])
+        )
+        context.report.plan = ChangeSet(users=users, groups=groups, memberships=memberships)
+        cut_pairs = _member_pairs(member_cut, roster)
+        context.report.deferred = _with_budget_reasons(context.report.deferred, context.waiting_keys, cut_pairs)
+        context.report.budget = BudgetReport(
+            limit=int(budget.limit or 0),
+            allotted=budget.used,
+            users=deferred_users,
+            groups=deferred_groups,
+            memberships=cut_pairs,
+            pam=pam_deferred,
+        )
+        context.report.notes.append(context.report.budget.note(context.report.deferred_by_budget))
 
 
 class Guards:
@@ -359,8 +455,10 @@ class Guards:
 
     async def run(self, context: CycleContext) -> None:
         shards = context.options.shards
+        # With an operation budget, the guards judge the whole plan, not the slice this cycle writes: a budget paces
+        # the writes, and an accident (a truncated export) must not drain through in slices each under the limits.
         context.report.guards = evaluate_guards(
-            context.report.plan,
+            context.whole_plan or context.report.plan,
             context.roster,
             context.state.counts(shards),
             settings=context.options.guards,
@@ -392,8 +490,12 @@ class UserUpserts:
 
     async def run(self, context: CycleContext) -> None:
         users = context.report.plan.users
+        if context.on_demand is not None:
+            context.on_demand.record_adoption(context.state, run_id=context.options.run_id)
         await context.execute(_only(users=users[users["op"].isin(USER_UPSERT_OPS)]))
-        if context.options.shards is not None:
+        # A report's manager fix in another shard is a write the plan did not count: with a budget, it waits for
+        # that shard's own run.
+        if context.options.shards is not None and not context.budget.limited:
             created = set(users.loc[users["op"].eq("create"), "key_norm"].astype(str))
             if created:
                 await _fix_managers_in_other_shards(context, created)
@@ -434,10 +536,19 @@ class Memberships:
 
     async def run(self, context: CycleContext) -> None:
         settings = context.plan_settings
-        snapshot = context.state.snapshot(context.options.shards)
+        snapshot = context.snapshot()
         held = _holding_memberships(context.roster, snapshot, context.report.rejected)
         memberships, _ = plan_memberships(held, snapshot, settings)
         context.report.deferred = _deferred_memberships(context.roster, snapshot, settings, context.options)
+        allotment = context.membership_allotment
+        if allotment is not None:
+            # Planned again now that the creates have ids: the same order as the preview, cut at its allotment.
+            memberships, cut = memberships.iloc[:allotment], memberships.iloc[allotment:]
+            context.blocked_releases |= _groups_with_removals(cut)
+            cut_pairs = _member_pairs(cut, context.roster)
+            context.report.deferred = _with_budget_reasons(context.report.deferred, context.waiting_keys, cut_pairs)
+            if context.report.budget is not None:
+                context.report.budget.memberships = cut_pairs
         context.report.membership_plan = _only(memberships=memberships)
         await context.execute(context.report.membership_plan)
 
@@ -452,6 +563,13 @@ class Removals:
         plan = context.report.plan
         users = plan.users[plan.users["op"].isin(USER_REMOVAL_OPS)]
         groups = plan.groups[plan.groups["op"].isin(GROUP_REMOVAL_OPS)]
+        if context.blocked_releases:
+            # Member removals the budget deferred: the group is released once they are done.
+            waits = groups["op"].eq("release") & groups["key_norm"].astype(str).isin(context.blocked_releases)
+            if context.report.budget is not None and waits.any():
+                budget = context.report.budget
+                budget.groups = _concat([budget.groups, groups[waits]]) if len(budget.groups) else groups[waits]
+            groups = groups[~waits]
         await context.execute(_only(users=users, groups=groups))
 
 
@@ -483,6 +601,13 @@ async def run_cycle(
     """
     if options is None:
         options = CycleOptions(run_id=run_id, **option_values)
+    on_demand: OnDemand | None = None
+    if options.only_user is not None:
+        # One identity and its memberships: no group, no PAM kind, every shard (the identity's own).
+        name = options.only_user
+        options = dataclasses.replace(options, kinds=options.kinds & ON_DEMAND_KINDS, shards=None)
+        on_demand = OnDemand.of(roster, name, options.user_match_attribute)
+        roster = on_demand.roster_view(roster)
     report = CycleReport(options=options, rejected=rejected if rejected is not None else pd.DataFrame())
     context = CycleContext(
         client=client,
@@ -493,7 +618,9 @@ async def run_cycle(
         breaker=breaker or CircuitBreaker(),
         progress=progress,
         lease=lease,
-        access=access,
+        access=access if on_demand is None else None,
+        budget=OperationBudget(options.max_operations),
+        on_demand=on_demand,
     )
     await client.authenticate()  # a token first, even for a cycle with nothing to change: a revoked secret fails now
     try:
@@ -509,6 +636,19 @@ async def run_cycle(
         report.execution = report.execution.merge(ExecutionReport(stopped=str(lost)))
     if report.pam is not None:
         report.pam.finish(state)
+    if on_demand is not None and not report.stopped_by_guard:
+        executed = report.executed_memberships.memberships
+        report.on_demand = on_demand_report(
+            on_demand,
+            dry_run=options.dry_run,
+            users_plan=report.plan.users,
+            memberships=executed,
+            member_outcomes=report.execution.member_outcomes,
+            deferred=report.deferred,
+            failures=report.execution.failures,
+            group_names=dict(zip(roster.groups["key_norm"].astype(str), roster.groups["key"].astype(str), strict=True)),
+            state=state,
+        )
     return report
 
 
@@ -635,6 +775,83 @@ def _deferred_memberships(
             "reason": pd.array(reasons, dtype="string"),
         }
     )
+
+
+def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    present = [frame for frame in frames if len(frame)]
+    if not present:
+        return frames[0].iloc[0:0]
+    return present[0] if len(present) == 1 else pd.concat(present, ignore_index=True)
+
+
+def _groups_with_removals(rows: pd.DataFrame) -> set[str]:
+    return set(rows.loc[rows["op"].eq("remove_members"), "group_key_norm"].astype(str))
+
+
+def _member_pairs(rows: pd.DataFrame, roster: RosterFrames) -> pd.DataFrame:
+    """Membership PATCH rows as one row per member: group, user (keys), op (add / remove)."""
+    users = dict(zip(roster.users["key_norm"].astype(str), roster.users["key"].astype(str), strict=False))
+    pairs = [
+        (str(group), users.get(str(member), str(member)), "add" if op == "add_members" else "remove")
+        for op, group, members in rows[["op", "key", "member_key_norms"]].itertuples(index=False)
+        for member in json.loads(str(members) or "[]")
+    ]
+    return pd.DataFrame(pairs, columns=["group", "user", "op"], dtype="string")
+
+
+def _with_budget_reasons(deferred: pd.DataFrame, waiting: dict[str, set[str]], cut: pd.DataFrame) -> pd.DataFrame:
+    """The deferred memberships, those waiting for a create the budget deferred saying so, plus the membership
+    changes the budget cut."""
+    if len(deferred) and waiting:
+        deferred = deferred.copy()
+        users = deferred["user"].astype(str).isin(waiting.get("users", set()))
+        groups = deferred["group"].astype(str).isin(waiting.get("groups", set()))
+        deferred.loc[users.to_numpy(), "reason"] = f"{BUDGET_REASON}: the user is created by a later cycle"
+        deferred.loc[(groups & ~users).to_numpy(), "reason"] = f"{BUDGET_REASON}: the group is created by a later cycle"
+    if len(cut):
+        extra = pd.DataFrame(
+            {
+                "group": cut["group"].astype("string"),
+                "user": cut["user"].astype("string"),
+                "reason": pd.array(
+                    [f"{BUDGET_REASON} ({op})" for op in cut["op"]],
+                    dtype="string",
+                ),
+            }
+        )
+        deferred = _concat([deferred, extra])
+    return deferred
+
+
+def _take_pam(budget: OperationBudget, pam: PamReport | None) -> list[tuple[str, str, str]]:
+    """Cut Delinea's PAM changes to what the budget has left, in execution order; returns the deferred ones
+    (kind, op, key). A permission's delete and re-add (other rights) are kept or deferred together."""
+    if pam is None:
+        return []
+    plan = pam.plan
+    deferred: list[tuple[str, str, str]] = []
+
+    def costly(frame: pd.DataFrame) -> list[bool]:
+        return [str(op) in PAM_WRITE_OPS for op in frame["op"]]
+
+    plan.containers, cut = budget.take(plan.containers, costly=costly(plan.containers))
+    deferred += [("container", str(op), str(key)) for op, key in cut[["op", "key"]].itertuples(index=False)]
+    permissions = plan.permissions
+    slots = zip(
+        permissions["container"].astype(str),
+        permissions["principal_type"].astype(str),
+        permissions["principal_key_norm"].astype(str),
+        strict=True,
+    )
+    plan.permissions, cut = budget.take(permissions, costly=costly(permissions), units=slots)
+    for op, container, principal_type, principal in cut[["op", "container", "principal_type", "principal"]].itertuples(
+        index=False
+    ):
+        deferred.append(("permission", str(op), f"{principal_type} {principal} on {container}"))
+        plan.deferred.append((str(container), str(principal), BUDGET_REASON))
+    plan.placements, cut = budget.take(plan.placements, costly=costly(plan.placements))
+    deferred += [("privileged_data", str(op), str(key)) for op, key in cut[["op", "key"]].itertuples(index=False)]
+    return deferred
 
 
 def change_rows(report: CycleReport) -> list[dict[str, Any]]:

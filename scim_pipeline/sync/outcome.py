@@ -119,6 +119,10 @@ class CycleOutcome(BaseModel):
     failures: list[FailureRow] = Field(default_factory=list)
     held: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    budget_deferred: list[ChangeRow] = Field(default_factory=list)
+    """User, group and PAM changes the operation budget deferred to the next cycles (memberships: ``deferred``)."""
+    on_demand: list[str] = Field(default_factory=list)
+    """The step-by-step report of an identity provisioned on demand (its lines)."""
     circuit_message: str | None = None
     stopped: str | None = None
     """Why a run stopped writing midway (its writer lease was lost)."""
@@ -155,6 +159,8 @@ class CycleOutcome(BaseModel):
             "deferred": len(report.deferred),
             "rejected_rows": len(rejected),
         }
+        if report.budget is not None:
+            counts["deferred_by_budget"] = report.deferred_by_budget
         pam = report.pam
         access_rejected: list[RejectedRow] = []
         if pam is not None:
@@ -218,6 +224,8 @@ class CycleOutcome(BaseModel):
             ],
             held=[f"{h.resource_type} {h.key}: {h.reason or 'repeated failures'}" for h in execution.held],
             notes=notes,
+            budget_deferred=[ChangeRow(**row) for row in report.budget.rows()] if report.budget is not None else [],
+            on_demand=report.on_demand.lines() if report.on_demand is not None else [],
             circuit_message=execution.circuit_message,
             stopped=execution.stopped,
             wall_s=round(execution.wall_s, 3),
@@ -247,6 +255,8 @@ class CycleOutcome(BaseModel):
             merged.guards.extend(g for g in outcome.guards if not g.passed)
             merged.failures.extend(outcome.failures)
             merged.held.extend(outcome.held)
+            merged.budget_deferred.extend(outcome.budget_deferred)
+            merged.on_demand.extend(outcome.on_demand)
             merged.notes.extend(n for n in outcome.notes if n not in merged.notes)
             merged.circuit_message = merged.circuit_message or outcome.circuit_message
             merged.stopped = merged.stopped or outcome.stopped

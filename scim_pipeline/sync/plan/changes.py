@@ -347,12 +347,19 @@ def _in_shards(frame: pd.DataFrame, shards: frozenset[int] | None) -> pd.DataFra
     return frame[frame["shard"].isin(sorted(shards))]
 
 
-def plan_users(roster_users: pd.DataFrame, managed: ManagedSnapshot, settings: PlanSettings) -> pd.DataFrame:
-    """The user change frame (see :class:`ChangeSet`)."""
+def plan_users(
+    roster_users: pd.DataFrame,
+    managed: ManagedSnapshot,
+    settings: PlanSettings,
+    *,
+    managers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The user change frame (see :class:`ChangeSet`). ``managers``: the managed users a manager reference is
+    resolved from, when ``managed`` holds fewer (one identity provisioned on demand); default ``managed.users``."""
     attr_cols = user_attribute_columns(roster_users)
     roster = _in_shards(roster_users, settings.shards)
     current = _in_shards(managed.users, settings.shards)
-    resolve_manager = _manager_resolver(managed.users)
+    resolve_manager = _manager_resolver(managed.users if managers is None else managers)
 
     r_pos, m_pos = _align(roster["key_norm"], current["key_norm"])
     in_roster, in_state = r_pos >= 0, m_pos >= 0
