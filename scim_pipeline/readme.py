@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from scim_pipeline.assets.catalogue import ASSETS, CHECKS
@@ -31,13 +32,17 @@ def blocks() -> dict[str, str]:
     return {"settings": settings_table(), "assets": asset_table()}
 
 
+def _replacement(body: str) -> Callable[[re.Match[str]], str]:
+    return lambda match: match.group(1) + body + "\n" + match.group(2)
+
+
 def render(text: str) -> str:
     """``text`` with every generated block replaced by its current content."""
     for name, content in blocks().items():
         pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README has no <!-- BEGIN {name} --> … <!-- END {name} --> block")
-        text = pattern.sub(lambda match, body=content: match.group(1) + body + "\n" + match.group(2), text)
+        text = pattern.sub(_replacement(content), text)
     return text
 
 
