@@ -184,11 +184,20 @@ def test_the_launchpad_runs_plan_then_sync_and_each_shard_shows_its_own_rows(dag
         print(f"\nscim_sync from the Launchpad: {sync['endTime'] - sync['startTime']:.1f} s from start to end")
 
         page.goto(f"{url}/assets/user_changes", wait_until="networkidle", timeout=120_000)
-        page.get_by_text("creates").first.wait_for(timeout=60_000)
+        page.get_by_text("Show schema").first.wait_for(timeout=60_000)  # the change set's rows: who, what, why
         page.screenshot(path=str(SCREENSHOTS / "user-changes.png"), full_page=True)
-        page.goto(f"{url}/assets/user_changes?view=partitions", wait_until="networkidle", timeout=120_000)
-        page.get_by_text("creates").first.wait_for(timeout=60_000)
+        page.goto(f"{url}/assets/user_changes?view=partitions&partition=003", wait_until="networkidle", timeout=120_000)
+        page.get_by_text("Show schema").first.wait_for(timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "shard-metadata.png"), full_page=True)
+        page.set_viewport_size({"width": 2200, "height": 1100})
+        for asset, shot in (("user_changes", "lineage-users.png"), ("group_provisioning", "lineage-groups.png")):
+            page.goto(
+                f"{url}/assets/{asset}?view=lineage&lineageScope=neighbors&lineageDepth=4",
+                wait_until="networkidle",
+                timeout=120_000,
+            )
+            page.get_by_text(asset, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / shot))
         browser.close()
 
     # The plan created nothing; the sync's shards each hold their own counts, and they add up to the run.
@@ -201,6 +210,6 @@ def test_the_launchpad_runs_plan_then_sync_and_each_shard_shows_its_own_rows(dag
     (audit,) = materializations(url, "provisioning_audit", sync["runId"])
     # 58 users, 8 groups, 8 member PATCHes; with the sample access file 4 containers and 10 permissions.
     assert int(audit["calls"]) == 88
-    assert audit["failures"] == "0"
+    assert audit["failed"] == "0"
     (snapshot,) = materializations(url, "access_snapshot", sync["runId"])
     assert (snapshot["containers"], snapshot["permissions"], snapshot["drift"]) == ("4", "10", "0")
