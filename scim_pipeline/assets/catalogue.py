@@ -21,6 +21,8 @@ partitioned (it asks the run for a partition range it does not have), so the Lau
 "Materialize" on such an asset would fail; and an asset backfill launches a shard's assets in one run only when none
 of them waits for an unpartitioned parent (otherwise it splits a change set from its provisioning). A shard's
 membership sync therefore creates the groups its members need itself, and the audit holds every call all the same.
+Nor does a membership asset depend on a user asset: the group sync selects memberships without users, and a
+partitioned input outside a run's selection again asks a run without a partition for its partition.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "memberships",
         "Per shard: members added to and removed from groups, and memberships deferred with why — planned again "
         "once the users and groups created in this run have ids. Guarded.",
-        ("idp_memberships", "user_changes"),
+        ("idp_memberships",),
         per_identity=True,
     ),
     AssetEntry(
@@ -173,7 +175,7 @@ ASSETS: tuple[AssetEntry, ...] = (
         "provisioning",
         "memberships",
         "Per shard: each member change of the shard's users and its outcome (group PATCH calls, chunked).",
-        ("membership_changes", "user_provisioning"),
+        ("membership_changes",),
         per_identity=True,
     ),
     AssetEntry(
