@@ -196,8 +196,15 @@ class ChangeSet:
         }
 
 
+_EMPTY: dict[tuple[str, ...], pd.DataFrame] = {}
+
+
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series([], dtype=_dtype(name)) for name in columns})
+    # Building typed empty frames costs ~10 ms each; a cycle asks for dozens, so copy one made once.
+    template = _EMPTY.get(columns)
+    if template is None:
+        template = _EMPTY[columns] = pd.DataFrame({name: pd.Series([], dtype=_dtype(name)) for name in columns})
+    return template.copy()
 
 
 def _dtype(name: str) -> Any:
