@@ -11,7 +11,6 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import certifi
 import httpx
 import pytest
 
@@ -518,12 +517,7 @@ async def test_full_urls_appear_only_at_debug(caplog: pytest.LogCaptureFixture) 
 # -- TLS --------------------------------------------------------------------------------------
 
 
-def test_a_ca_bundle_is_loaded_into_the_tls_context(tmp_path: Path) -> None:
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text(Path(certifi.where()).read_text())
-    settings = mock_settings(ca_bundle=bundle)
-    client = ScimClient(settings)
-    asyncio.run(client.aclose())
+# A CA bundle that verifies a real self-signed server: tests/reliability/test_secrets.py (over loopback TLS).
 
 
 def test_an_unreadable_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
