@@ -60,12 +60,17 @@ def graphql(url: str, query: str) -> dict[str, Any]:
     return document["data"]
 
 
-@pytest.fixture
-def dagster_dev(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def running_dagster_dev(
+    tmp_path: Path, *, workspace: Path | str = "workspace.yaml", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`dagster dev` on a free loopback port with a fresh DAGSTER_HOME under ``tmp_path``, once its code location
+    has loaded; the environment holds no SCIM_* variable but those of ``env``."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SCIM_")}
-    env["DAGSTER_HOME"] = str(home)
+    process_env = {name: value for name, value in os.environ.items() if not name.startswith("SCIM_")}
+    process_env.update(env or {})
+    process_env["DAGSTER_HOME"] = str(home)
     port = free_port()
     log = (tmp_path / "dagster_dev.log").open("w")
     process = subprocess.Popen(
@@ -73,14 +78,14 @@ def dagster_dev(tmp_path: Path) -> Iterator[str]:
             str(Path(sys.executable).with_name("dagster")),
             "dev",
             "-w",
-            "workspace.yaml",
+            str(workspace),
             "-h",
             "127.0.0.1",
             "-p",
             str(port),
         ],
         cwd=ROOT,
-        env=env,
+        env=process_env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -112,6 +117,12 @@ def dagster_dev(tmp_path: Path) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path) -> Iterator[str]:
+    with running_dagster_dev(tmp_path) as url:
+        yield url
 
 
 def runs(url: str) -> list[dict[str, Any]]:
