@@ -1,4 +1,5 @@
-"""Fault soak: 10,000 users, 200 groups and 30,000 memberships onboarded over real loopback HTTP into an emulator that
+"""Fault soak: 4,000 users, 200 groups and 12,000 memberships (SOAK_USERS=10000 for the full 10,000 / 30,000)
+onboarded over real loopback HTTP into an emulator that
 answers 10 % 503, 5 % 429 (both with Retry-After) and drops 2 % of connections, half of them after the write — each
 cycle a run of the code location's sync job, as a schedule tick runs it.
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,9 +32,11 @@ from scim_pipeline.sync.state import ProvisioningState
 
 from .conftest import ROOT, EmulatorProcess, person, start_emulator, write_roster
 
-USERS = 10_000
+# 4,000 by default keeps the suite inside CI's budget on 2 cores with the same faults and the same exactness checks;
+# the full soak (10,000 users, ~8 minutes there) runs with SOAK_USERS=10000.
+USERS = int(os.environ.get("SOAK_USERS", "4000"))
 GROUPS = 200
-GROUPS_PER_USER = 3  # 30,000 memberships
+GROUPS_PER_USER = 3  # 12,000 memberships (30,000 for the full soak)
 MAX_CYCLES = 4
 UNAVAILABLE_RATE = 0.10
 THROTTLE_RATE = 0.05
