@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from scim_pipeline.scim.pacing import (
-    GROWTH_PER_S,
     UNDER_ANNOUNCED,
     UNDER_MEASURED,
     Pacer,
