@@ -85,7 +85,7 @@ PROBE_MAX_S = 8.0
 SLOW_START_PER_S = 2.0
 """After a flood, the rate doubles per second of success until the next 429."""
 GROWTH_INTERVAL_S = 0.1
-GROWTH_DEMAND = 0.8
+GROWTH_DEMAND = 0.5
 RECENT_CUT_S = 5.0
 SHARE_MARGIN = 0.02
 """A 429 share at or under this (above a tolerated background share) does not cut the rate."""
@@ -470,6 +470,7 @@ class Pacer:
         )
         if flooding or enough:
             self._sample = None
+            self._last_growth = now  # the rate does not grow while it is measured
             self._conclude(now, sample)
 
     def _sending_rate(self, now: float) -> float:
@@ -504,10 +505,12 @@ class Pacer:
             target = max(rough * UNDER_FLOOD, sending * MAX_DESCENT)
             self._found = None
         else:
-            # Near the limit (the 429 that began the measurement may be its only one): just under what the server
-            # accepted, and never less than halving.
+            # Just under what the server accepted; then CUBIC holds around it. A measurement cut short by many 429s
+            # counted few answers: the rate probes again from there by slow start, whose first step over the limit
+            # is measured near it.
             target = min(accepted, current or accepted) * UNDER_MEASURED
-            self._found = accepted
+            short = now - sample.started_at < SAMPLE_MIN_S
+            self._found = None if short and share >= SAMPLE_CLEAR_SHARE else accepted
         if self._found is not None:
             self._found_lately.append((now, accepted))
         while self._found_lately and self._found_lately[0][0] < now - PEAK_MEMORY_S:

@@ -124,7 +124,7 @@ class ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
     """Authlib's client-credentials grant accepting every method a client may be registered for (Authlib's default
     is ``client_secret_basic`` only); each client's registration then admits just its own."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, PRIVATE_KEY_JWT]  # noqa: RUF012 - Authlib's class attribute
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, PRIVATE_KEY_JWT]
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -310,7 +310,8 @@ class AuthlibServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._server is not None and self._thread is not None
+        assert self._server is not None
+        assert self._thread is not None
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)

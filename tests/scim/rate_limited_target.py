@@ -89,8 +89,9 @@ def onboard(
     jitter_s: float = 0.0,
     seed: int = 7,
 ) -> Onboarding:
-    """``users`` creates at once through the pacer ``make_pacer`` builds on the virtual clock and CPU clock; each round trip takes
-    ``latency_s`` plus an exponentially distributed delay of mean ``jitter_s`` (a loaded machine or network)."""
+    """``users`` creates at once through the pacer ``make_pacer`` builds on the virtual clock and CPU clock; each
+    round trip takes ``latency_s`` plus an exponentially distributed delay of mean ``jitter_s`` (a loaded machine or
+    network)."""
     clock = VirtualClock()
     draws = random.Random(seed)
     result = Onboarding(limit=limit, users=users)
