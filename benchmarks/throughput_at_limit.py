@@ -10,11 +10,11 @@ announcement (default none: the limit is found from 429s only; ietf: the answers
 - **unpaced** — the defaults with adaptive pacing off (429s and Retry-After only; ``--clients``).
 
 Reported per run: failed operations (target 0), the achieved create rate over the write phase as a share of the
-limit (target ≥ 0.95), 429s as a share of the SCIM requests (target ≤ 3 %, ≤ 0.5 % when announced), the seconds
-from the first request until the create rate holds at 0.9 of the limit (every 2-s window from then on, while a
-window's worth of creates remains; target about 5 s), the wall time against the ideal N/R, created-but-missing
-users (lost), client CPU per create and the emulator's CPU share. The emulator's bucket holds one second of requests and is full when the write phase starts,
-so a client can exceed the limit by that burst.
+limit (target ≥ 0.95), 429s as a share of the SCIM requests (target ≤ 3 %, ≤ 0.5 % when announced), the seconds from
+the first request until the create rate holds at 0.9 of the limit (every 2-s window from then on, while a window's
+worth of creates remains; target about 5 s), the wall time against the ideal N/R, created-but-missing users (lost),
+client CPU per create and the emulator's CPU share. The emulator's bucket holds one second of requests and is full
+when the write phase starts, so a client can exceed the limit by that burst.
 
     python benchmarks/throughput_at_limit.py                   # every size: about 20 minutes (20,000 at 25/s: 800 s)
     python benchmarks/throughput_at_limit.py --users 2000      # about 2 minutes
