@@ -12,14 +12,15 @@ answers say adjusts both:
   initial window). A 429 means the server's allowance was spent when its request was sent: from then on the server
   accepts its own rate whatever we send, so the answers to the requests sent since then measure it (what they were
   sent at, times the share accepted). The measurement ends after 20 accepted answers (and at least 0.25 s, unless a
-  quarter were 429s), or after 1 s. Far over the limit (6 of the first 8 answers, or half of 16, refused) every moment
-  costs 429s: the rate comes down at once to what was accepted (at most eightfold per step) and is measured again,
-  then doubles per second of success (slow start) until its next 429, which is measured near the limit. Near the
-  limit the rate is set to 97 % of what the server accepted, then follows CUBIC (RFC 9438): back at that rate after
-  the time 150 requests take (1 to 8 s), flat around it, then probing above it ever faster (1, 4, 9 times the cut's
-  depth after two, three, four such times), so a raised limit is found again. 429s answering requests sent before a
-  cut (or given their turn before it) say nothing new. The rate never goes under half of the most the server was
-  found to accept in the last 30 s, and grows only while it is what holds requests back.
+  quarter were 429s), or after 1 s. Far over the limit (6 of the first 8 answers, or half of 16, refused) every
+  moment costs 429s: the rate comes down at once to what was accepted (at most eightfold per step) and is measured
+  again, then doubles per second of success (slow start) until its next 429, which is measured near the limit. Near
+  the limit the rate is set to 97 % of what the server accepted (90 % when a quarter of the answers were 429s within
+  0.25 s: few were counted), then follows CUBIC (RFC 9438): back at that rate after the time 150 requests take (1 to
+  8 s), flat around it, then probing above it ever faster (1, 4, 9 times the cut's depth after two, three, four such
+  times), so a raised limit is found again. 429s answering requests sent before a cut (or given their turn before
+  it) say nothing new. The rate never goes under half of the most the server was found to accept in the last 30 s,
+  and grows only while it is what holds requests back.
 - **concurrency** — the window of requests in flight is cut by a quarter on the first 429 while unpaced; once per
   window of answers, it grows by one while few requests are only queued (latency near the lowest seen), and shrinks
   by one when many are (TCP Vegas) while this process is busy (80 % of a core): latency that varies on its own (a
@@ -221,13 +222,12 @@ class PacingSnapshot:
 
 @dataclass(slots=True)
 class _Sample:
-    """The answers to the requests sent since a measurement of the server's rate began."""
+    """The answers to the requests sent since a measurement of the server's rate began (since the request whose 429
+    began it, which is not one of them)."""
 
     started_at: float
     answered: int = 0
     throttled: int = 0
-    sent: int = 0
-    """Answers to requests sent since the measurement began (the 429 that began it is not one)."""
     first_sent: float = math.inf
     last_sent: float = -math.inf
 
@@ -236,7 +236,6 @@ class _Sample:
         return self.answered - self.throttled
 
     def add(self, sent_at: float, throttled: bool) -> None:
-        self.sent += 1
         self.answered += 1
         self.throttled += throttled
         self.first_sent = min(self.first_sent, sent_at)
@@ -245,7 +244,7 @@ class _Sample:
     def sending_rate(self) -> float | None:
         """Requests per second these answers were sent at (``None`` from fewer than two)."""
         span = self.last_sent - self.first_sent
-        return (self.sent - 1) / span if self.sent > 1 and span > 0 else None
+        return (self.answered - 1) / span if self.answered > 1 and span > 0 else None
 
 
 @dataclass(slots=True)
@@ -502,15 +501,16 @@ class Pacer:
             # The count is small: one more accepted answer than seen (Laplace's rule) keeps one unlucky count from
             # sending the rate far under the limit.
             rough = sending * (sample.accepted + 1) / (sample.answered + 1)
-            target = max(rough * UNDER_FLOOD, sending * MAX_DESCENT)
+            # The send times of a few answers can say far less than was sent when this process stalls (a loaded
+            # machine): the rate it paced at bounds the step too.
+            target = max(rough * UNDER_FLOOD, max(sending, current or sending) * MAX_DESCENT)
             self._found = None
         else:
             # Just under what the server accepted; then CUBIC holds around it. A measurement cut short by many 429s
-            # counted few answers: the rate probes again from there by slow start, whose first step over the limit
-            # is measured near it.
-            target = min(accepted, current or accepted) * UNDER_MEASURED
-            short = now - sample.started_at < SAMPLE_MIN_S
-            self._found = None if short and share >= SAMPLE_CLEAR_SHARE else accepted
+            # counted few answers: the cut is deeper, so the probe above climbs faster.
+            short = now - sample.started_at < SAMPLE_MIN_S and share >= SAMPLE_CLEAR_SHARE
+            target = min(accepted, current or accepted) * (UNDER_FLOOD if short else UNDER_MEASURED)
+            self._found = accepted
         if self._found is not None:
             self._found_lately.append((now, accepted))
         while self._found_lately and self._found_lately[0][0] < now - PEAK_MEMORY_S:

@@ -87,11 +87,14 @@ def onboard(
     retry_after_s: float = 1.0,
     burst_s: float = 1.0,
     jitter_s: float = 0.0,
+    stall_s: float = 0.0,
+    stall_every_s: float = 0.5,
     seed: int = 7,
 ) -> Onboarding:
     """``users`` creates at once through the pacer ``make_pacer`` builds on the virtual clock and CPU clock; each
     round trip takes ``latency_s`` plus an exponentially distributed delay of mean ``jitter_s`` (a loaded machine or
-    network)."""
+    network); every ``stall_every_s`` the client's event loop stalls for ``stall_s`` (a loaded machine descheduling
+    the process)."""
     clock = VirtualClock()
     draws = random.Random(seed)
     result = Onboarding(limit=limit, users=users)
@@ -122,8 +125,17 @@ def onboard(
                 result.throttled += 1
                 await asyncio.sleep(retry_after_s)
 
+        async def stall() -> None:
+            while True:
+                await asyncio.sleep(stall_every_s)
+                async with cpu:
+                    await asyncio.sleep(stall_s)
+
+        stalls = asyncio.create_task(stall()) if stall_s > 0 else None
         await asyncio.gather(*(create() for _ in range(users)))
         result.wall_s = clock.now - started
+        if stalls is not None:
+            stalls.cancel()
 
     run_virtual(main(), clock)
     return result
