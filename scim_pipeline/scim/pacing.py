@@ -25,7 +25,8 @@ answers say adjusts both:
   window of answers, it grows by one while few requests are only queued (latency near the lowest seen), and shrinks
   by one when many are (TCP Vegas) while this process is busy (80 % of a core): latency that varies on its own (a
   loaded machine, a network) must not shrink the window and the throughput with it. Once paced, it is also held to
-  what the rate times the latency needs.
+  what the rate times the latency needs. A retry (``slot(retry=True)``) waits ahead of the requests not sent yet:
+  behind an onboarding queued at the rate, it would wait for the whole queue again.
 - **429s that do not depend on the rate** — when, within one congestion episode, the client slowed down, the share of
   429s stayed the same and what the server accepted fell in proportion (a gateway throttling a share of requests),
   that share is tolerated from then on and the episode's starting rate restored; a share up to 2 % above it never
@@ -283,6 +284,7 @@ class Pacer:
         self._window = max_concurrency
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._retry_waiters: deque[asyncio.Future[None]] = deque()
         self._next_slot = 0.0
         self._hold_until = 0.0
         self._learned: float | None = None
@@ -347,14 +349,17 @@ class Pacer:
 
     # -- admission ------------------------------------------------------------------------------------------------
 
-    def slot(self) -> PacedSlot:
-        """``async with pacer.slot() as slot:`` send one request, then ``slot.observe(status, headers)``."""
-        return PacedSlot(self)
+    def slot(self, *, retry: bool = False) -> PacedSlot:
+        """``async with pacer.slot() as slot:`` send one request, then ``slot.observe(status, headers)``.
 
-    async def acquire(self) -> float:
+        ``retry``: the request was sent before (a 429 or a failure): it goes ahead of the requests not sent yet, so a
+        retry waits for the next free place rather than behind a whole onboarding queued at the rate."""
+        return PacedSlot(self, retry=retry)
+
+    async def acquire(self, *, retry: bool = False) -> float:
         """Wait for a concurrency slot and for this request's turn; return the send time (pair with
         :meth:`release`)."""
-        await self._enter()
+        await self._enter(retry)
         try:
             await self._pace()
         except BaseException:
@@ -366,29 +371,31 @@ class Pacer:
         self._in_flight -= 1
         self._wake()
 
-    async def _enter(self) -> None:
-        if self._in_flight < self.concurrency and not self._waiters:
+    async def _enter(self, retry: bool) -> None:
+        queue = self._retry_waiters if retry else self._waiters
+        if self._in_flight < self.concurrency and not queue and not self._retry_waiters:
             self._in_flight += 1
             return
         self._last_held_back_at = self._clock()
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(granted)
+        queue.append(granted)
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
                 self.release()  # the slot was handed over as the waiter was cancelled: give it back
-            elif granted in self._waiters:
-                self._waiters.remove(granted)
+            elif granted in queue:
+                queue.remove(granted)
             raise
 
     def _wake(self) -> None:
         limit = self.concurrency
-        while self._waiters and self._in_flight < limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._in_flight += 1
-                waiter.set_result(None)
+        for queue in (self._retry_waiters, self._waiters):  # retries first, each queue in its order
+            while queue and self._in_flight < limit:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    self._in_flight += 1
+                    waiter.set_result(None)
 
     async def _pace(self) -> None:
         now = self._clock()
@@ -629,12 +636,13 @@ def _cubic(since_cut_s: float, plateau_s: float) -> float:
 class PacedSlot:
     """One request's place in a :class:`Pacer` (an async context manager)."""
 
-    def __init__(self, pacer: Pacer) -> None:
+    def __init__(self, pacer: Pacer, *, retry: bool = False) -> None:
         self._pacer = pacer
+        self._retry = retry
         self.sent_at = 0.0
 
     async def __aenter__(self) -> PacedSlot:
-        self.sent_at = await self._pacer.acquire()
+        self.sent_at = await self._pacer.acquire(retry=self._retry)
         return self
 
     async def __aexit__(

@@ -312,6 +312,26 @@ async def test_the_concurrency_window_bounds_requests_in_flight() -> None:
     assert peak == 3
 
 
+async def test_a_retry_goes_ahead_of_the_requests_not_sent_yet() -> None:
+    p = Pacer(max_concurrency=1)
+    await p.acquire()
+    order: list[str] = []
+
+    async def wait(name: str, *, retry: bool) -> None:
+        await p.acquire(retry=retry)
+        order.append(name)
+        p.release()
+
+    queued = [asyncio.create_task(wait(f"new-{index}", retry=False)) for index in range(3)]
+    await asyncio.sleep(0)
+    retries = [asyncio.create_task(wait(f"retry-{index}", retry=True)) for index in range(2)]
+    await asyncio.sleep(0)
+    p.release()
+    await asyncio.gather(*queued, *retries)
+
+    assert order == ["retry-0", "retry-1", "new-0", "new-1", "new-2"]
+
+
 async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     p = Pacer(max_concurrency=1)
     await p.acquire()
