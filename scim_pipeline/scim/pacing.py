@@ -87,7 +87,8 @@ PROBE_MAX_S = 8.0
 SLOW_START_PER_S = 2.0
 """After a flood, the rate doubles per second of success until the next 429."""
 GROWTH_INTERVAL_S = 0.1
-GROWTH_DEMAND = 0.5
+GROWTH_DEMAND = 0.8
+GROWTH_SPAN_S = 0.25
 RECENT_CUT_S = 5.0
 SHARE_MARGIN = 0.02
 """A 429 share at or under this (above a tolerated background share) does not cut the rate."""
@@ -479,6 +480,17 @@ class Pacer:
             self._last_growth = now  # the rate does not grow while it is measured
             self._conclude(now, sample)
 
+    def _recent_answers_per_s(self, now: float) -> float:
+        """Answers per second over the last ``GROWTH_SPAN_S`` (a rate that doubles per second is this close)."""
+        since = now - GROWTH_SPAN_S
+        count = 0
+        for at, _ in reversed(self._answers):
+            if at < since:
+                break
+            count += 1
+        first = self._first_answer_at if self._first_answer_at is not None else now
+        return count / max(MIN_SPAN_S, min(GROWTH_SPAN_S, now - first))
+
     def _sending_rate(self, now: float) -> float:
         """Answers per second over the last ``MEASURE_WINDOW_S`` (or since the first answer, when sooner)."""
         first = self._first_answer_at if self._first_answer_at is not None else now
@@ -606,7 +618,7 @@ class Pacer:
         if self._learned is None:
             self._last_growth = now
             return
-        if self._held_back and self._sending_rate(now) >= GROWTH_DEMAND * self._learned:
+        if self._held_back and self._recent_answers_per_s(now) >= GROWTH_DEMAND * self._learned:
             # Only a rate that is what holds requests back needs to grow (not one over what the concurrency window,
             # the client's CPU or its demand allow).
             if self._found is None:
