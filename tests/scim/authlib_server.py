@@ -21,13 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, TokenMixin, grants
-from authlib.oauth2.rfc6750 import BearerTokenValidator
-from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.integrations.flask_oauth2 import AuthorizationServer  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, TokenMixin, grants  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6750 import BearerTokenValidator  # type: ignore[import-untyped]
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask import request as flask_request
 from joserfc.jwk import RSAKey
 from scim2_models import ScimProvider, UnauthorizedException
@@ -164,7 +164,7 @@ class IssuedTokenValidator(BearerTokenValidator):  # type: ignore[misc]
             return self._server.tokens.get(token_string)
 
 
-class BearerCheckedScim(WSGIApplication):  # type: ignore[misc]
+class BearerCheckedScim(WSGIApplication):
     """scim2-server answering only requests whose bearer token the authorization server issued and still honours."""
 
     def __init__(self, server: AuthlibServer) -> None:
@@ -172,11 +172,12 @@ class BearerCheckedScim(WSGIApplication):  # type: ignore[misc]
         provider = ScimProvider.from_discovery(
             load_default_schemas().values(), load_default_resource_types().values(), config=config
         )
-        super().__init__(InMemoryStorage(), provider, ScimService(provider, secret="authlib-interop-cursor-secret"))
+        self.memory = InMemoryStorage()
+        super().__init__(self.memory, provider, ScimService(provider, secret="authlib-interop-cursor-secret"))
         self._server = server
 
     def check_auth(self, request: ScimRequest) -> None:
-        scheme, _, token_string = request.headers.get("AUTHORIZATION", "").partition(" ")
+        scheme, _, token_string = dict(request.headers).get("AUTHORIZATION", "").partition(" ")
         token = self._server.validator.authenticate_token(token_string) if scheme.lower() == "bearer" else None
         if token is None or token.is_expired() or token.is_revoked():
             raise UnauthorizedException(detail="a valid bearer token from the authorization server is required")
@@ -246,7 +247,8 @@ class AuthlibServer:
         ]
 
     def user_names(self) -> set[str]:
-        return {str(r.user_name) for r in self.scim.storage.resources if type(r).__name__.startswith("User")}
+        users = [r for r in self.scim.memory.resources if type(r).__name__.startswith("User")]
+        return {str(getattr(user, "user_name", "")) for user in users}
 
     def revoke_every_token(self) -> None:
         with self.lock:
@@ -264,7 +266,7 @@ class AuthlibServer:
 
         @app.post(TOKEN_PATH)
         def token() -> ResponseReturnValue:
-            response = authorization.create_token_response()
+            response: Response = authorization.create_token_response()
             self.token_requests.append(
                 TokenRequestSeen(
                     form=dict(flask_request.form),

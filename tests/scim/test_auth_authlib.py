@@ -51,7 +51,7 @@ def settings(server: AuthlibServer, client_id: str, **overrides: object) -> Conn
         "max_retry_wait_s": 0.05,
         **overrides,
     }
-    return ConnectionSettings(**values)  # type: ignore[arg-type]
+    return ConnectionSettings(**values)
 
 
 def key_file(folder: Path, key: rsa.RSAPrivateKey, name: str = "client-key.pem") -> str:
