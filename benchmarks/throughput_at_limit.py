@@ -1,26 +1,31 @@
 """Throughput at the target's rate limit: onboarding creates against the emulator (in a subprocess) limiting to a
-given rate, with and without announcing it, for three clients side by side in one run.
+given rate, announced or not, and how fast the client finds that rate.
 
-For each limit (25, 100 and 400 requests/s by default) and each announcement (none: the limit is found from 429s
-only; ietf: the answers carry ``RateLimit-Policy``/``RateLimit``), a fresh emulator takes 2,000 user creates from
+For each limit (25, 100 and 400 requests/s by default), each onboarding size (2,000 and 20,000 creates) and each
+announcement (default none: the limit is found from 429s only; ietf: the answers carry ``RateLimit-Policy``/
+``RateLimit``), a fresh emulator takes the creates from
 
 - **adaptive** — ``ScimClient`` with its DEFAULT settings (adaptive pacing, no ``SCIM_RATE_LIMIT``);
-- **fixed-rate** — the defaults plus ``SCIM_RATE_LIMIT`` set to the limit;
-- **unpaced** — the defaults with adaptive pacing off (429s and Retry-After only, as the client did before).
+- **fixed-rate** — the defaults plus ``SCIM_RATE_LIMIT`` set to the limit (``--clients``);
+- **unpaced** — the defaults with adaptive pacing off (429s and Retry-After only; ``--clients``).
 
-Reported per run: failed operations (target 0), the achieved create rate during the write phase as a share of the
-limit (target ≥ 0.95), and 429s as a share of the SCIM requests (target ≤ 3 %, ≤ 0.5 % when announced), plus
-created-but-missing users (lost), client CPU per create and the emulator's CPU share. The emulator's bucket holds
-one second of requests and is full when the write phase starts, so a client can exceed the limit by that burst.
+Reported per run: failed operations (target 0), the achieved create rate over the write phase as a share of the
+limit (target ≥ 0.95), 429s as a share of the SCIM requests (target ≤ 3 %, ≤ 0.5 % when announced), the seconds from
+the first request until the create rate holds at 0.9 of the limit (every 2-s window from then on, while a window's
+worth of creates remains; target about 5 s), the wall time against the ideal N/R, created-but-missing users (lost),
+client CPU per create and the emulator's CPU share. The emulator's bucket holds one second of requests and is full
+when the write phase starts, so a client can exceed the limit by that burst.
 
-    python benchmarks/throughput_at_limit.py                       # about 12 minutes
-    python benchmarks/throughput_at_limit.py --limits 100 --users 500 --announce none
+    python benchmarks/throughput_at_limit.py                   # every size: about 20 minutes (20,000 at 25/s: 800 s)
+    python benchmarks/throughput_at_limit.py --users 2000      # about 2 minutes
+    python benchmarks/throughput_at_limit.py --limits 100 --users 500 --latency-ms 20 --clients adaptive fixed-rate
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -39,9 +44,14 @@ from client_throughput import emulator_command, started_emulator
 from end_to_end import EmulatorProcess, count_requests
 
 from scim_pipeline.emulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from scim_pipeline.scim import ConnectionSettings, ScimClient, ScimPipelineError
+from scim_pipeline.scim import ConnectionSettings, ScimClient, ScimPipelineError, ScimResult
 
 CLIENTS = ("adaptive", "fixed-rate", "unpaced")
+
+
+HOLD_WINDOW_S = 2.0
+"""The create rate is judged over windows this long (at 25/s one second holds 25 creates: too coarse)."""
+HOLD_SHARE = 0.9
 
 
 @dataclass
@@ -49,6 +59,8 @@ class Run:
     limit: float
     announce: str
     client: str
+    users: int
+    latency_ms: float
     creates: int
     failed: int
     wall_s: float
@@ -57,6 +69,12 @@ class Run:
     lost: int
     client_cpu_s: float
     emulator_cpu_s: float
+    hold_s: float | None
+    """Seconds from the first request until the create rate holds at ``HOLD_SHARE`` of the limit (None: never)."""
+
+    @property
+    def ideal_s(self) -> float:
+        return self.users / self.limit
 
     @property
     def share_of_limit(self) -> float:
@@ -72,11 +90,11 @@ class Run:
 
 
 @contextlib.contextmanager
-def limited_emulator(workdir: Path, limit: float, announce: str) -> Iterator[EmulatorProcess]:
+def limited_emulator(workdir: Path, limit: float, announce: str, latency_ms: float) -> Iterator[EmulatorProcess]:
     log_path = workdir / f"requests-{time.monotonic_ns()}.jsonl"
     log_path.touch()
     options = ["--rate-limit", str(limit), "--announce-rate-limit", announce, "--request-log", str(log_path)]
-    with started_emulator(emulator_command(0.0, 100, *options)) as (process, base_url, token_url):
+    with started_emulator(emulator_command(latency_ms, 100, *options)) as (process, base_url, token_url):
         yield EmulatorProcess(process, base_url, token_url, log_path)
 
 
@@ -92,24 +110,45 @@ def client_settings(emulator: EmulatorProcess, client: str, limit: float) -> Con
         token_url=emulator.token_url,
         client_id=DEMO_CLIENT_ID,
         client_secret=DEMO_CLIENT_SECRET,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
-async def onboard(emulator: EmulatorProcess, client: str, limit: float, announce: str, users: int) -> Run:
+def hold_s(done_at: list[float], limit: float) -> float | None:
+    """Seconds from the first request until every ``HOLD_WINDOW_S`` window saw at least ``HOLD_SHARE`` of the limit
+    in completed creates, judged while a window's worth of creates was still to come (the tail of an onboarding is
+    demand running out, not pacing); ``None`` if never. (``tests/scim/rate_limited_target.py`` judges the same.)"""
+    done = sorted(done_at)
+    if not done:
+        return None
+    judged_until = done[max(0, len(done) - 1 - round(limit * HOLD_WINDOW_S))]
+    need = HOLD_SHARE * limit * HOLD_WINDOW_S
+    held: float | None = None
+    for step in reversed(range(int((judged_until - HOLD_WINDOW_S) * 10) + 1)):
+        start = step / 10
+        if bisect.bisect_left(done, start + HOLD_WINDOW_S) - bisect.bisect_left(done, start) < need:
+            break
+        held = start
+    return held
+
+
+async def onboard(
+    emulator: EmulatorProcess, client: str, limit: float, announce: str, users: int, latency_ms: float
+) -> Run:
     batch = uuid.uuid4().hex[:8]
+    done_at: list[float] = []
     async with ScimClient(client_settings(emulator, client, limit)) as scim:
         await scim.get_json("/ServiceProviderConfig")  # the token and a first connection
         await asyncio.sleep(1.1)  # the server's bucket is full again when the write phase starts
         emulator.take_requests()
         emulator_cpu, cpu, started = emulator.cpu_s(), time.process_time(), time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(
-                scim.create("Users", {"userName": f"onboard-{batch}-{index:05d}", "active": True})
-                for index in range(users)
-            ),
-            return_exceptions=True,
-        )
+
+        async def create(index: int) -> ScimResult:
+            result = await scim.create("Users", {"userName": f"onboard-{batch}-{index:05d}", "active": True})
+            done_at.append(time.perf_counter() - started)
+            return result
+
+        outcomes = await asyncio.gather(*(create(index) for index in range(users)), return_exceptions=True)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         emulator_cpu = emulator.cpu_s() - emulator_cpu
     await asyncio.sleep(0.2)
@@ -122,6 +161,8 @@ async def onboard(emulator: EmulatorProcess, client: str, limit: float, announce
         limit=limit,
         announce=announce,
         client=client,
+        users=users,
+        latency_ms=latency_ms,
         creates=len(created),
         failed=sum(1 for o in outcomes if isinstance(o, BaseException)),
         wall_s=wall,
@@ -130,10 +171,11 @@ async def onboard(emulator: EmulatorProcess, client: str, limit: float, announce
         lost=await _lost(emulator, created),
         client_cpu_s=cpu,
         emulator_cpu_s=emulator_cpu,
+        hold_s=hold_s(done_at, limit),
     )
 
 
-async def _lost(emulator: EmulatorProcess, created: list[str | None]) -> int:
+async def _lost(emulator: EmulatorProcess, created: list[str]) -> int:
     """Creates that answered success but whose user is not on the target (read through the test endpoint)."""
     async with httpx.AsyncClient(timeout=60) as http:
         origin = emulator.base_url.split("/scim/", 1)[0]
@@ -144,16 +186,18 @@ async def _lost(emulator: EmulatorProcess, created: list[str | None]) -> int:
 
 
 HEADER = (
-    f"{'limit/s':>7} {'announced':>9} {'client':>10} {'creates':>7} {'failed':>6} {'wall s':>7} {'of limit':>8} "
-    f"{'429s':>6} {'requests':>8} {'429 share':>9} {'lost':>4} {'CPU ms/op':>9} {'emu CPU':>7} {'met':>4}"
+    f"{'limit/s':>7} {'users':>6} {'announced':>9} {'client':>10} {'failed':>6} {'wall s':>7} {'N/R s':>6} "
+    f"{'of limit':>8} {'429s':>6} {'429 share':>9} {'s to 0.9':>8} {'lost':>4} {'CPU ms/op':>9} {'emu CPU':>7} "
+    f"{'met':>4}"
 )
 
 
 def render(run: Run) -> str:
+    held = f"{run.hold_s:8.1f}" if run.hold_s is not None else f"{'never':>8}"
     return (
-        f"{run.limit:7g} {run.announce:>9} {run.client:>10} {run.creates:7,} {run.failed:6} {run.wall_s:7.1f} "
-        f"{run.share_of_limit:8.1%} {run.throttled:6,} {run.requests:8,} {run.throttled_share:9.2%} {run.lost:4} "
-        f"{run.client_cpu_s / max(run.creates, 1) * 1000:9.2f} {run.emulator_cpu_s / run.wall_s:7.0%} "
+        f"{run.limit:7g} {run.users:6,} {run.announce:>9} {run.client:>10} {run.failed:6} {run.wall_s:7.1f} "
+        f"{run.ideal_s:6.1f} {run.share_of_limit:8.1%} {run.throttled:6,} {run.throttled_share:9.2%} {held} "
+        f"{run.lost:4} {run.client_cpu_s / max(run.creates, 1) * 1000:9.2f} {run.emulator_cpu_s / run.wall_s:7.0%} "
         f"{'yes' if run.met() else 'no':>4}"
     )
 
@@ -161,9 +205,10 @@ def render(run: Run) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limits", type=float, nargs="+", default=[25.0, 100.0, 400.0])
-    parser.add_argument("--announce", nargs="+", default=["none", "ietf"], choices=["none", "x-ratelimit", "ietf"])
-    parser.add_argument("--clients", nargs="+", default=list(CLIENTS), choices=CLIENTS)
-    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--users", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--announce", nargs="+", default=["none"], choices=["none", "x-ratelimit", "ietf"])
+    parser.add_argument("--clients", nargs="+", default=["adaptive"], choices=CLIENTS)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="latency the emulator adds to each request")
     args = parser.parse_args(argv)
     # The client logs each retry at INFO on its own logger: silenced here, the 429s are counted from the emulator.
     logging.getLogger("scim_pipeline.scim.retries").setLevel(logging.WARNING)
@@ -171,16 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory(prefix="scim-limit-") as tmp:
-        for limit in args.limits:
-            for announce in args.announce:
-                for client in args.clients:
-                    with limited_emulator(Path(tmp), limit, announce) as emulator:
-                        runs.append(asyncio.run(onboard(emulator, client, limit, announce, args.users)))
-                    print(render(runs[-1]), flush=True)
+        for users in args.users:
+            for limit in args.limits:
+                for announce in args.announce:
+                    for client in args.clients:
+                        with limited_emulator(Path(tmp), limit, announce, args.latency_ms) as emulator:
+                            run = asyncio.run(onboard(emulator, client, limit, announce, users, args.latency_ms))
+                        runs.append(run)
+                        print(render(run), flush=True)
     print()
     print(
-        f"Onboarding {args.users:,} creates against the emulator's rate limit (targets for the adaptive client: "
-        "0 failed, ≥ 95 % of the limit, 429s ≤ 3 % of requests, ≤ 0.5 % when announced)"
+        f"Onboarding creates against the emulator's rate limit, {args.latency_ms:g} ms added latency (targets for the "
+        "adaptive client: 0 failed, ≥ 95 % of the limit, 429s ≤ 3 % of requests, ≤ 0.5 % when announced; "
+        f"'s to 0.9': from the first request until every {HOLD_WINDOW_S:g}-s window holds 0.9 of the limit)"
     )
     print(HEADER)
     for run in runs:

@@ -183,13 +183,15 @@ class ScimClient:
         body: Mapping[str, Any] | None = None,
         if_match: str | None = None,
         resource_type: str | None = None,
+        retry: bool = False,
     ) -> httpx.Response:
-        """One request through the pacer, with the bearer token (one refetch and resend after a 401)."""
+        """One request through the pacer, with the bearer token (one refetch and resend after a 401); a ``retry``
+        goes ahead of the requests not sent yet."""
         headers = {"Content-Type": SCIM_MEDIA_TYPE} if body is not None else {}
         if if_match is not None:
             headers["If-Match"] = if_match
         content = json.dumps(body).encode() if body is not None else None
-        async with self.pacer.slot() as slot:
+        async with self.pacer.slot(retry=retry) as slot:
             token = await self._auth.token() if self._auth is not None else None
             response = await self._exchange(method, resource_type, url, params, content, headers, token)
             if response.status_code == httpx.codes.UNAUTHORIZED and self._auth is not None and token is not None:
@@ -322,7 +324,7 @@ class ScimClient:
             nonlocal attempts
             attempts = number
             response = await self._send_once(
-                method, url, params=params, body=body, if_match=if_match, resource_type=resource_type
+                method, url, params=params, body=body, if_match=if_match, resource_type=resource_type, retry=number > 1
             )
             status = response.status_code
             if status in RETRYABLE_STATUSES and status not in passthrough:
@@ -506,7 +508,9 @@ class ScimClient:
             nonlocal attempts
             attempts = number
             try:
-                response = await self._send_once("POST", url, body=payload, resource_type=resource_type)
+                response = await self._send_once(
+                    "POST", url, body=payload, resource_type=resource_type, retry=number > 1
+                )
             except ANSWER_LOST as lost:
                 if match_value is None:
                     raise

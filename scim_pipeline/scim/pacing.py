@@ -8,22 +8,30 @@ answers say adjusts both:
   ``RateLimit-Limit/-Remaining/-Reset`` form), ``X-RateLimit-Limit/-Remaining/-Reset`` and ``x-rate-limit-*`` (as
   SailPoint reads them): the pacer holds just under the announced rate, and stops until the reset when the server
   says nothing remains;
-- **unannounced limits** — a 429 sets the rate just under what the server actually accepted during the last second
-  (a multiplicative cut when that cannot be measured; never more than a halving). 429s answering requests sent
-  before the last cut do not cut again, and there is at most one cut per second. Before a full second of history
-  only a flood of 429s (10 of the latest 16 answers to requests sent since the last cut: the server's burst
-  allowance is spent) cuts. A cut never goes under half of the most the server accepted in the last 30 s.
-  Sustained success while the pacer is what holds requests back raises the rate additively (1 % of the rate found
-  per second, the step doubling every 10 s without a 429), so the pacer keeps probing just above the limit and finds
-  a raised limit again.
-- **concurrency** — the window of requests in flight is cut by a quarter on those events while unpaced; once per
-  window of answers, it grows by one while few requests are only queued (latency near the lowest seen) and shrinks
-  by one when many are (TCP Vegas). Once paced, it is also held to what the rate times the latency needs.
-- **429s that do not depend on the rate** — when a cut within one congestion episode slowed the client down and
-  the share of 429s stayed the same (a gateway throttling a share of requests), that share is tolerated from then
-  on instead of cutting the rate down to nothing; a share up to 2 % above it never cuts. While the client sends
-  far under its rate (few requests left to make), only a high share of 429s cuts. (A gateway refusing a
-  third of all requests from the very first second looks like a flood, and is paced as a limit.)
+- **unannounced limits** — the pacer starts unpaced (at most the concurrency window in flight, the analogue of TCP's
+  initial window). A 429 means the server's allowance was spent when its request was sent: from then on the server
+  accepts its own rate whatever we send, so the answers to the requests sent since then measure it (what they were
+  sent at, times the share accepted). The measurement ends after 20 accepted answers (and at least 0.25 s, unless a
+  quarter were 429s), or after 1 s. Far over the limit (6 of the first 8 answers, or half of 16, refused) every
+  moment costs 429s: the rate comes down at once to what was accepted (at most eightfold per step) and is measured
+  again, then doubles per second of success (slow start) until its next 429, which is measured near the limit. Near
+  the limit the rate is set to 97 % of what the server accepted (90 % when a quarter of the answers were 429s within
+  0.25 s: few were counted), then follows CUBIC (RFC 9438): back at that rate after the time 150 requests take (1 to
+  8 s), flat around it, then probing above it ever faster (1, 4, 9 times the cut's depth after two, three, four such
+  times), so a raised limit is found again. 429s answering requests sent before a cut (or given their turn before
+  it) say nothing new. The rate never goes under half of the most the server was found to accept in the last 30 s,
+  and grows only while it is what holds requests back.
+- **concurrency** — the window of requests in flight is cut by a quarter on the first 429 while unpaced; once per
+  window of answers, it grows by one while few requests are only queued (latency near the lowest seen), and shrinks
+  by one when many are (TCP Vegas) while this process is busy (80 % of a core): latency that varies on its own (a
+  loaded machine, a network) must not shrink the window and the throughput with it. Once paced, it is also held to
+  what the rate times the latency needs. A retry (``slot(retry=True)``) waits ahead of the requests not sent yet:
+  behind an onboarding queued at the rate, it would wait for the whole queue again.
+- **429s that do not depend on the rate** — when, within one congestion episode, the client slowed down, the share of
+  429s stayed the same and what the server accepted fell in proportion (a gateway throttling a share of requests),
+  that share is tolerated from then on and the episode's starting rate restored; a share up to 2 % above it never
+  cuts. While the client sends under half its rate (few requests left to make), only a share of 25 % cuts. (A
+  gateway refusing half of all requests looks like a flood, and is paced as a limit.)
 
 ``ceiling_per_s`` (``SCIM_RATE_LIMIT``) is never exceeded. With ``adaptive=False`` the pacer only applies the
 ceiling and the fixed concurrency (the client's behaviour before adaptive pacing).
@@ -44,44 +52,60 @@ from types import TracebackType
 __all__ = ["Pacer", "PacingSnapshot", "RateLimitAnnouncement", "parse_retry_after", "read_rate_limit_headers"]
 
 MEASURE_WINDOW_S = 1.0
-"""How far back the accepted rate is measured when a 429 arrives."""
-UNDER_MEASURED = 0.95
-"""After a 429, the rate is set to this share of what the server accepted."""
-UNDER_FLOOD = 0.85
-"""The share after a flood in the first second, whose accepted count includes the server's burst allowance."""
+"""How far back the client's own sending rate is measured when the first 429 arrives."""
+MIN_SPAN_S = 0.01
+SAMPLE_ACCEPTED = 20
+"""A measurement of the server's rate ends after this many accepted answers..."""
+SAMPLE_MIN_S = 0.25
+SAMPLE_CLEAR_SHARE = 0.25
+"""... and at least this long (a few dozen of a fast server's answers count its rate to ±20 %), unless this share
+of them were 429s (every moment costs 429s, and the rate is clearly over the limit)..."""
+SAMPLE_MIN_ANSWERS = 16
+SAMPLE_MAX_S = 1.0
+"""... or, with at least ``SAMPLE_MIN_ANSWERS`` answers, after this long..."""
+FLOOD_SHARE = 0.5
+"""... or as soon as ``SAMPLE_MIN_ANSWERS`` answers hold this share of 429s: far over the limit, every moment there
+costs 429s, so the rate comes down at once, by at most ``MAX_DESCENT``, and is measured again."""
+FLOOD_EARLY_ANSWERS = 8
+FLOOD_EARLY_SHARE = 0.75
+"""A flood is also 6 of the first 8 answers refused (a gateway refusing 10 % of requests at random does that once in
+40,000 measurements)."""
+MAX_DESCENT = 1 / 8
+UNDER_MEASURED = 0.97
+"""After a measurement near the limit, the rate is set to this share of what the server accepted."""
+UNDER_FLOOD = 0.9
+"""The share after a flood, whose few accepted answers measure the server's rate roughly."""
 UNDER_ANNOUNCED = 0.98
 """The share of an announced limit the pacer holds (room for clock skew and the other requests of the run)."""
-FALLBACK_CUT = 0.7
-"""The multiplicative cut when the accepted rate tells nothing (no answers, or not below the current rate)."""
-GROWTH_PER_S = 0.01
-"""Additive growth per second of sustained success, as a share of the rate found at the last cut."""
-GROWTH_INTERVAL_S = 0.5
-GROWTH_DOUBLING_S = 10.0
-GROWTH_BOOST_CAP = 25.0
-SETTLE_ANSWERS = 25
-"""An accepted rate is measured after a cut over at least the time this many answers take (50 ms to 1 s)."""
-MIN_CUT_INTERVAL_S = 1.0
-"""At most one cut per second: the answers of one congestion event arrive over about that long."""
+PROBE_REQUESTS = 150.0
+"""After a cut near the limit, the rate is back at what the server accepted after the time this many requests take
+(``PROBE_MIN_S`` to ``PROBE_MAX_S``), flat around it, then probes above it faster and faster: at 25/s one 429 per
+about 300 requests, and a raised limit found again within a few such times."""
+PROBE_MIN_S = 1.0
+PROBE_POWER_ABOVE = 2.0
+PROBE_MAX_S = 8.0
+SLOW_START_PER_S = 2.0
+"""After a flood, the rate doubles per second of success until the next 429."""
+GROWTH_INTERVAL_S = 0.1
+GROWTH_DEMAND = 0.8
+GROWTH_SPAN_S = 0.25
 RECENT_CUT_S = 5.0
 SHARE_MARGIN = 0.02
 """A 429 share at or under this (above a tolerated background share) does not cut the rate."""
-LATEST = 16
-FLOOD_THROTTLED = 10
-"""A flood: this many of the latest answers were 429s (a gateway refusing even 15 % of requests at random makes one
-about once in 100,000 answers)."""
-MAX_CUT = 0.5
 PEAK_FLOOR = 0.5
 PEAK_MEMORY_S = 30.0
 DEMAND_BOUND = 0.5
 DEMAND_BOUND_SHARE = 0.25
-"""Below half the rate, or with fewer than ``MIN_MEASURED_ANSWERS`` answers in the last second, only a 429 share
-this high cuts: the client is not sending enough to find a limit."""
-MIN_MEASURED_ANSWERS = 20
+"""Sending under half the rate, only a 429 share this high cuts: the client is not sending enough to find a
+limit."""
 WINDOW_CUT = 0.75
 MIN_WINDOW = 2
 QUEUED_LOW = 2.0
 QUEUED_HIGH = 4.0
-"""The concurrency window grows while fewer requests than this are queued, and shrinks past ``QUEUED_HIGH``."""
+"""The concurrency window grows while fewer requests than this are queued, and shrinks past ``QUEUED_HIGH`` while
+the process uses at least ``CPU_BOUND_SHARE`` of a core (measured over ``CPU_SPAN_S`` or more)."""
+CPU_BOUND_SHARE = 0.8
+CPU_SPAN_S = 0.25
 BASE_LATENCY_DRIFT = 1.0005
 MIN_RATE_PER_S = 0.2
 _EPOCH_THRESHOLD = 1_000_000_000
@@ -198,6 +222,44 @@ class PacingSnapshot:
     """Times the rate was cut after a 429."""
 
 
+@dataclass(slots=True)
+class _Sample:
+    """The answers to the requests sent since a measurement of the server's rate began (since the request whose 429
+    began it, which is not one of them)."""
+
+    started_at: float
+    answered: int = 0
+    throttled: int = 0
+    first_sent: float = math.inf
+    last_sent: float = -math.inf
+
+    @property
+    def accepted(self) -> int:
+        return self.answered - self.throttled
+
+    def add(self, sent_at: float, throttled: bool) -> None:
+        self.answered += 1
+        self.throttled += throttled
+        self.first_sent = min(self.first_sent, sent_at)
+        self.last_sent = max(self.last_sent, sent_at)
+
+    def sending_rate(self) -> float | None:
+        """Requests per second these answers were sent at (``None`` from fewer than two)."""
+        span = self.last_sent - self.first_sent
+        return (self.answered - 1) / span if self.answered > 1 and span > 0 else None
+
+
+@dataclass(slots=True)
+class _Episode:
+    """A congestion episode's first measurement (cuts less than ``RECENT_CUT_S`` apart belong to one)."""
+
+    last_at: float
+    sending: float
+    share: float
+    accepted: float
+    rate: float | None
+
+
 class Pacer:
     """Spaces and bounds the requests of one client; see the module documentation."""
 
@@ -209,6 +271,7 @@ class Pacer:
         adaptive: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -222,30 +285,35 @@ class Pacer:
         self._window = max_concurrency
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._retry_waiters: deque[asyncio.Future[None]] = deque()
         self._next_slot = 0.0
         self._hold_until = 0.0
         self._learned: float | None = None
         self._announced: float | None = None
         self._longest_reset_s = 0.0
-        self._step = 0.0
         self._last_cut = -math.inf
+        self._measured_after = -math.inf
         self._last_growth = clock()
         self._held_back = False
         self._successes_in_window = 0
         self._answers: deque[tuple[float, bool]] = deque()
-        self._latest: deque[tuple[float, float, bool]] = deque(maxlen=LATEST)
         self._throttled = 0
         self._cuts = 0
         self._first_answer_at: float | None = None
         self._latency_s: float | None = None
-        self._accepted_peaks: deque[tuple[float, float]] = deque()
+        self._found_lately: deque[tuple[float, float]] = deque()
+        self._found: float | None = None
+        """What the last measurement near the limit found the server to accept (``None``: none, or a flood's)."""
+        self._plateau_s = PROBE_MIN_S
+        self._gap = 0.0
+        self._episode: _Episode | None = None
+        self._sample: _Sample | None = None
         self._last_held_back_at = -math.inf
         self._base_latency_s = math.inf
-        self._share_at_episode = 0.0
-        self._last_measured_cut = -math.inf
-        self._sending_at_episode = 0.0
-        self._accepted_at_episode = 0.0
         self._background_share = 0.0
+        self._cpu_clock = cpu_clock
+        self._cpu_at = (clock(), cpu_clock())
+        self._cpu_share_seen = 0.0
 
     # -- what the pacer holds -------------------------------------------------------------------------------------
 
@@ -282,14 +350,17 @@ class Pacer:
 
     # -- admission ------------------------------------------------------------------------------------------------
 
-    def slot(self) -> PacedSlot:
-        """``async with pacer.slot() as slot:`` send one request, then ``slot.observe(status, headers)``."""
-        return PacedSlot(self)
+    def slot(self, *, retry: bool = False) -> PacedSlot:
+        """``async with pacer.slot() as slot:`` send one request, then ``slot.observe(status, headers)``.
 
-    async def acquire(self) -> float:
+        ``retry``: the request was sent before (a 429 or a failure): it goes ahead of the requests not sent yet, so a
+        retry waits for the next free place rather than behind a whole onboarding queued at the rate."""
+        return PacedSlot(self, retry=retry)
+
+    async def acquire(self, *, retry: bool = False) -> float:
         """Wait for a concurrency slot and for this request's turn; return the send time (pair with
         :meth:`release`)."""
-        await self._enter()
+        await self._enter(retry)
         try:
             await self._pace()
         except BaseException:
@@ -301,29 +372,31 @@ class Pacer:
         self._in_flight -= 1
         self._wake()
 
-    async def _enter(self) -> None:
-        if self._in_flight < self.concurrency and not self._waiters:
+    async def _enter(self, retry: bool) -> None:
+        queue = self._retry_waiters if retry else self._waiters
+        if self._in_flight < self.concurrency and not queue and not self._retry_waiters:
             self._in_flight += 1
             return
         self._last_held_back_at = self._clock()
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(granted)
+        queue.append(granted)
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
                 self.release()  # the slot was handed over as the waiter was cancelled: give it back
-            elif granted in self._waiters:
-                self._waiters.remove(granted)
+            elif granted in queue:
+                queue.remove(granted)
             raise
 
     def _wake(self) -> None:
         limit = self.concurrency
-        while self._waiters and self._in_flight < limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._in_flight += 1
-                waiter.set_result(None)
+        for queue in (self._retry_waiters, self._waiters):  # retries first, each queue in its order
+            while queue and self._in_flight < limit:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    self._in_flight += 1
+                    waiter.set_result(None)
 
     async def _pace(self) -> None:
         now = self._clock()
@@ -350,7 +423,6 @@ class Pacer:
         if self._first_answer_at is None:
             self._first_answer_at = now
         self._answers.append((now, throttled))
-        self._latest.append((sent_at, now, throttled))
         while self._answers and self._answers[0][0] < now - MEASURE_WINDOW_S:
             self._answers.popleft()
         if throttled:
@@ -360,10 +432,8 @@ class Pacer:
         announcement = read_rate_limit_headers(headers)
         if announcement is not None:
             self._take(announcement, now)
-        if throttled:
-            if sent_at >= self._last_cut:  # answers to requests sent before the last cut say nothing new
-                self._consider_cut(now)
-        else:
+        self._measure(now, sent_at, throttled)
+        if not throttled and self._sample is None:
             self._grow(now)
 
     def _take(self, announcement: RateLimitAnnouncement, now: float) -> None:
@@ -376,97 +446,154 @@ class Pacer:
         if announcement.remaining is not None and announcement.remaining < 1 and announcement.reset_s:
             self._hold_until = max(self._hold_until, now + announcement.reset_s)
 
-    def _consider_cut(self, now: float) -> None:
-        """Cut the rate after a 429, unless the 429s say nothing about it (see the module documentation)."""
-        answers = len(self._answers)
-        throttled = sum(1 for _, was_throttled in self._answers if was_throttled)
-        share = throttled / answers
-        sending = answers / MEASURE_WINDOW_S
-        first = self._first_answer_at if self._first_answer_at is not None else now
-        if now - first < MEASURE_WINDOW_S:
-            # Less than a window of history: only a flood of 429s (far over the limit, e.g. once the server's
-            # burst allowance is spent) says anything; a few may be a gateway throttling a share of requests.
-            since_cut = [throttled for sent_at, _, throttled in self._latest if sent_at >= self._last_cut]
-            if sum(since_cut) >= FLOOD_THROTTLED:
-                self._cut(now, share, sending, under=UNDER_FLOOD)
+    def _measure(self, now: float, sent_at: float, throttled: bool) -> None:
+        """Count one answer towards the measurement of the server's rate that a 429 starts; conclude it when it has
+        seen enough (see the module documentation)."""
+        sample = self._sample
+        if sample is None:
+            if not throttled or sent_at < self._measured_after:
+                return  # answers to requests sent before the last cut say nothing new
+            if self._learned is None:
+                # Unpaced until now: pace at the rate the client was sending, so that what follows is measured.
+                self._learned = max(MIN_RATE_PER_S, self._sending_rate(now))
+                if self.ceiling_per_s is not None:
+                    self._learned = min(self._learned, self.ceiling_per_s)
+                self._window = max(1, math.ceil(self._window * WINDOW_CUT))
+            # The 429 says the server's allowance was spent when its request was sent: from then on the server
+            # accepts its own rate, whatever we send. The requests sent since measure it (this one, picked for being
+            # a 429, would bias the measurement).
+            self._sample = _Sample(started_at=sent_at)
             return
-        # Still refused often since the last cut: the rate found then counted a burst the server allowed once, and
-        # what it accepted since (burst spent) measures its rate as soon as there is enough of it.
-        since_cut = [throttled for sent_at, _, throttled in self._latest if sent_at >= self._last_cut]
-        refused_often = len(since_cut) >= 4 and sum(since_cut) / len(since_cut) >= 0.1
-        interval = self._settle_s() if refused_often else MIN_CUT_INTERVAL_S
-        if now - self._last_cut < interval or share <= self._background_share + SHARE_MARGIN:
+        if sent_at <= sample.started_at:
             return
-        recent = now - self._last_measured_cut < RECENT_CUT_S
-        accepted = self._accepted_rate(now)
-        sending = self._accepted_rate(now, all_answers=True)
-        current = self.rate_per_s
-        few = answers < MIN_MEASURED_ANSWERS
-        if share < DEMAND_BOUND_SHARE and (few or (current is not None and sending < DEMAND_BOUND * current)):
-            # Sending far under the rate (few requests to make), or too few answers to measure: what the server
-            # accepted measures our demand, not its limit, and a few 429s at this pace are no sign of one.
-            return
-        if recent and self._rate_independent(share, sending, accepted):
-            # Slowing down did not make the 429s rarer, and the server accepted less in proportion: the 429s do not
-            # depend on our rate (a gateway throttling a share of requests). Cutting again would only collapse the
-            # rate; that share is tolerated from now on.
-            self._background_share = share
-            return
-        if not recent:  # the first cut of a congestion episode
-            self._share_at_episode = share
-            self._sending_at_episode = sending
-            self._accepted_at_episode = accepted
-        self._cut(now, share, sending)
-        self._last_measured_cut = now
-
-    def _settle_s(self) -> float:
-        rate = self.rate_per_s or len(self._answers) / MEASURE_WINDOW_S or 1.0
-        return max(0.05, min(MEASURE_WINDOW_S, SETTLE_ANSWERS / rate))
-
-    def _accepted_rate(self, now: float, *, all_answers: bool = False) -> float:
-        """What the server accepted per second (``all_answers``: what it answered) over the last window, or since the
-        last cut when that is shorter and long enough to measure (the answers before a cut may hold a burst the
-        server allowed once, and came at the rate before the cut)."""
-        since = max(now - MEASURE_WINDOW_S, self._last_cut)
-        span = now - since
-        if span < self._settle_s():
-            since, span = now - MEASURE_WINDOW_S, MEASURE_WINDOW_S
-        counted = sum(1 for at, throttled in self._answers if at >= since and (all_answers or not throttled))
-        return counted / span
-
-    def _rate_independent(self, share: float, sending: float, accepted: float) -> bool:
-        """Whether, since the episode's first cut, the client slowed down while the share of 429s stayed the same and
-        what the server accepted fell with it. (Against a real limit, the server keeps accepting its limit.)"""
-        if self._sending_at_episode <= 0 or self._share_at_episode <= 0 or self._accepted_at_episode <= 0:
-            return False
-        slowed = sending / self._sending_at_episode
-        return (
-            slowed <= 0.85
-            and 0.7 <= share / self._share_at_episode <= 1.4
-            and accepted / self._accepted_at_episode <= slowed * 1.2
+        sample.add(sent_at, throttled)
+        refused = sample.throttled / sample.answered
+        flooding = (sample.answered >= FLOOD_EARLY_ANSWERS and refused >= FLOOD_EARLY_SHARE) or (
+            sample.answered >= SAMPLE_MIN_ANSWERS and refused >= FLOOD_SHARE
         )
+        settled = now - sample.started_at >= SAMPLE_MIN_S or refused >= SAMPLE_CLEAR_SHARE
+        enough = (sample.accepted >= SAMPLE_ACCEPTED and settled) or (
+            sample.answered >= SAMPLE_MIN_ANSWERS and now - sample.started_at >= SAMPLE_MAX_S
+        )
+        if flooding or enough:
+            self._sample = None
+            self._last_growth = now  # the rate does not grow while it is measured
+            self._conclude(now, sample)
 
-    def _cut(self, now: float, share: float, sending: float, *, under: float = UNDER_MEASURED) -> None:
-        accepted = self._accepted_rate(now)
+    def _recent_answers_per_s(self, now: float) -> float:
+        """Answers per second over the last ``GROWTH_SPAN_S`` (a rate that doubles per second is this close)."""
+        since = now - GROWTH_SPAN_S
+        count = 0
+        for at, _ in reversed(self._answers):
+            if at < since:
+                break
+            count += 1
+        first = self._first_answer_at if self._first_answer_at is not None else now
+        return count / max(MIN_SPAN_S, min(GROWTH_SPAN_S, now - first))
+
+    def _sending_rate(self, now: float) -> float:
+        """Answers per second over the last ``MEASURE_WINDOW_S`` (or since the first answer, when sooner)."""
+        first = self._first_answer_at if self._first_answer_at is not None else now
+        span = max(MIN_SPAN_S, min(MEASURE_WINDOW_S, now - first))
+        return len(self._answers) / span
+
+    def _conclude(self, now: float, sample: _Sample) -> None:
+        """Set the rate from a finished measurement: just under what the server accepted, unless the 429s turn out
+        not to depend on the rate."""
         current = self.rate_per_s
-        target = accepted * under if accepted > 0 else max(1.0, sending * FALLBACK_CUT)
-        if current is not None:
-            # At most a halving per cut: a measurement taken while sending little says little about the limit.
-            target = current * FALLBACK_CUT if target >= current else max(target, current * MAX_CUT)
-        # Never under half of the most the server accepted lately: 429s that keep coming whatever the rate (a
-        # gateway refusing a share of requests) must not cut the rate down to nothing.
-        target = max(target, PEAK_FLOOR * max((rate for _, rate in self._accepted_peaks), default=0.0))
+        sending = sample.sending_rate() or current or 0.0
+        share = sample.throttled / sample.answered
+        accepted = sending * (1.0 - share)
+        if 0 < share <= self._background_share + SHARE_MARGIN:
+            return  # no more 429s than the tolerated background
+        if current is not None and sending < DEMAND_BOUND * current and share < DEMAND_BOUND_SHARE:
+            return  # sending far under the rate (few requests left): what the server accepted measures our demand
+        if sample.throttled == 0 and (self._found is None or sending < self._found * UNDER_MEASURED):
+            # Nothing refused since the 429 that began the measurement, and the rate is not where a limit was found:
+            # a stray 429 (or one sent at the rate before the last cut).
+            return
+        if self._rate_independent(now, sending, share, accepted, current):
+            return
+        if share >= FLOOD_SHARE:
+            # Far over the limit: down at once to what the server accepted (roughly: few answers were accepted),
+            # by at most ``MAX_DESCENT``; then slow start, whose first step over the limit is measured again.
+            # The count is small: one more accepted answer than seen (Laplace's rule) keeps one unlucky count from
+            # sending the rate far under the limit.
+            rough = sending * (sample.accepted + 1) / (sample.answered + 1)
+            # The send times of a few answers can say far less than was sent when this process stalls (a loaded
+            # machine): the rate it paced at bounds the step too.
+            target = max(rough * UNDER_FLOOD, max(sending, current or sending) * MAX_DESCENT)
+            self._found = None
+        else:
+            # Just under what the server accepted; then CUBIC holds around it. A measurement cut short by many 429s
+            # counted few answers: the cut is deeper, so the probe above climbs faster.
+            short = now - sample.started_at < SAMPLE_MIN_S and share >= SAMPLE_CLEAR_SHARE
+            target = min(accepted, current or accepted) * (UNDER_FLOOD if short else UNDER_MEASURED)
+            self._found = accepted
+        if self._found is not None:
+            self._found_lately.append((now, accepted))
+        while self._found_lately and self._found_lately[0][0] < now - PEAK_MEMORY_S:
+            self._found_lately.popleft()
+        # Never under half of the most the server was found to accept lately near its limit (a flood's rough count
+        # is not one): a gateway refusing a share of requests must not bring the rate down to nothing before it is
+        # recognised.
+        floor = max((found for _, found in self._found_lately), default=0.0) * PEAK_FLOOR
+        target = max(target, floor, MIN_RATE_PER_S)
         if self.ceiling_per_s is not None:
             target = min(target, self.ceiling_per_s)
-        self._learned = max(MIN_RATE_PER_S, target)
-        self._step = self._learned * GROWTH_PER_S
-        if current is None:  # once paced, the rate bounds the load; the window only follows the latency
-            self._window = max(1, math.ceil(self._window * WINDOW_CUT))
+        if current is not None:
+            target = min(target, current)
+        self._learned = target
+        if self._found is not None:
+            self._gap = max(0.0, 1.0 - target / self._found) if self._found > 0 else 0.0
+            self._plateau_s = min(PROBE_MAX_S, max(PROBE_MIN_S, PROBE_REQUESTS / max(self._found, MIN_RATE_PER_S)))
         self._successes_in_window = 0
         self._last_cut = now
+        # Requests already given a turn at the old rate go out after the cut: their 429s say nothing new either.
+        self._measured_after = max(now, self._next_slot)
         self._last_growth = now
         self._held_back = False
         self._cuts += 1
+
+    def _rate_independent(
+        self, now: float, sending: float, share: float, accepted: float, current: float | None
+    ) -> bool:
+        """Whether, since the first cut of this congestion episode, the client slowed down while the share of 429s
+        stayed the same and what the server accepted fell with it: then the 429s do not depend on our rate (a
+        gateway refusing a share of requests; against a real limit the server keeps accepting its limit). That share
+        is tolerated from then on, and the rate of the episode's start restored."""
+        if share >= FLOOD_SHARE:
+            self._episode = None  # far over a limit (a gateway refusing half the requests at random is one too)
+            return False
+        episode = self._episode
+        if episode is None or now - episode.last_at >= RECENT_CUT_S:
+            self._episode = _Episode(last_at=now, sending=sending, share=share, accepted=accepted, rate=current)
+            return False
+        episode.last_at = now
+        slowed = sending / episode.sending if episode.sending > 0 else 1.0
+        if (
+            slowed <= 0.85
+            and episode.share > 0
+            and 0.7 <= share / episode.share <= 1.4
+            and episode.accepted > 0
+            and accepted / episode.accepted <= slowed * 1.2
+        ):
+            self._background_share = share
+            if episode.rate is not None:
+                self._learned = episode.rate
+            self._episode = None
+            return True
+        return False
+
+    def _cpu_share(self, now: float) -> float:
+        """The share of one core this process used since the last look (at most every ``CPU_SPAN_S``)."""
+        span = now - self._cpu_at[0]
+        if span < CPU_SPAN_S:
+            return self._cpu_share_seen
+        cpu = self._cpu_clock()
+        self._cpu_share_seen = (cpu - self._cpu_at[1]) / span
+        self._cpu_at = (now, cpu)
+        return self._cpu_share_seen
 
     def _grow(self, now: float) -> None:
         self._successes_in_window += 1
@@ -476,38 +603,58 @@ class Pacer:
             # CPU (httpcore scans its whole pool for every request) and buy no throughput.
             self._successes_in_window = 0
             queued = self._window * (1.0 - self._base_latency_s / self._latency_s)
-            if queued < QUEUED_LOW and self._window < self.max_concurrency:
+            cpu_bound = self._cpu_share(now) >= CPU_BOUND_SHARE
+            if (queued < QUEUED_LOW or not cpu_bound) and self._window < self.max_concurrency:
                 self._window += 1
                 self._wake()
-            elif queued > QUEUED_HIGH and self._window > MIN_WINDOW:
+            elif queued > QUEUED_HIGH and cpu_bound and self._window > MIN_WINDOW:
+                # Only while this process is busy is the latency above the lowest its own queue: latency that
+                # varies on its own (a loaded machine, a network, a server's jitter) would shrink the window to
+                # nothing and the throughput with it.
                 self._window -= 1
         elapsed = now - self._last_growth
         if elapsed < GROWTH_INTERVAL_S:
             return
-        self._accepted_peaks.append((now, sum(1 for _, throttled in self._answers if not throttled) / MEASURE_WINDOW_S))
-        while self._accepted_peaks and self._accepted_peaks[0][0] < now - PEAK_MEMORY_S:
-            self._accepted_peaks.popleft()
         if self._learned is None:
             self._last_growth = now
             return
-        if self._held_back:  # only a rate that is what holds requests back needs to grow
-            # The longer without a 429, the faster the probe (doubling every 10 s): a rate cut too deep, or a
-            # limit that was raised, is found again in seconds rather than minutes.
-            boost = min(GROWTH_BOOST_CAP, 2.0 ** ((now - self._last_cut) / GROWTH_DOUBLING_S))
-            self._learned += self._step * boost * elapsed
+        if self._held_back and self._recent_answers_per_s(now) >= GROWTH_DEMAND * self._learned:
+            # Only a rate that is what holds requests back needs to grow (not one over what the concurrency window,
+            # the client's CPU or its demand allow).
+            if self._found is None:
+                # Slow start: after a flood the server's rate is known roughly; double until the next 429 (the
+                # server's allowance is spent: the first step over its rate is refused at once, and measured).
+                self._learned *= SLOW_START_PER_S**elapsed
+            else:
+                # CUBIC (RFC 9438): back at the rate found after the plateau time, flat around it, then probing
+                # faster and faster above it: a limit that was raised is found again in a few plateaus.
+                since = now - self._last_cut
+                rise = _cubic(since, self._plateau_s) - _cubic(since - elapsed, self._plateau_s)
+                self._learned += self._found * self._gap * rise
+            if self.ceiling_per_s is not None:
+                self._learned = min(self._learned, self.ceiling_per_s)
         self._last_growth = now
         self._held_back = False
+
+
+def _cubic(since_cut_s: float, plateau_s: float) -> float:
+    """The rate's curve after a cut, in units of the cut's depth: CUBIC's concave return (-1 at the cut, 0 after the
+    plateau time), then a gentler probe than CUBIC's above the rate found (1, 4, 9 after two, three, four plateau
+    times): a limit's allowance stored while under it hides how far over it the rate has gone."""
+    x = (since_cut_s - plateau_s) / plateau_s
+    return x**3 if x < 0 else x**PROBE_POWER_ABOVE
 
 
 class PacedSlot:
     """One request's place in a :class:`Pacer` (an async context manager)."""
 
-    def __init__(self, pacer: Pacer) -> None:
+    def __init__(self, pacer: Pacer, *, retry: bool = False) -> None:
         self._pacer = pacer
+        self._retry = retry
         self.sent_at = 0.0
 
     async def __aenter__(self) -> PacedSlot:
-        self.sent_at = await self._pacer.acquire()
+        self.sent_at = await self._pacer.acquire(retry=self._retry)
         return self
 
     async def __aexit__(

@@ -101,7 +101,7 @@ class RetryPolicy:
 
         A 429 is retried while ``retry_budget_s`` lasts (time, not a count); any other retryable failure counts
         against ``max_attempts``."""
-        started = time.monotonic()
+        first_throttled: float | None = None
         number = 0
         failures = 0
         throttled = 0
@@ -115,8 +115,12 @@ class RetryPolicy:
                     raise
                 if is_throttle:
                     throttled += 1
+                    # The budget runs from this request's first 429: the time it waited for its turn in the pacer
+                    # (a large onboarding queues every request behind the rate) is not spent retrying.
+                    if first_throttled is None:
+                        first_throttled = time.monotonic()
                     wait = self.backoff_s(throttled) if wait is None else wait
-                    if time.monotonic() + wait - started > self.settings.retry_budget_s:
+                    if time.monotonic() + wait - first_throttled > self.settings.retry_budget_s:
                         raise
                 else:
                     failures += 1

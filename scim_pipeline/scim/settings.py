@@ -243,7 +243,7 @@ class ConnectionSettings(ClientSettings):
             object.__setattr__(self, "token_url", f"{scheme}://{origin}{DELINEA_TOKEN_PATH}")
         else:
             object.__setattr__(self, "token_url", _check_url("token_url", self.token_url))
-        if self.token_auth == _PRIVATE_KEY_JWT or (self.client_key_file is not None and self.token_auth is None):
+        if self.token_auth == _PRIVATE_KEY_JWT or (self.client_key_file is not None and self.token_auth_method is None):
             self._check_key()
         elif self.client_id is not None and self.client_secret is None:
             raise ConfigurationError(
