@@ -27,11 +27,12 @@ answers say adjusts both:
   loaded machine, a network) must not shrink the window and the throughput with it. Once paced, it is also held to
   what the rate times the latency needs. A retry (``slot(retry=True)``) waits ahead of the requests not sent yet:
   behind an onboarding queued at the rate, it would wait for the whole queue again.
-- **429s that do not depend on the rate** — when, within one congestion episode, the client slowed down, the share of
-  429s stayed the same and what the server accepted fell in proportion (a gateway throttling a share of requests),
-  that share is tolerated from then on and the episode's starting rate restored; a share up to 2 % above it never
-  cuts. While the client sends under half its rate (few requests left to make), only a share of 25 % cuts. (A
-  gateway refusing half of all requests looks like a flood, and is paced as a limit.)
+- **429s that do not depend on the rate** — when a measurement taken under the rate the previous one set (within 5 s)
+  still sees at least half its share of 429s (a gateway throttling a share of requests; under a real limit the share
+  drops to next to nothing), that share is tolerated from then on and the episode's starting rate restored; from
+  then on only a count of 429s two standard deviations (plus one) over it cuts, and what the server accepted is
+  counted without it. While the client sends under half its rate (few requests left to make), only a share of 25 %
+  cuts. (A gateway refusing half of all requests looks like a flood, and is paced as a limit.)
 
 ``ceiling_per_s`` (``SCIM_RATE_LIMIT``) is never exceeded. With ``adaptive=False`` the pacer only applies the
 ceiling and the fixed concurrency (the client's behaviour before adaptive pacing).
@@ -251,13 +252,15 @@ class _Sample:
 
 @dataclass(slots=True)
 class _Episode:
-    """A congestion episode's first measurement (cuts less than ``RECENT_CUT_S`` apart belong to one)."""
+    """A congestion episode (measurements less than ``RECENT_CUT_S`` apart belong to one)."""
 
     last_at: float
-    sending: float
     share: float
-    accepted: float
+    """The share of 429s the latest measurement saw."""
     rate: float | None
+    """The rate before the episode's first cut."""
+    set_to: float | None
+    """The rate the latest measurement set."""
 
 
 class Pacer:
@@ -504,7 +507,16 @@ class Pacer:
         sending = sample.sending_rate() or current or 0.0
         share = sample.throttled / sample.answered
         accepted = sending * (1.0 - share)
-        if 0 < share <= self._background_share + SHARE_MARGIN:
+        background = self._background_share
+        if background > 0:
+            # A share of 429s is tolerated: only clearly more cuts (two standard deviations of the count over the
+            # tolerated share, plus one), and what the server accepted is counted without it.
+            expected = sample.answered * background
+            spread = 2.0 * math.sqrt(expected * (1.0 - background)) + 1.0
+            if sample.throttled <= expected + spread:
+                return
+            accepted = sending * (1.0 - max(0.0, share - background))
+        if 0 < share <= background + SHARE_MARGIN:
             return  # no more 429s than the tolerated background
         if current is not None and sending < DEMAND_BOUND * current and share < DEMAND_BOUND_SHARE:
             return  # sending far under the rate (few requests left): what the server accepted measures our demand
@@ -544,6 +556,8 @@ class Pacer:
         if current is not None:
             target = min(target, current)
         self._learned = target
+        if self._episode is not None:
+            self._episode.set_to = target
         if self._found is not None:
             self._gap = max(0.0, 1.0 - target / self._found) if self._found > 0 else 0.0
             self._plateau_s = min(PROBE_MAX_S, max(PROBE_MIN_S, PROBE_REQUESTS / max(self._found, MIN_RATE_PER_S)))
@@ -558,31 +572,25 @@ class Pacer:
     def _rate_independent(
         self, now: float, sending: float, share: float, accepted: float, current: float | None
     ) -> bool:
-        """Whether, since the first cut of this congestion episode, the client slowed down while the share of 429s
-        stayed the same and what the server accepted fell with it: then the 429s do not depend on our rate (a
-        gateway refusing a share of requests; against a real limit the server keeps accepting its limit). That share
-        is tolerated from then on, and the rate of the episode's start restored."""
+        """Whether the 429s do not depend on our rate: a measurement taken under the rate the previous one set (the
+        client slowed down to just under what the server accepted) still sees at least half its share of 429s. Against
+        a real limit the share drops to next to nothing there; a gateway refusing a share of requests at random keeps
+        refusing it. That share is tolerated from then on, and the rate before the episode's first cut restored."""
         if share >= FLOOD_SHARE:
             self._episode = None  # far over a limit (a gateway refusing half the requests at random is one too)
             return False
         episode = self._episode
         if episode is None or now - episode.last_at >= RECENT_CUT_S:
-            self._episode = _Episode(last_at=now, sending=sending, share=share, accepted=accepted, rate=current)
+            self._episode = _Episode(last_at=now, share=share, rate=current, set_to=None)
             return False
-        episode.last_at = now
-        slowed = sending / episode.sending if episode.sending > 0 else 1.0
-        if (
-            slowed <= 0.85
-            and episode.share > 0
-            and 0.7 <= share / episode.share <= 1.4
-            and episode.accepted > 0
-            and accepted / episode.accepted <= slowed * 1.2
-        ):
+        unchanged = current is not None and episode.set_to is not None and current <= episode.set_to * 1.01
+        if unchanged and episode.share > 0 and share >= 0.5 * episode.share:
             self._background_share = share
             if episode.rate is not None:
                 self._learned = episode.rate
             self._episode = None
             return True
+        episode.last_at, episode.share = now, share
         return False
 
     def _cpu_share(self, now: float) -> float:
