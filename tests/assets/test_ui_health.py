@@ -3,8 +3,8 @@
 The code location provisions a roster into the emulator over loopback, whose every user create fails, with a sync
 schedule ticking every minute (tests/assets/minutely_location.py). One sync from the Launchpad leaves the users'
 creates in escrow; the health job launched from the Launchpad a moment later fails ``escrow_age`` (limit: about one
-second), and once two periods of the schedule have passed, the provisioning assets' ``freshness_check``. Screenshots
-land in docs/screenshots (the README's "Health and alerts" shows them).
+second), and once a period of the schedule has passed (SCIM_OVERDUE_PERIODS=1), the provisioning assets'
+``freshness_check``. Screenshots land in docs/screenshots (the README's "Health and alerts" shows them).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
 ]
 
-OVERDUE_AFTER_S = 120  # two periods (SCIM_OVERDUE_PERIODS' default) of a schedule ticking every minute
+OVERDUE_AFTER_S = 60  # one period (SCIM_OVERDUE_PERIODS=1) of a schedule ticking every minute
 FRESHNESS_ASSETS = ("user_provisioning", "group_provisioning", "membership_provisioning", "provisioning_audit")
 
 
@@ -70,6 +70,7 @@ def dagster_dev_minutely(tmp_path: Path, roster: Roster, failing_user_creates: E
         "SCIM_SHARDS": "4",
         "SCIM_MAX_ATTEMPTS": "1",
         "SCIM_ESCROW_MAX_AGE": "0.0003",  # about one second
+        "SCIM_OVERDUE_PERIODS": "1",  # one missed minute is overdue: the test waits one period, not two
     }
     with running_dagster_dev(tmp_path, workspace=workspace, env=env) as url:
         yield url
