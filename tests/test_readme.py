@@ -21,3 +21,14 @@ def test_every_setting_has_its_variable_in_the_readme() -> None:
 
     missing = [variable_of(name) for name in PipelineSettings.model_fields if f"`{variable_of(name)}`" not in text]
     assert missing == []
+
+
+def test_the_settings_model_and_the_component_take_exactly_the_declared_groups() -> None:
+    """SETTING_GROUPS is written out again as the bases of PipelineSettings and of the Component (a class statement
+    needs them literally); a group added to one and not the others would silently lose its settings there."""
+    from scim_pipeline.assets.component import ScimProvisioningComponent
+    from scim_pipeline.settings import SETTING_GROUPS
+
+    assert [base for base in PipelineSettings.__bases__ if base in SETTING_GROUPS] == list(SETTING_GROUPS)
+    assert [base for base in ScimProvisioningComponent.__bases__ if base in SETTING_GROUPS] == list(SETTING_GROUPS)
+    assert len([b for b in PipelineSettings.__bases__ if issubclass(b, tuple(SETTING_GROUPS))]) == len(SETTING_GROUPS)

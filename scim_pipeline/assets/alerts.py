@@ -175,6 +175,15 @@ class WebhookNotifier:
             raise AlertDeliveryError(f"alert webhook {self.describe()} answered {answer.status_code}")
 
 
+def _secret_from(variable: str, what: str) -> str:
+    """A receiver's secret, read from its variable at send time and registered so every text scrubs it."""
+    value = os.environ.get(variable)
+    if not value:
+        raise AlertDeliveryError(f"{what} variable {variable} is not set")
+    register_secret(value)
+    return value
+
+
 @dataclass(frozen=True)
 class SlackNotifier:
     """dagster-slack's client (``slack_sdk``), for failed checks; the token read from ``token_env`` at send time."""
@@ -185,10 +194,7 @@ class SlackNotifier:
     def send(self, alert: Alert) -> None:
         from slack_sdk import WebClient
 
-        token = os.environ.get(self.token_env)
-        if not token:
-            raise AlertDeliveryError(f"the Slack token variable {self.token_env} is not set")
-        register_secret(token)
+        token = _secret_from(self.token_env, "the Slack token")
         WebClient(token=token).chat_postMessage(channel=self.channel, text=alert.text())
 
 
@@ -201,10 +207,7 @@ class TeamsNotifier:
     def send(self, alert: Alert) -> None:
         from dagster_msteams.client import TeamsClient
 
-        hook = os.environ.get(self.hook_env)
-        if not hook:
-            raise AlertDeliveryError(f"the Teams webhook variable {self.hook_env} is not set")
-        register_secret(hook)
+        hook = _secret_from(self.hook_env, "the Teams webhook")
         TeamsClient(hook_url=hook).post_message(payload={"text": alert.text()})
 
 
