@@ -524,3 +524,27 @@ def test_the_operation_budget_through_the_cli_shows_what_waits(cli_roster: tuple
     assert "SCIM_MAX_OPERATIONS_PER_CYCLE=4" in first.stdout
     calls = [summary_value(run_cli("sync", env=env).stdout, "SCIM calls") for _ in range(3)]
     assert calls == [4, 2, 0]  # 4 creates; the 2 membership PATCHes; converged
+
+
+def test_a_reader_that_goes_away_ends_the_command_with_sigpipes_code_and_no_traceback(
+    clean_env: dict[str, str],
+) -> None:
+    # `scim-pipeline plan | head -1`: the reader closes before the summary is printed.
+    process = subprocess.Popen(
+        [*CLI, "plan"], env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 128 + 13, stderr
+    assert "Traceback" not in stderr
+
+
+def test_the_summary_reaches_a_pipe_whole_before_the_quick_exit(clean_env: dict[str, str]) -> None:
+    # The command leaves with os._exit after flushing: nothing printed may be lost on the way.
+    result = run_cli("plan", "--json", env=clean_env)
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["result"] == "ok"
