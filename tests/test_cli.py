@@ -530,9 +530,7 @@ def test_a_reader_that_goes_away_ends_the_command_with_sigpipes_code_and_no_trac
     clean_env: dict[str, str],
 ) -> None:
     # `scim-pipeline plan | head -1`: the reader closes before the summary is printed.
-    process = subprocess.Popen(
-        [*CLI, "plan"], env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen([*CLI, "plan"], env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     process.stdout.close()
     _, stderr = process.communicate(timeout=120)

@@ -60,10 +60,11 @@ def graphql(url: str, query: str) -> dict[str, Any]:
     return document["data"]
 
 
-def _interruptible() -> None:
-    # A CI runner may start the suite with SIGINT ignored, and children inherit that: `dagster dev` then never
-    # stops on Ctrl-C and each teardown waited out its 30 s. Here it stops on SIGINT as at a terminal.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A CI runner may start the suite with SIGINT ignored, and children inherit that: `dagster dev` then never stopped on
+# SIGINT and each teardown waited out its 30 s. It is started through this, to stop on SIGINT as at a terminal.
+_INTERRUPTIBLE = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 @contextlib.contextmanager
@@ -81,6 +82,9 @@ def running_dagster_dev(
     log = (tmp_path / "dagster_dev.log").open("w")
     process = subprocess.Popen(
         [
+            sys.executable,
+            "-c",
+            _INTERRUPTIBLE,
             str(Path(sys.executable).with_name("dagster")),
             "dev",
             "-w",
@@ -95,7 +99,6 @@ def running_dagster_dev(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_interruptible,
     )
     url = f"http://127.0.0.1:{port}"
     try:

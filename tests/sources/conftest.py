@@ -200,7 +200,10 @@ AD_USERS = 300
 @pytest.fixture(scope="session")
 def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DomainController]:
     """A Samba AD DC with 300 users in OUs, teams, nested groups, a primary group and a computer (samba_dc.py),
-    reached over LDAPS by its own name (mapped to 127.0.0.1 in this process's mount namespace)."""
+    reached over LDAPS by its own name (mapped to 127.0.0.1 in this process's mount namespace).
+
+    It listens on the fixed LDAP ports, so only one test process may run it: its tests live in one file, which a
+    parallel run (`--dist loadfile`) gives to one worker."""
     folder = tmp_path_factory.mktemp("samba-dc")
     with name_on_loopback(DC_NAME, folder), running_samba_dc(folder, users=AD_USERS) as controller:
         yield controller

@@ -32,6 +32,7 @@ def main(spec_path: str) -> None:
         spec = json.load(spec_file)
     target = os.path.abspath(spec["target"])
     os.makedirs(os.path.join(target, "etc"), exist_ok=True)
+    os.makedirs(os.path.join(target, "run"), exist_ok=True)
     smb_conf = os.path.join(target, "etc", "smb.conf")
     lp = LoadParm()
     lp.load(os.devnull)  # never the machine's /etc/samba/smb.conf
@@ -40,6 +41,9 @@ def main(spec_path: str) -> None:
         "bind interfaces only": "yes",
         "server services": "ldap",  # no SMB, Kerberos, DNS, RPC: only what the tests use
         "log file": os.path.join(target, "samba.log"),
+        # Not /run/samba: a pid file left there by an earlier DC names a pid the system may have given to another
+        # process since, and samba then refuses to start ("already running").
+        "pid directory": os.path.join(target, "run"),
         "log level": "1",
     }
     for name, value in options.items():
