@@ -56,7 +56,7 @@ def graphql(url: str, query: str) -> dict[str, Any]:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - an http URL on loopback
-        document: dict[str, Any] = json.load(answer)
+        document: dict[str, dict[str, Any]] = json.load(answer)
     return document["data"]
 
 
