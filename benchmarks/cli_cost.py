@@ -37,7 +37,8 @@ def events_of_last_runs(python: str, env: dict[str, str], runs: int) -> list[tup
         f"for r in i.get_runs(limit={runs}):\n"
         "    logs=i.all_logs(r.run_id)\n"
         "    c=collections.Counter(e.dagster_event.event_type_value if e.dagster_event else 'log' for e in logs)\n"
-        "    out.append([r.job_name,len(logs),dict(c)])\n"
+        "    dry=json.dumps(r.run_config).find('\"dry_run\": true')>=0\n"
+        "    out.append(['plan' if dry else 'sync',len(logs),dict(c)])\n"
         "print(json.dumps(out))\n"
     )
     import json
@@ -76,7 +77,7 @@ def main() -> None:
         )
     for job, count, by_type in events_of_last_runs(python, env, 2):
         top = Counter(by_type).most_common(4)
-        print(f"  events stored by one {job} run: {count} ({', '.join(f'{k} {v}' for k, v in top)})")
+        print(f"  events stored by one `{job}` run: {count} ({', '.join(f'{k} {v}' for k, v in top)})")
 
 
 if __name__ == "__main__":
