@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,16 +35,24 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         postgres_server.drop_database(name)
 
 
-@pytest.fixture(autouse=True)
-def machine_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     """In a parallel run (pytest-xdist), a test marked ``alone`` runs while no other test does; the others share the
-    machine. A readers-writer lock on files every worker sees, with a turnstile so an ``alone`` test waiting for the
+    machine. Held around the whole protocol of a test, so the module and session fixtures its setup starts (a
+    directory of 5,000 users, a domain controller) count as that test's work too."""
+    with _machine_share(item):
+        return (yield)
+
+
+@contextlib.contextmanager
+def _machine_share(item: pytest.Item) -> Iterator[None]:
+    """A readers-writer lock on files every worker sees, with a turnstile so an ``alone`` test waiting for the
     running ones is not overtaken by the next ones."""
-    if not hasattr(request.config, "workerinput"):
+    if not hasattr(item.config, "workerinput"):
         yield
         return
-    folder = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
-    alone = request.node.get_closest_marker("alone") is not None
+    folder = Path(item.config.option.basetemp).parent  # the run's folder, above each worker's own
+    alone = item.get_closest_marker("alone") is not None
     with contextlib.ExitStack() as held:
         turnstile = held.enter_context(_locked(folder / "turnstile.lock", fcntl.LOCK_EX))
         held.enter_context(_locked(folder / "machine.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
@@ -61,3 +69,11 @@ def _locked(path: Path, how: int) -> Iterator[int]:
         yield descriptor
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a ``slow`` test run first. A parallel run hands out whole files in this order, and the file
+    handed out last decides when the run ends: started first, the daemon, browser and soak tests run beside the many
+    short ones instead of after them. Each file's tests keep their order."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -15,6 +15,9 @@ import pytest
 
 from scim_pipeline.cli import main
 
+# Every test here runs the CLI in subprocesses, 3 to 20 s each: the file is the suite's longest.
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "scim_pipeline.cli"]
 CLIENT = "cli-tests"
 SECRET = "cli-secret-3b1f9c"
