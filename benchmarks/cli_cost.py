@@ -37,7 +37,7 @@ def events_of_last_runs(python: str, env: dict[str, str], runs: int) -> list[tup
         f"for r in i.get_runs(limit={runs}):\n"
         "    logs=i.all_logs(r.run_id)\n"
         "    c=collections.Counter(e.dagster_event.event_type_value if e.dagster_event else 'log' for e in logs)\n"
-        "    dry=json.dumps(r.run_config).find('\"dry_run\": true')>=0\n"
+        "    dry=r.run_config.get('ops',{}).get('scim_cycle',{}).get('config',{}).get('dry_run')\n"
         "    out.append(['plan' if dry else 'sync',len(logs),dict(c)])\n"
         "print(json.dumps(out))\n"
     )

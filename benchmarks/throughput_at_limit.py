@@ -118,36 +118,33 @@ def client_settings(emulator: EmulatorProcess, client: str, limit: float) -> Con
     )
 
 
-def hold_s(done_at: list[float], limit: float) -> float | None:
-    """Seconds from the first request until every ``HOLD_WINDOW_S`` window saw at least ``HOLD_SHARE`` of the limit
-    in completed creates, judged while a window's worth of creates was still to come (the tail of an onboarding is
-    demand running out, not pacing); ``None`` if never. (``tests/scim/rate_limited_target.py`` judges the same.)"""
+def window_shares(done_at: list[float], limit: float) -> list[tuple[float, float]]:
+    """Each ``HOLD_WINDOW_S`` window, one starting every 0.1 s from the first request, and the creates completed in it
+    as a share of the limit — judged while a window's worth of creates was still to come (the tail of an onboarding
+    is demand running out, not pacing). (``tests/scim/rate_limited_target.py`` judges the same.)"""
     done = sorted(done_at)
     if not done:
-        return None
+        return []
     judged_until = done[max(0, len(done) - 1 - round(limit * HOLD_WINDOW_S))]
-    need = HOLD_SHARE * limit * HOLD_WINDOW_S
+    full = limit * HOLD_WINDOW_S
+    return [
+        (start, (bisect.bisect_left(done, start + HOLD_WINDOW_S) - bisect.bisect_left(done, start)) / full)
+        for start in (step / 10 for step in range(int((judged_until - HOLD_WINDOW_S) * 10) + 1))
+    ]
+
+
+def hold_s(shares: list[tuple[float, float]]) -> float | None:
+    """Seconds from the first request until every window holds ``HOLD_SHARE`` of the limit; ``None`` if never."""
     held: float | None = None
-    for step in reversed(range(int((judged_until - HOLD_WINDOW_S) * 10) + 1)):
-        start = step / 10
-        if bisect.bisect_left(done, start + HOLD_WINDOW_S) - bisect.bisect_left(done, start) < need:
+    for start, share in reversed(shares):
+        if share < HOLD_SHARE:
             break
         held = start
     return held
 
 
-def found_and_lowest(done_at: list[float], limit: float) -> tuple[float | None, float | None]:
-    """When a ``HOLD_WINDOW_S`` window first held ``HOLD_SHARE`` of the limit (the limit found), and the slowest window
-    after that as a share of the limit, judged as :func:`hold_s` judges."""
-    done = sorted(done_at)
-    if not done:
-        return None, None
-    judged_until = done[max(0, len(done) - 1 - round(limit * HOLD_WINDOW_S))]
-    full = limit * HOLD_WINDOW_S
-    shares = [
-        (step / 10, (bisect.bisect_left(done, step / 10 + HOLD_WINDOW_S) - bisect.bisect_left(done, step / 10)) / full)
-        for step in range(int((judged_until - HOLD_WINDOW_S) * 10) + 1)
-    ]
+def found_and_lowest(shares: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """When a window first held ``HOLD_SHARE`` of the limit (the limit found), and the slowest window after that."""
     first = next((start for start, share in shares if share >= HOLD_SHARE), None)
     if first is None:
         return None, None
@@ -179,7 +176,8 @@ async def onboard(
     if unexpected:
         raise unexpected[0]
     created = [o.scim_id for o in outcomes if not isinstance(o, BaseException) and o.scim_id]
-    found, lowest = found_and_lowest(done_at, limit)
+    shares = window_shares(done_at, limit)
+    found, lowest = found_and_lowest(shares)
     return Run(
         limit=limit,
         announce=announce,
@@ -194,7 +192,7 @@ async def onboard(
         lost=await _lost(emulator, created),
         client_cpu_s=cpu,
         emulator_cpu_s=emulator_cpu,
-        hold_s=hold_s(done_at, limit),
+        hold_s=hold_s(shares),
         first_s=found,
         lowest_share=lowest,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -54,18 +55,38 @@ def _machine_share(item: pytest.Item) -> Iterator[None]:
     folder = Path(item.config.option.basetemp).parent  # the run's folder, above each worker's own
     alone = item.get_closest_marker("alone") is not None
     with contextlib.ExitStack() as held:
-        turnstile = held.enter_context(_locked(folder / "turnstile.lock", fcntl.LOCK_EX))
-        held.enter_context(_locked(folder / "machine.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
+        turnstile = held.enter_context(
+            _locked(folder / "turnstile.lock", fcntl.LOCK_EX, waiting_for="an alone test of another worker")
+        )
+        held.enter_context(
+            _locked(folder / "machine.lock", fcntl.LOCK_EX, waiting_for="the tests running on the other workers")
+            if alone
+            else _locked(folder / "machine.lock", fcntl.LOCK_SH, waiting_for="an alone test of another worker")
+        )
         if not alone:
             fcntl.flock(turnstile, fcntl.LOCK_UN)  # only an alone test keeps the next ones waiting
         yield
 
 
+MACHINE_WAIT_S = 1800
+"""The longest a test waits for its share of the machine: far over any test's own timeout (at most 600 s)."""
+
+
 @contextlib.contextmanager
-def _locked(path: Path, how: int) -> Iterator[int]:
+def _locked(path: Path, how: int, *, waiting_for: str) -> Iterator[int]:
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(descriptor, how)
+        deadline = time.monotonic() + MACHINE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(descriptor, how | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"waited {MACHINE_WAIT_S} s for {waiting_for} to finish ({path.name} held)"
+                    ) from None
+                time.sleep(0.1)
         yield descriptor
     finally:
         os.close(descriptor)  # closing releases the lock

@@ -524,7 +524,7 @@ class Pacer:
             # Nothing refused since the 429 that began the measurement, and the rate is not where a limit was found:
             # a stray 429 (or one sent at the rate before the last cut).
             return
-        if self._rate_independent(now, sending, share, accepted, current):
+        if self._rate_independent(now, share, current):
             return
         if share >= FLOOD_SHARE:
             # Far over the limit: down at once to what the server accepted (roughly: few answers were accepted),
@@ -569,9 +569,7 @@ class Pacer:
         self._held_back = False
         self._cuts += 1
 
-    def _rate_independent(
-        self, now: float, sending: float, share: float, accepted: float, current: float | None
-    ) -> bool:
+    def _rate_independent(self, now: float, share: float, current: float | None) -> bool:
         """Whether the 429s do not depend on our rate: a measurement taken under the rate the previous one set (the
         client slowed down to just under what the server accepted) still sees at least half its share of 429s. Against
         a real limit the share drops to next to nothing there; a gateway refusing a share of requests at random keeps
