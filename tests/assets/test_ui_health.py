@@ -4,7 +4,7 @@ The code location provisions a roster into the emulator over loopback, whose eve
 schedule ticking every minute (tests/assets/minutely_location.py). One sync from the Launchpad leaves the users'
 creates in escrow; the health job launched from the Launchpad a moment later fails ``escrow_age`` (limit: about one
 second), and once a period of the schedule has passed (SCIM_OVERDUE_PERIODS=1), the provisioning assets'
-``freshness_check``. Screenshots land in docs/screenshots (the README's "Health and alerts" shows them).
+``freshness_check``. Screenshots land where tests/assets/test_ui.py's do (the README's "Health and alerts" shows them).
 """
 
 from __future__ import annotations

@@ -136,21 +136,25 @@ def test_the_client_runs_on_uvloop_too(delinea: Any) -> None:
 
 
 @pytest.mark.alone  # the pacer against a rate limit: another test's CPU load changes what it measures
-@pytest.mark.parametrize("announce", ["none", "x-ratelimit", "ietf"])
-async def test_default_settings_hold_the_emulators_rate_limit_with_no_failed_create(announce: str) -> None:
-    """400 creates against a 50 requests/s limit, with the client's default settings: none fails, 429s stay rare
+@pytest.mark.parametrize(("announce", "creates"), [("none", 800), ("x-ratelimit", 400), ("ietf", 400)])
+async def test_default_settings_hold_the_emulators_rate_limit_with_no_failed_create(
+    announce: str, creates: int
+) -> None:
+    """Creates against a 50 requests/s limit, with the client's default settings: none fails, 429s stay rare
     (rarer still when the limit is announced), and the rate found stays under the limit."""
     with _server(rate_limit_per_s=50, announce_rate_limit=announce) as server:
         async with ScimClient(_settings(server, max_retry_wait_s=60)) as client:
             results = await asyncio.gather(
-                *(client.create("Users", {"userName": f"paced{i:04d}"}) for i in range(400)),
+                *(client.create("Users", {"userName": f"paced{i:04d}"}) for i in range(creates)),
                 return_exceptions=True,
             )
             snapshot = client.pacer.snapshot()
         statuses = Counter(record.status for record in _requests(server, token=False))
     assert [r for r in results if isinstance(r, BaseException)] == []
-    assert statuses[201] == 400
-    # Unannounced, the first 429s come when the burst allowance runs out with 16 requests in flight.
+    assert statuses[201] == creates
+    # Unannounced, finding the limit from an unpaced start costs a fixed 20-45 429s (16 requests in flight when the
+    # burst allowance runs out, then the measurement's own); 800 creates make the share measure the pacing after it
+    # (with 400, that fixed cost alone is 5-10 %).
     assert statuses[429] <= (0.005 if announce != "none" else 0.08) * sum(statuses.values())
     assert snapshot.rate_per_s is not None
     assert snapshot.rate_per_s <= 50 * 1.1
