@@ -32,6 +32,8 @@ export SCIM_STATE_URL="${SCIM_STATE_URL:-postgresql+psycopg://${DAGSTER_PG_USERN
 
 # Create or upgrade Dagster's tables once, before three processes open them at the same time.
 dagster instance migrate
+# Each target's pool gets its limit before the daemon first dequeues (Dagster's first pass over a new pool blocks none).
+scim-pipeline pools
 for pool_limit in ${SCIM_POOL_LIMITS:-}; do
     dagster instance concurrency set "${pool_limit%%=*}" "${pool_limit#*=}"
 done

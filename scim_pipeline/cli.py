@@ -188,6 +188,18 @@ def _build_parser(*, emulator_options: bool = True) -> argparse.ArgumentParser:
     verify.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_run_verify)
 
+    pools = commands.add_parser(
+        "pools",
+        help="give each pool of the code location its limit in the Dagster instance ($DAGSTER_HOME) before the "
+        "daemon first queues its runs (run once after `dagster instance migrate`)",
+    )
+    pools.add_argument(
+        "--module",
+        default=None,
+        help="the code location's module, whose `defs` are read (default scim_pipeline.definitions)",
+    )
+    pools.set_defaults(handler=_run_pools)
+
     emulator = commands.add_parser("emulator", help="serve the Delinea-compatible emulator on loopback")
     if emulator_options:
         from scim_pipeline.emulator import cli as emulator_cli
@@ -236,6 +248,26 @@ def _run_verify(args: argparse.Namespace) -> int:
     return verify_workflows_command(
         with_containers=args.with_containers, user_domain=args.user_domain, as_json=args.as_json
     )
+
+
+def _run_pools(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from scim_pipeline.resources.pools import DEFAULT_MODULE, code_location_pools, initialize_pool_limits
+    from scim_pipeline.runner import ensure_dagster_home
+
+    home = ensure_dagster_home()
+    pools = code_location_pools(args.module or DEFAULT_MODULE)
+    with DagsterInstance.from_config(str(home)) as instance:
+        rows = initialize_pool_limits(instance, pools)
+    for row in rows:
+        if row.limit is None:
+            print(f"pool {row.pool}: no limit (dagster.yaml sets no `concurrency: pools: default_limit`)")
+        else:
+            print(f"pool {row.pool}: limit {row.limit}" + (" (set now)" if row.set_now else ""))
+    if not rows:
+        print("the code location uses no pool")
+    return EXIT_OK
 
 
 def _access_containers() -> list[str]:

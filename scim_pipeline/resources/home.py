@@ -37,6 +37,8 @@ concurrency:
 """
 """The instance configuration of a home the CLI creates (production settings: deploy/dagster.yaml)."""
 
+DEFAULT_POOL = "scim_target"
+"""The pool of the code location's one target (a named Component instance's is ``scim_target_<name>``)."""
 _LOCK_NAME = ".scim_pipeline.lock"
 _READY_NAME = ".scim_pipeline.ready"
 """Written once the home's storages were created and opened by this Dagster version."""
@@ -140,7 +142,8 @@ def _open_storages_once(home: Path) -> None:
     try:
         with DagsterInstance.from_config(str(home)) as instance:
             instance.get_runs(limit=1)
-            instance.event_log_storage.get_concurrency_keys()
+            # The default target's pool gets its limit now, not in the daemon's first dequeue (resources/pools.py).
+            instance.event_log_storage.initialize_concurrency_limit_to_default(DEFAULT_POOL)
             if instance.schedule_storage is not None:
                 instance.schedule_storage.all_instigator_state()
     except ConfigurationError:

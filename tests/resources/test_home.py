@@ -72,6 +72,10 @@ def test_a_fresh_home_gets_the_instance_yaml_and_dagsters_storages(tmp_path: Pat
     assert (home / "history" / "runs.db").exists()
     assert (home / "schedules" / "schedules.db").exists()
     assert [p.name for p in home.iterdir() if p.name.startswith(".dagster.yaml.")] == [], "no temp file left"
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:  # the target's pool is limited before any daemon runs
+        assert instance.event_log_storage.get_concurrency_info("scim_target").slot_count == 1
 
 
 def test_an_existing_instance_yaml_is_kept(tmp_path: Path) -> None:

@@ -1,0 +1,58 @@
+"""Give each SCIM target's Dagster pool its limit in the instance before the daemon first dequeues its runs.
+
+Dagster (1.13) writes a pool's default limit into the instance only while dequeuing a run that uses it, and in that
+same pass it still reads the pools known before, so the queued runs of a pool never seen blocks none of them:
+the first backfill on a new deployment can start several runs of one target at once (seen: three ``scim_sync`` runs
+queued before a daemon's first pass all started together; the engine's lease kept their writes apart, the others
+waiting for it). Setting every pool of the code location to the default up front closes that first pass: the same
+three then ran one at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_MODULE", "PoolLimit", "code_location_pools", "initialize_pool_limits"]
+
+DEFAULT_MODULE = "scim_pipeline.definitions"
+"""The code location that run-local-production.sh serves."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimit:
+    """One pool as the instance holds it after :func:`initialize_pool_limits`."""
+
+    pool: str
+    limit: int | None
+    """``None``: the instance sets no default limit (``concurrency: pools: default_limit``): no bound."""
+    set_now: bool
+    """The limit was written by this call (before, the pool was unknown to the instance)."""
+
+
+def code_location_pools(
+    module: str = DEFAULT_MODULE, attribute: str = "defs", working_directory: str = "."
+) -> list[str]:
+    """The pools the jobs of the code location ``module:attribute`` use (a ``Definitions`` or a lazy one)."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repository = ReconstructableRepository.for_module(
+        module, attribute, str(Path(working_directory).absolute())
+    ).get_definition()
+    return sorted(
+        {op.pool for job in repository.get_all_jobs() for op in job.graph.iterate_op_defs() if op.pool is not None}
+    )
+
+
+def initialize_pool_limits(instance: Any, pools: list[str]) -> list[PoolLimit]:
+    """Write the instance's default limit for each pool that has none yet; a pool with a limit keeps it."""
+    storage = instance.event_log_storage
+    known = storage.get_concurrency_keys()
+    rows = []
+    for pool in pools:
+        if pool not in known:
+            storage.initialize_concurrency_limit_to_default(pool)  # a no-op without a default limit
+        limit = storage.get_concurrency_info(pool).slot_count if pool in storage.get_concurrency_keys() else None
+        rows.append(PoolLimit(pool, limit, set_now=pool not in known and limit is not None))
+    return rows
