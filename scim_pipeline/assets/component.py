@@ -42,6 +42,7 @@ from scim_pipeline.resources.pipeline import (
     roster_resource,
     state_resource,
 )
+from scim_pipeline.resources.pools import target_pool
 from scim_pipeline.resources.target import target_resource
 from scim_pipeline.scim.errors import ConfigurationError
 from scim_pipeline.scim.settings import ClientSettings
@@ -198,7 +199,7 @@ class ScimProvisioningComponent(
             translation=freshness.translation(self.translation),
             target_name=self.name or "",
             resource_keys=keys,
-            pool=f"scim_target{suffix}",
+            pool=target_pool(self.name),
             max_failure_share=settings.max_failure_share,
             upstream={
                 table: AssetKey.from_user_string(key)

@@ -49,6 +49,7 @@ from scim_pipeline.assets.health import cycle_health_checks, token_refused_check
 from scim_pipeline.assets.partitions import shard_partition_key, shard_partitions, shards_of
 from scim_pipeline.assets.render import CycleView, rows_table
 from scim_pipeline.assets.translator import ScimTranslator, external_props, props_of
+from scim_pipeline.resources.pools import DEFAULT_POOL
 from scim_pipeline.scim.errors import AuthenticationError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def build_cycle_assets(
     translation: TranslationFn | None = None,
     target_name: str = "",
     resource_keys: ResourceKeys | None = None,
-    pool: str = "scim_target",
+    pool: str = DEFAULT_POOL,
     upstream: Mapping[str, AssetKey] | None = None,
     max_failure_share: float = 0.05,
 ) -> CycleAssets:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scim_pipeline.resources.pools import DEFAULT_POOL, initialize_pool_limits
 from scim_pipeline.scim.errors import ConfigurationError
 
 __all__ = ["INSTANCE_YAML", "pipeline_home", "prepare_dagster_home"]
@@ -37,8 +38,6 @@ concurrency:
 """
 """The instance configuration of a home the CLI creates (production settings: deploy/dagster.yaml)."""
 
-DEFAULT_POOL = "scim_target"
-"""The pool of the code location's one target (a named Component instance's is ``scim_target_<name>``)."""
 _LOCK_NAME = ".scim_pipeline.lock"
 _READY_NAME = ".scim_pipeline.ready"
 """Written once the home's storages were created and opened by this Dagster version."""
@@ -143,7 +142,7 @@ def _open_storages_once(home: Path) -> None:
         with DagsterInstance.from_config(str(home)) as instance:
             instance.get_runs(limit=1)
             # The default target's pool gets its limit now, not in the daemon's first dequeue (resources/pools.py).
-            instance.event_log_storage.initialize_concurrency_limit_to_default(DEFAULT_POOL)
+            initialize_pool_limits(instance, [DEFAULT_POOL])
             if instance.schedule_storage is not None:
                 instance.schedule_storage.all_instigator_state()
     except ConfigurationError:

@@ -14,10 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODULE", "PoolLimit", "code_location_pools", "initialize_pool_limits"]
+__all__ = [
+    "DEFAULT_MODULE",
+    "DEFAULT_POOL",
+    "PoolLimit",
+    "code_location_pools",
+    "initialize_pool_limits",
+    "target_pool",
+]
 
 DEFAULT_MODULE = "scim_pipeline.definitions"
 """The code location that run-local-production.sh serves."""
+DEFAULT_POOL = "scim_target"
+"""The pool of the code location's one target."""
+
+
+def target_pool(name: str | None) -> str:
+    """The pool of a target: ``scim_target``, or ``scim_target_<name>`` for a named Component instance."""
+    return f"{DEFAULT_POOL}_{name}" if name else DEFAULT_POOL
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +63,14 @@ def initialize_pool_limits(instance: Any, pools: list[str]) -> list[PoolLimit]:
     """Write the instance's default limit for each pool that has none yet; a pool with a limit keeps it."""
     storage = instance.event_log_storage
     known = storage.get_concurrency_keys()
-    rows = []
-    for pool in pools:
-        if pool not in known:
-            storage.initialize_concurrency_limit_to_default(pool)  # a no-op without a default limit
-        limit = storage.get_concurrency_info(pool).slot_count if pool in storage.get_concurrency_keys() else None
-        rows.append(PoolLimit(pool, limit, set_now=pool not in known and limit is not None))
-    return rows
+    for pool in set(pools) - known:
+        storage.initialize_concurrency_limit_to_default(pool)  # a no-op without a default limit
+    limited = storage.get_concurrency_keys()
+    return [
+        PoolLimit(
+            pool,
+            storage.get_concurrency_info(pool).slot_count if pool in limited else None,
+            set_now=pool in limited - known,
+        )
+        for pool in pools
+    ]

@@ -2,7 +2,8 @@
 coordinator drained by a running `dagster-daemon`, and a backfill of the code location's assets over 8 of its 16
 shards, as the UI launches it — two shards per run (SCIM_SHARDS_PER_RUN=2), so four runs queue in the `scim_target`
 pool. Every run succeeds, the target ends exactly in the roster's state for those shards, and the sync steps of the
-runs never overlap (the pool's limit of 1, from Dagster's own step events)."""
+runs never overlap (the pool's limit of 1, from Dagster's own step events). Three syncs queued while the daemon is
+down also run one at a time once it starts (the pools limited first, as run-local-production.sh does)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from scim_pipeline.assets.catalogue import ASSETS
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
@@ -151,14 +152,23 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _alive(services: list[subprocess.Popen[str]]) -> None:
+@dataclass
+class Service:
+    """A Dagster service the test started, and the file its output goes to (a pipe nobody reads while it runs
+    would fill and block every process that writes to it: the daemon's run workers inherit its stderr)."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def _alive(services: list[Service]) -> None:
     for service in services:
-        if service.poll() is not None:
-            program = service.args[0] if isinstance(service.args, list) else service.args
-            raise AssertionError(f"{program!s} stopped: {service.stderr.read()[-3000:] if service.stderr else ''}")
+        if service.process.poll() is not None:
+            output = service.log.read_text(encoding="utf-8", errors="replace")[-3000:]
+            raise AssertionError(f"{service.log.stem} stopped: {output}")
 
 
-def _wait_until_serving(webserver: str, services: list[subprocess.Popen[str]]) -> None:
+def _wait_until_serving(webserver: str, services: list[Service]) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         _alive(services)
@@ -183,13 +193,9 @@ def _launch_backfill(webserver: str) -> str:
     return str(launched["backfillId"])
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_daemon_backfill_over_eight_shards_provisions_them_exactly_one_step_at_a_time(
-    production: Production, roster: Roster
-) -> None:
-    # As run-local-production.sh does before it starts the daemon: without it, the daemon's first pass over the new
-    # pool blocks none of its runs, and two of the backfill's runs could start at once.
+def _limit_pools(production: Production) -> None:
+    """`scim-pipeline pools`, as run-local-production.sh runs it before it starts the daemon: without it, the
+    daemon's first pass over the new pool blocks none of its queued runs."""
     pools = subprocess.run(
         [sys.executable, "-m", "scim_pipeline.cli", "pools"],
         env=production.env,
@@ -200,45 +206,127 @@ def test_a_daemon_backfill_over_eight_shards_provisions_them_exactly_one_step_at
     )
     assert pools.returncode == 0, pools.stderr
     assert pools.stdout.splitlines() == ["pool scim_target: limit 1"], pools.stdout
-    port = _free_port()
-    services = [
-        subprocess.Popen(
-            command,
-            env=production.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for command in (
-            ["dagster-daemon", "run", "-w", str(production.workspace)],
-            ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(production.workspace)],
-        )
-    ]
+
+
+@contextlib.contextmanager
+def _started(production: Production, *commands: list[str]) -> Iterator[list[Service]]:
+    """The Dagster services given, each in its own session, its output in a file beside the workspace; stopped
+    (SIGTERM, then SIGKILL after 60 s) on the way out."""
+    services: list[Service] = []
     try:
+        for command in commands:
+            log = production.workspace.parent / f"{Path(command[0]).name}.log"
+            with log.open("wb") as output:
+                process = subprocess.Popen(
+                    command, env=production.env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            services.append(Service(process, log))
+        yield services
+    finally:
+        for service in services:
+            os.killpg(service.process.pid, signal.SIGTERM)
+        for service in services:
+            try:
+                service.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(service.process.pid, signal.SIGKILL)
+                service.process.wait(timeout=30)
+
+
+def _finished_runs(
+    instance: DagsterInstance, runs_filter: RunsFilter, count: int, services: list[Service]
+) -> list[DagsterRun]:
+    """The ``count`` runs the filter selects, once all have finished (at most 600 s; a failed run ends it at once,
+    with its last events)."""
+    deadline = time.monotonic() + 600
+    while True:
+        runs = instance.get_runs(filters=runs_filter)
+        if len(runs) == count and all(run.status in FINISHED for run in runs):
+            return list(runs)
+        _alive(services)
+        if time.monotonic() >= deadline or any(run.status == DagsterRunStatus.FAILURE for run in runs):
+            detail = {
+                run.run_id[:8]: [
+                    f"{e.dagster_event_type} {e.step_key} {(e.user_message or '')[:300]} {_error_of(e)}"
+                    for e in instance.all_logs(run.run_id)[-6:]
+                ]
+                for run in runs
+                if run.status != DagsterRunStatus.SUCCESS
+            }
+            raise AssertionError(f"{len(runs)} of {count} runs: {[run.status.value for run in runs]} {detail}")
+        time.sleep(2)
+
+
+def _most_at_once(intervals: list[tuple[float, float, str]]) -> int:
+    edges = sorted([(start, 1) for start, _, _ in intervals] + [(end, -1) for _, end, _ in intervals])
+    in_flight = most = 0
+    for _, change in edges:  # at equal times an end (-1) sorts before a start (+1)
+        in_flight += change
+        most = max(most, in_flight)
+    return most
+
+
+_LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_syncs_queued_before_the_daemons_first_pass_run_one_at_a_time(production: Production) -> None:
+    """Three syncs launched from the UI while the daemon is down (a new deployment, a daemon restarted): once it is
+    up they run one at a time. Without `scim-pipeline pools` all three started at once."""
+    _limit_pools(production)
+    port = _free_port()
+    webserver = f"http://127.0.0.1:{port}"
+    web = ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(production.workspace)]
+    with _started(production, web) as services:
+        _wait_until_serving(webserver, services)
+        selector = {
+            "repositoryLocationName": "scim_pipeline",
+            "repositoryName": "__repository__",
+            "jobName": "scim_sync",
+        }
+        for _ in range(3):
+            answer = httpx.post(
+                f"{webserver}/graphql",
+                json={"query": _LAUNCH_RUN, "variables": {"params": {"selector": selector, "runConfigData": {}}}},
+                timeout=120,
+            ).json()
+            assert answer["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", answer
+        daemon = ["dagster-daemon", "run", "-w", str(production.workspace)]
+        with _started(production, daemon) as daemons, DagsterInstance.get() as instance:
+            runs = _finished_runs(instance, RunsFilter(job_name="scim_sync"), 3, services + daemons)
+            intervals = _provisioning_intervals(instance, [run.run_id for run in runs])
+    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * 3
+    assert len(intervals) == 3, "a run's sync step did not run"
+    assert _most_at_once(intervals) == 1, "the scim_target pool allows 1"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_daemon_backfill_over_eight_shards_provisions_them_exactly_one_step_at_a_time(
+    production: Production, roster: Roster
+) -> None:
+    _limit_pools(production)
+    port = _free_port()
+    daemon = ["dagster-daemon", "run", "-w", str(production.workspace)]
+    web = ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(production.workspace)]
+    with _started(production, daemon, web) as services:
         webserver = f"http://127.0.0.1:{port}"
         _wait_until_serving(webserver, services)
         backfill_id = _launch_backfill(webserver)
         with DagsterInstance.get() as instance:
-            deadline = time.monotonic() + 600
-            while True:
-                runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
-                if len(runs) == len(BACKFILLED) // SHARDS_PER_RUN + 1 and all(run.status in FINISHED for run in runs):
-                    break
-                _alive(services)
-                if time.monotonic() >= deadline or any(run.status == DagsterRunStatus.FAILURE for run in runs):
-                    detail = {
-                        run.run_id[:8]: [
-                            f"{e.dagster_event_type} {e.step_key} {(e.user_message or '')[:300]} {_error_of(e)}"
-                            for e in instance.all_logs(run.run_id)[-6:]
-                        ]
-                        for run in runs
-                        if run.status != DagsterRunStatus.SUCCESS
-                    }
-                    raise AssertionError(f"{[run.status.value for run in runs]} {detail}")
-                time.sleep(2)
             # One run of the unpartitioned assets (groups, PAM, audit) and one per two shards.
-            assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * (len(BACKFILLED) // SHARDS_PER_RUN + 1)
+            count = len(BACKFILLED) // SHARDS_PER_RUN + 1
+            runs = _finished_runs(instance, RunsFilter(tags={"dagster/backfill": backfill_id}), count, services)
+            assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS] * count
             ranges = sorted(
                 (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"])
                 for run in runs
@@ -246,22 +334,9 @@ def test_a_daemon_backfill_over_eight_shards_provisions_them_exactly_one_step_at
             )
             assert ranges == [(BACKFILLED[i], BACKFILLED[i + 1]) for i in range(0, len(BACKFILLED), SHARDS_PER_RUN)]
             intervals = _provisioning_intervals(instance, [run.run_id for run in runs])
-    finally:
-        for service in services:
-            os.killpg(service.pid, signal.SIGTERM)
-        for service in services:
-            try:
-                service.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(service.pid, signal.SIGKILL)
-                service.wait(timeout=30)
 
     assert len(intervals) == len(BACKFILLED) // SHARDS_PER_RUN + 1, "a run's sync step did not run"
-    edges = sorted([(start, 1) for start, _, _ in intervals] + [(end, -1) for _, end, _ in intervals])
-    in_flight = most = 0
-    for _, change in edges:  # at equal times an end (-1) sorts before a start (+1)
-        in_flight += change
-        most = max(most, in_flight)
+    most = _most_at_once(intervals)
     assert most == 1, f"{most} sync steps ran at once; the scim_target pool allows 1"
     # And the writer lease, the one-writer guarantee itself: no two runs' writes interleave.
     with ProvisioningState.open(production.env["SCIM_STATE_URL"]) as state:
