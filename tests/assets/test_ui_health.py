@@ -27,6 +27,7 @@ from tests.assets.test_ui import (
     dismiss_newsletter_prompt,
     graphql,
     launch_from_the_launchpad,
+    launched_by_hand,
     running_dagster_dev,
     runs,
 )
@@ -71,6 +72,9 @@ def dagster_dev_minutely(tmp_path: Path, roster: Roster, failing_user_creates: E
         "SCIM_MAX_ATTEMPTS": "1",
         "SCIM_ESCROW_MAX_AGE": "0.0003",  # about one second
         "SCIM_OVERDUE_PERIODS": "1",  # one missed minute is overdue: the test waits one period, not two
+        # The health schedule (running by default with a target) ticks during the test: its runs are not the ones
+        # the test launches from the Launchpad, which it must tell apart (a tick every 15 minutes once failed CI).
+        "SCIM_HEALTH_SCHEDULE": "* * * * *",
     }
     with running_dagster_dev(tmp_path, workspace=workspace, env=env) as url:
         yield url
@@ -97,7 +101,7 @@ def launch_health_job(page: Any, url: str) -> dict[str, Any]:
     page.get_by_role("button", name="Launch Run").click(timeout=60_000)
     deadline = time.monotonic() + 180
     while True:
-        new = [run for run in runs(url) if run["runId"] not in before]
+        new = launched_by_hand(url, HEALTH_JOB, before)
         if new and new[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
             return new[0]
         assert time.monotonic() < deadline, f"{HEALTH_JOB} did not finish: {new}"
@@ -144,3 +148,10 @@ def test_the_ui_shows_old_escrow_then_an_overdue_sync_failing_their_checks(dagst
             assert "overdue" in freshness["description"].lower(), freshness
         show_check(page, url, "user_provisioning", "freshness_check", "health-overdue.png")
         browser.close()
+
+    scheduled = [
+        run
+        for run in runs(url)
+        if run["jobName"] == HEALTH_JOB and any(tag["key"] == "dagster/schedule_name" for tag in run["tags"])
+    ]
+    assert scheduled, "the health schedule, running by default with a target, never ticked"
