@@ -10,9 +10,12 @@ three then ran one at a time.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 __all__ = [
     "DEFAULT_MODULE",
@@ -45,21 +48,18 @@ class PoolLimit:
     """The limit was written by this call (before, the pool was unknown to the instance)."""
 
 
-def code_location_pools(
-    module: str = DEFAULT_MODULE, attribute: str = "defs", working_directory: str = "."
-) -> list[str]:
-    """The pools the jobs of the code location ``module:attribute`` use (a ``Definitions`` or a lazy one)."""
+def code_location_pools(module: str = DEFAULT_MODULE) -> list[str]:
+    """The pools the jobs of the code location ``module:defs`` use (a ``Definitions`` or a lazy one: Dagster's own
+    loader resolves both, as the code server does)."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    repository = ReconstructableRepository.for_module(
-        module, attribute, str(Path(working_directory).absolute())
-    ).get_definition()
+    repository = ReconstructableRepository.for_module(module, "defs", os.getcwd()).get_definition()
     return sorted(
         {op.pool for job in repository.get_all_jobs() for op in job.graph.iterate_op_defs() if op.pool is not None}
     )
 
 
-def initialize_pool_limits(instance: Any, pools: list[str]) -> list[PoolLimit]:
+def initialize_pool_limits(instance: DagsterInstance, pools: list[str]) -> list[PoolLimit]:
     """Write the instance's default limit for each pool that has none yet; a pool with a limit keeps it."""
     storage = instance.event_log_storage
     known = storage.get_concurrency_keys()

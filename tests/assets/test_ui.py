@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster._core.storage.tags import SCHEDULE_NAME_TAG, SENSOR_NAME_TAG
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -148,16 +149,20 @@ def runs(url: str) -> list[dict[str, Any]]:
     return results
 
 
+def started_by(run: dict[str, Any], *tags: str) -> bool:
+    """Whether ``run`` carries one of ``tags`` (Dagster's ``SCHEDULE_NAME_TAG``, ``SENSOR_NAME_TAG``)."""
+    return any(tag["key"] in tags for tag in run["tags"])
+
+
 def launched_by_hand(url: str, job: str, before: set[str]) -> list[dict[str, Any]]:
     """The runs of ``job`` that are not in ``before`` and were not started by a schedule or a sensor: the one a
     person launched. (A schedule running by default, such as the health job's, may tick while the test waits.)"""
-    automatic = ("dagster/schedule_name", "dagster/sensor_name")
     return [
         run
         for run in runs(url)
         if run["runId"] not in before
         and run["jobName"] == job
-        and not any(tag["key"] in automatic for tag in run["tags"])
+        and not started_by(run, SCHEDULE_NAME_TAG, SENSOR_NAME_TAG)
     ]
 
 

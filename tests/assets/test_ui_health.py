@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster._core.storage.tags import SCHEDULE_NAME_TAG
 
 from scim_pipeline.assets.health import HEALTH_JOB
 from scim_pipeline.emulator import EmulatorConfig, EmulatorServer
@@ -30,6 +31,7 @@ from tests.assets.test_ui import (
     launched_by_hand,
     running_dagster_dev,
     runs,
+    started_by,
 )
 
 pytestmark = [
@@ -149,9 +151,5 @@ def test_the_ui_shows_old_escrow_then_an_overdue_sync_failing_their_checks(dagst
         show_check(page, url, "user_provisioning", "freshness_check", "health-overdue.png")
         browser.close()
 
-    scheduled = [
-        run
-        for run in runs(url)
-        if run["jobName"] == HEALTH_JOB and any(tag["key"] == "dagster/schedule_name" for tag in run["tags"])
-    ]
+    scheduled = [run for run in runs(url) if run["jobName"] == HEALTH_JOB and started_by(run, SCHEDULE_NAME_TAG)]
     assert scheduled, "the health schedule, running by default with a target, never ticked"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
 from scim_pipeline.resources.home import INSTANCE_YAML, prepare_dagster_home
 from scim_pipeline.scim import ConfigurationError
@@ -72,8 +73,6 @@ def test_a_fresh_home_gets_the_instance_yaml_and_dagsters_storages(tmp_path: Pat
     assert (home / "history" / "runs.db").exists()
     assert (home / "schedules" / "schedules.db").exists()
     assert [p.name for p in home.iterdir() if p.name.startswith(".dagster.yaml.")] == [], "no temp file left"
-    from dagster import DagsterInstance
-
     with DagsterInstance.from_config(str(home)) as instance:  # the target's pool is limited before any daemon runs
         assert instance.event_log_storage.get_concurrency_info("scim_target").slot_count == 1
 
